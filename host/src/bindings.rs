@@ -1,0 +1,17 @@
+//! Host-side bindings of the platform's WIT package (`wit/platform.wit`).
+//!
+//! Calls and casts await other processes, and storage may wait for an fsync,
+//! so those imports are async; logging is a plain function.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "otp:platform/process-component",
+    imports: {
+        "otp:platform/process": async,
+        "otp:platform/storage": async,
+    },
+    exports: { default: async },
+});
+
+pub use exports::otp::platform::behaviour;
+pub use otp::platform::{log, process, storage, types};

@@ -1,0 +1,52 @@
+//! `otp:platform/log`: guest log lines go to the host's `tracing` output,
+//! tagged with node, component and process, under the `guest` target (so
+//! `RUST_LOG=guest=debug` turns them up without the host's own chatter).
+
+use std::sync::Arc;
+
+use tracing::{debug, error, info, trace, warn};
+use wasmtime::component::{HasData, Linker};
+
+use crate::bindings::log::{self, Level};
+use crate::state::InstanceState;
+
+pub struct LogCapability {
+    node: Arc<str>,
+    component: Arc<str>,
+    process: Option<Arc<str>>,
+}
+
+impl LogCapability {
+    pub fn new(node: Arc<str>, component: Arc<str>, process: Option<Arc<str>>) -> Self {
+        Self {
+            node,
+            component,
+            process,
+        }
+    }
+}
+
+impl log::Host for LogCapability {
+    fn log(&mut self, level: Level, message: String) {
+        let node = &*self.node;
+        let component = &*self.component;
+        let process = self.process.as_deref().unwrap_or("<http>");
+        match level {
+            Level::Trace => trace!(target: "guest", node, component, process, "{message}"),
+            Level::Debug => debug!(target: "guest", node, component, process, "{message}"),
+            Level::Info => info!(target: "guest", node, component, process, "{message}"),
+            Level::Warn => warn!(target: "guest", node, component, process, "{message}"),
+            Level::Error => error!(target: "guest", node, component, process, "{message}"),
+        }
+    }
+}
+
+struct Log;
+
+impl HasData for Log {
+    type Data<'a> = &'a mut LogCapability;
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    log::add_to_linker::<InstanceState, Log>(linker, |state| &mut state.log)
+}

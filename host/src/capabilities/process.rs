@@ -1,0 +1,102 @@
+//! `otp:platform/process`: calls and casts by name, and the caller's identity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasData, Linker};
+
+use crate::bindings::{process, types};
+use crate::node::NodeCore;
+use crate::state::InstanceState;
+
+/// Why a call or cast failed, as the host sees it. Mirrors the WIT
+/// `call-error`, so the host's own callers (HTTP, console) use it too.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("no component named `{0}` is loaded")]
+    NoSuchComponent(String),
+    #[error("no reply within the timeout")]
+    TimedOut,
+    #[error("the process crashed: {0}")]
+    Crashed(String),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl From<CallError> for types::CallError {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::NoSuchComponent(name) => types::CallError::NoSuchComponent(name),
+            CallError::TimedOut => types::CallError::TimedOut,
+            CallError::Crashed(reason) => types::CallError::Crashed(reason),
+            CallError::Refused(reason) => types::CallError::Refused(reason),
+        }
+    }
+}
+
+pub struct ProcessCapability {
+    node: Arc<NodeCore>,
+    component: Arc<str>,
+    self_name: Option<Arc<str>>,
+}
+
+impl ProcessCapability {
+    pub fn new(node: Arc<NodeCore>, component: Arc<str>, self_name: Option<Arc<str>>) -> Self {
+        Self {
+            node,
+            component,
+            self_name,
+        }
+    }
+}
+
+impl process::Host for ProcessCapability {
+    async fn call(
+        &mut self,
+        name: String,
+        message: Vec<u8>,
+        timeout_ms: u32,
+    ) -> Result<Vec<u8>, types::CallError> {
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        Ok(self
+            .node
+            .call(&self.component, &name, message, timeout)
+            .await?)
+    }
+
+    async fn call_component(
+        &mut self,
+        component: String,
+        name: String,
+        message: Vec<u8>,
+        timeout_ms: u32,
+    ) -> Result<Vec<u8>, types::CallError> {
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        Ok(self.node.call(&component, &name, message, timeout).await?)
+    }
+
+    async fn cast(&mut self, name: String, message: Vec<u8>) -> Result<(), types::CallError> {
+        Ok(self.node.cast(&self.component, &name, message)?)
+    }
+
+    async fn self_name(&mut self) -> Option<String> {
+        self.self_name.as_deref().map(str::to_string)
+    }
+
+    async fn component_name(&mut self) -> String {
+        self.component.to_string()
+    }
+}
+
+impl types::Host for ProcessCapability {}
+
+struct Process;
+
+impl HasData for Process {
+    type Data<'a> = &'a mut ProcessCapability;
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    types::add_to_linker::<InstanceState, Process>(linker, |state| &mut state.process)?;
+    process::add_to_linker::<InstanceState, Process>(linker, |state| &mut state.process)
+}

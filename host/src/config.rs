@@ -1,0 +1,170 @@
+//! Node configuration: what `host run` is told, with the defaults a node
+//! runs with when told nothing.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a node needs to know to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's name, used in logs and, later, in the cluster.
+    pub node_name: String,
+    /// Where RocksDB and the compiled-component cache live.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub limits: ProcessLimits,
+    pub restarts: RestartIntensity,
+    /// Whether every write is fsynced before the guest's call returns.
+    pub durability: Durability,
+    /// Where Prometheus-style metrics are served; none by default.
+    pub metrics_addr: Option<(IpAddr, u16)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub host: IpAddr,
+    pub port: u16,
+    /// Requests with a larger body get 413.
+    pub max_body_bytes: usize,
+    /// A request that takes longer gets 504 and its handler instance is dropped.
+    pub request_deadline: Duration,
+    /// HTTP handler instances alive at once; further requests wait their turn.
+    pub max_concurrent_requests: u32,
+}
+
+/// Limits that keep one process from hurting the others.
+#[derive(Debug, Clone)]
+pub struct ProcessLimits {
+    /// A process idle this long is stopped and its memory freed.
+    pub idle_timeout: Duration,
+    /// Longest a process may spend on one message (or on init).
+    pub call_deadline: Duration,
+    /// Largest linear memory a process (or HTTP handler) may grow to.
+    pub max_memory_bytes: usize,
+    /// Processes alive at once on this node.
+    pub max_processes: u32,
+}
+
+/// OTP's restart intensity, applied per process name: more than
+/// `max_restarts` crashes within `period` and the name is refused for
+/// `cooldown`.
+#[derive(Debug, Clone)]
+pub struct RestartIntensity {
+    pub max_restarts: u32,
+    pub period: Duration,
+    pub cooldown: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A write is in the write-ahead log (the OS page cache) before the call
+    /// returns: it survives the host being killed, not a power loss.
+    Wal,
+    /// A write is fsynced before the call returns (RocksDB groups concurrent
+    /// writers into one fsync): it survives a power loss.
+    Fsync,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: 5454,
+            max_body_bytes: 1024 * 1024,
+            request_deadline: Duration::from_secs(30),
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+impl Default for ProcessLimits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(60),
+            call_deadline: Duration::from_secs(5),
+            max_memory_bytes: 64 * 1024 * 1024,
+            max_processes: 10_000,
+        }
+    }
+}
+
+impl Default for RestartIntensity {
+    fn default() -> Self {
+        Self {
+            max_restarts: 3,
+            period: Duration::from_secs(5),
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Parses a duration as the operator writes it: `60` (seconds, as
+/// `TODO_SERVER_EXPIRY` is given in the book), `1500ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (try 60, 500ms, 5s, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        other => return Err(format!("unknown unit `{other}` in `{text}` (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// Parses a size: `65536`, `64KiB`, `64MiB`, `1GiB` (also `KB`, `MB`, `GB`,
+/// `k`, `m`, `g`, all taken as powers of 1024).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (try 1048576, 64KiB, 64MiB)"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` in `{text}` (use KiB, MiB or GiB)")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_an_operator_writes_them() {
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+    }
+
+    #[test]
+    fn sizes_are_powers_of_1024() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+}

@@ -1,0 +1,295 @@
+//! HTTP ingress: hyper in front, a component's `wasi:http/incoming-handler`
+//! behind.
+//!
+//! Each request gets a fresh instance of the component (a pooled slot, not a
+//! process): handlers keep no state between requests and reach state through
+//! processes. The host answers some requests itself, before any guest runs:
+//! 413 for a body over the limit, 503 when every handler slot is busy past
+//! the deadline, 504 when the handler runs past the request deadline, 500
+//! when it traps before answering.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{PathAndQuery, Uri};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiHttpView as _;
+
+use crate::component::LoadedComponent;
+use crate::node::NodeCore;
+use crate::process::describe_trap;
+use crate::state::InstanceState;
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `addr`, saying plainly what is wrong when it cannot.
+pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "cannot listen for {what} on {addr}: the port is already in use \
+                 (another node running? choose another port)"
+            )
+        } else {
+            anyhow::anyhow!("cannot listen for {what} on {addr}: {e}")
+        }
+    })
+}
+
+/// Accepts HTTP/1.1 connections on `listener` until `stop` is cancelled,
+/// then lets in-flight requests finish for up to `drain`.
+pub async fn serve<S, F, B>(listener: TcpListener, service: S, stop: CancellationToken, drain: Duration)
+where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => connection,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service_fn(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight HTTP requests still running after {drain:?}; closing them");
+    }
+}
+
+/// Where requests go: the first component at `/`, every other one that
+/// serves HTTP under `/<its name>/`.
+pub struct Ingress {
+    node: Arc<NodeCore>,
+    handler_slots: Arc<Semaphore>,
+}
+
+/// An answer the host gives itself.
+struct Rejection {
+    status: StatusCode,
+    message: String,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl Ingress {
+    pub fn new(node: Arc<NodeCore>) -> Arc<Self> {
+        let slots = node.config().http.max_concurrent_requests as usize;
+        Arc::new(Self {
+            node,
+            handler_slots: Arc::new(Semaphore::new(slots)),
+        })
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<HyperOutgoingBody>, Infallible> {
+        self.node.metrics().http_request();
+        Ok(match self.dispatch(request).await {
+            Ok(response) => response,
+            Err(rejection) => {
+                self.node.metrics().http_error();
+                text_response(rejection.status, rejection.message)
+            }
+        })
+    }
+
+    async fn dispatch(&self, request: Request<Incoming>) -> Result<Response<HyperOutgoingBody>, Rejection> {
+        let config = &self.node.config().http;
+        let deadline = Instant::now() + config.request_deadline;
+        let (component, request) = self
+            .route(request)
+            .ok_or_else(|| Rejection::new(StatusCode::NOT_FOUND, "not found"))?;
+        if !request.headers().contains_key(header::HOST) && request.uri().authority().is_none() {
+            return Err(Rejection::new(StatusCode::BAD_REQUEST, "missing Host header"));
+        }
+        let request = tokio::time::timeout_at(deadline, read_body(request, config.max_body_bytes))
+            .await
+            .map_err(|_| Rejection::new(StatusCode::REQUEST_TIMEOUT, "request body too slow"))??;
+        let slot = tokio::time::timeout_at(deadline, self.handler_slots.clone().acquire_owned())
+            .await
+            .map_err(|_| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight; try again"))?
+            .map_err(|_| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+        self.run_handler(component, request, slot, deadline).await
+    }
+
+    /// Picks the component for the request's path, stripping its mount
+    /// prefix from the path the guest sees.
+    fn route<B>(&self, mut request: Request<B>) -> Option<(Arc<LoadedComponent>, Request<B>)> {
+        let components = self.node.components();
+        let path = request.uri().path();
+        for component in components.iter().skip(1) {
+            let prefix = format!("/{}", component.name());
+            let rest = match path.strip_prefix(&prefix) {
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+                _ => continue,
+            };
+            component.http_pre()?;
+            let rest = if rest.is_empty() { "/" } else { rest };
+            let path_and_query = match request.uri().query() {
+                Some(query) => format!("{rest}?{query}"),
+                None => rest.to_string(),
+            };
+            let mut parts = request.uri().clone().into_parts();
+            parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
+            *request.uri_mut() = Uri::from_parts(parts).ok()?;
+            return Some((component.clone(), request));
+        }
+        let main = components.first()?;
+        main.http_pre()?;
+        Some((main.clone(), request))
+    }
+
+    /// Runs the component's handler in a task of its own: the response head
+    /// comes back through a channel while the handler may go on writing the
+    /// body. The handler slot is held until the task ends.
+    async fn run_handler(
+        &self,
+        component: Arc<LoadedComponent>,
+        request: Request<Full<Bytes>>,
+        slot: OwnedSemaphorePermit,
+        deadline: Instant,
+    ) -> Result<Response<HyperOutgoingBody>, Rejection> {
+        let internal = |e: wasmtime::Error| {
+            Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+        };
+        let Some(pre) = component.http_pre().cloned() else {
+            return Err(Rejection::new(StatusCode::NOT_FOUND, "not found"));
+        };
+        let state = InstanceState::new(&self.node, component.name(), None);
+        let mut store = self.node.runtime().new_store(state);
+        let (sender, receiver) = oneshot::channel();
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(internal)?;
+        let outparam = store.data_mut().http().new_response_outparam(sender).map_err(internal)?;
+        let name = component.name().to_string();
+        let handler = tokio::spawn(async move {
+            let _slot = slot;
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            };
+            match tokio::time::timeout_at(deadline, run).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(component = %name, "HTTP handler failed: {}", describe_trap(&e)),
+                Err(_) => tracing::warn!(component = %name, "HTTP handler ran past the request deadline"),
+            }
+        });
+        match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(code))) => Err(Rejection::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: the handler failed: {code:?}"),
+            )),
+            Ok(Err(_)) => Err(Rejection::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: the request handler crashed",
+            )),
+            Err(_) => {
+                handler.abort();
+                Err(Rejection::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the request ran past its deadline",
+                ))
+            }
+        }
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes: Todo bodies are
+/// small, and a bounded buffer is simpler to reason about than a stream.
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Request<Full<Bytes>>, Rejection> {
+    let too_large = || {
+        Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(too_large())
+        }
+        Err(e) => {
+            return Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            ))
+        }
+    };
+    Ok(Request::from_parts(parts, Full::new(bytes)))
+}
+
+fn text_response(status: StatusCode, message: String) -> Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(message))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,19 @@
+//! The host: runs Wasm components as supervised processes, OTP style.
+//!
+//! See `ARCHITECTURE.md` at the top of the repository for the map of these
+//! modules and the invariants they keep.
+
+pub mod bindings;
+pub mod capabilities;
+pub mod component;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod process;
+pub mod registry;
+pub mod runtime;
+pub mod shutdown;
+pub mod state;
+pub mod storage;
+pub mod supervisor;

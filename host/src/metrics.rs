@@ -1,0 +1,81 @@
+//! Metrics in the Prometheus text format, served on `--metrics-port`: the
+//! first piece of observation (process count, crashes, expiries), before the
+//! remote console arrives.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+
+use crate::node::NodeCore;
+
+#[derive(Default)]
+pub struct Metrics {
+    processes_started: AtomicU64,
+    processes_crashed: AtomicU64,
+    processes_expired: AtomicU64,
+    starts_refused: AtomicU64,
+    http_requests: AtomicU64,
+    http_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub fn started(&self) {
+        self.processes_started.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn crashed(&self) {
+        self.processes_crashed.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn expired(&self) {
+        self.processes_expired.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn refused(&self) {
+        self.starts_refused.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn http_request(&self) {
+        self.http_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A request the host answered itself with an error (413, 503, 504, 500).
+    pub fn http_error(&self) {
+        self.http_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The metrics page of `node`.
+pub fn render(node: &NodeCore) -> String {
+    let m = node.metrics();
+    let node_name = node.name();
+    let mut out = String::new();
+    let mut line = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name}{{node=\"{node_name}\"}} {value}");
+    };
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    line("host_processes", "gauge", "Processes alive now.", node.registry().len() as u64);
+    line("host_processes_started_total", "counter", "Processes started.", load(&m.processes_started));
+    line("host_processes_crashed_total", "counter", "Processes ended by a trap, deadline, memory cap or failed init.", load(&m.processes_crashed));
+    line("host_processes_expired_total", "counter", "Processes stopped after being idle.", load(&m.processes_expired));
+    line("host_process_starts_refused_total", "counter", "Starts refused by restart intensity.", load(&m.starts_refused));
+    line("host_http_requests_total", "counter", "HTTP requests received.", load(&m.http_requests));
+    line("host_http_host_errors_total", "counter", "HTTP requests the host answered with an error itself.", load(&m.http_errors));
+    out
+}
+
+/// Serves `GET /metrics`.
+pub async fn handle(node: Arc<NodeCore>, request: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = if request.uri().path() == "/metrics" {
+        Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(render(&node))))
+    } else {
+        Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"not found: try /metrics\n")))
+    };
+    Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}

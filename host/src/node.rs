@@ -1,0 +1,247 @@
+//! The node: everything one running `host` holds, and the call path that
+//! ties the registry, the supervisor and the processes together.
+//!
+//! Seam for distribution: `NodeCore::call` and `cast` take a name, never a
+//! location. When nodes connect, the registry answers with a mailbox that
+//! forwards to the peer holding the name, and nothing above this module
+//! changes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::task::TaskTracker;
+
+use crate::capabilities::CallError;
+use crate::component::LoadedComponent;
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::process::{self, Exit, Mailbox, Message, Pid};
+use crate::registry::{ProcessKey, Registration, Registry};
+use crate::runtime::Runtime;
+use crate::storage::Storage;
+use crate::supervisor::Supervisor;
+
+/// Times a message is offered to a name whose process stops just as it is
+/// sent (idle expiry racing the send) before the call is refused.
+const DELIVERY_ATTEMPTS: usize = 3;
+
+/// Longest process name: names travel in every message and log line.
+const MAX_PROCESS_NAME_BYTES: usize = 1024;
+
+/// A component to load: its name and its `.wasm` file.
+#[derive(Debug, Clone)]
+pub struct ComponentSource {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+pub struct NodeCore {
+    name: Arc<str>,
+    config: NodeConfig,
+    runtime: Runtime,
+    /// In load order; the first one serves HTTP at `/`.
+    components: Vec<Arc<LoadedComponent>>,
+    by_name: HashMap<String, Arc<LoadedComponent>>,
+    storage: Storage,
+    registry: Registry,
+    supervisor: Supervisor,
+    metrics: Metrics,
+    tasks: TaskTracker,
+    next_pid: AtomicU64,
+}
+
+impl NodeCore {
+    /// Creates the engine, compiles (or loads from cache) every component and
+    /// opens storage.
+    pub fn start(config: NodeConfig, sources: &[ComponentSource]) -> anyhow::Result<Arc<Self>> {
+        let runtime = Runtime::new(&config.limits, config.http.max_concurrent_requests)?;
+        let cache_dir = config.data_dir.join("compiled");
+        let mut components = Vec::new();
+        let mut by_name = HashMap::new();
+        for source in sources {
+            let loaded = Arc::new(LoadedComponent::load(
+                &runtime,
+                &source.name,
+                &source.path,
+                &cache_dir,
+            )?);
+            if by_name.insert(source.name.clone(), loaded.clone()).is_some() {
+                anyhow::bail!(
+                    "two components are named `{}`: name one with NAME=PATH",
+                    source.name
+                );
+            }
+            components.push(loaded);
+        }
+        let storage = Storage::open(&config.data_dir.join("db"), config.durability)
+            .context("cannot open storage")?;
+        Ok(Arc::new(Self {
+            name: Arc::from(config.node_name.as_str()),
+            registry: Registry::new(config.limits.max_processes),
+            supervisor: Supervisor::new(config.restarts.clone()),
+            config,
+            runtime,
+            components,
+            by_name,
+            storage,
+            metrics: Metrics::default(),
+            tasks: TaskTracker::new(),
+            next_pid: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    pub fn components(&self) -> &[Arc<LoadedComponent>] {
+        &self.components
+    }
+
+    /// Sends `message` to process `name` of `component`, starting it if
+    /// needed, and waits up to `timeout` for the reply.
+    pub async fn call(
+        self: &Arc<Self>,
+        component: &str,
+        name: &str,
+        message: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut message = message;
+        for _ in 0..DELIVERY_ATTEMPTS {
+            let mailbox = self.mailbox(component, name)?;
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            match mailbox.send(Message::Call { message, reply }) {
+                Ok(()) => {
+                    return match tokio::time::timeout_at(deadline, answer).await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(_)) => Err(CallError::Crashed(
+                            "the process ended without replying".into(),
+                        )),
+                        Err(_) => Err(CallError::TimedOut),
+                    };
+                }
+                // The process stopped between lookup and send: try its successor.
+                Err(returned) => match returned.0 {
+                    Message::Call { message: back, .. } => message = back,
+                    Message::Cast { .. } => unreachable!("a call was sent"),
+                },
+            }
+        }
+        Err(stopped_during_delivery())
+    }
+
+    /// Puts `message` in the mailbox of process `name` of `component`,
+    /// starting it if needed.
+    pub fn cast(self: &Arc<Self>, component: &str, name: &str, message: Vec<u8>) -> Result<(), CallError> {
+        let mut message = message;
+        for _ in 0..DELIVERY_ATTEMPTS {
+            match self.mailbox(component, name)?.send(Message::Cast { message }) {
+                Ok(()) => return Ok(()),
+                Err(returned) => match returned.0 {
+                    Message::Cast { message: back } => message = back,
+                    Message::Call { .. } => unreachable!("a cast was sent"),
+                },
+            }
+        }
+        Err(stopped_during_delivery())
+    }
+
+    /// The mailbox of the process holding the name, starting one if none does.
+    fn mailbox(self: &Arc<Self>, component: &str, name: &str) -> Result<Mailbox, CallError> {
+        let loaded = self
+            .by_name
+            .get(component)
+            .ok_or_else(|| CallError::NoSuchComponent(component.to_string()))?;
+        if loaded.process_pre().is_none() {
+            return Err(CallError::Refused(format!(
+                "component `{component}` does not export the process behaviour"
+            )));
+        }
+        if name.is_empty() || name.len() > MAX_PROCESS_NAME_BYTES {
+            return Err(CallError::Refused(format!(
+                "a process name must be 1 to {MAX_PROCESS_NAME_BYTES} bytes"
+            )));
+        }
+        let key = ProcessKey::new(component, name);
+        self.registry.lookup_or_start(&key, || {
+            self.supervisor.admit(&key).inspect_err(|_| self.metrics.refused())?;
+            let pid: Pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
+            let mailbox = process::spawn(self, loaded.clone(), key.clone(), pid);
+            self.metrics.started();
+            tracing::debug!(process = %key, pid, "process started");
+            Ok(Registration { pid, mailbox })
+        })
+    }
+
+    /// Called by a process as it ends.
+    pub(crate) fn process_exited(&self, key: &ProcessKey, pid: Pid, exit: &Exit) {
+        match exit {
+            Exit::Shutdown => tracing::debug!(process = %key, pid, "process stopped"),
+            Exit::Expired => {
+                self.metrics.expired();
+                tracing::debug!(process = %key, pid, "process expired after being idle");
+            }
+            Exit::Crashed(reason) | Exit::InitFailed(reason) => {
+                self.metrics.crashed();
+                tracing::warn!(process = %key, pid, "process crashed: {reason}");
+                if self.supervisor.record_crash(key) {
+                    let intensity = &self.config.restarts;
+                    tracing::error!(
+                        process = %key,
+                        "restart intensity reached ({} crashes within {:?}): name refused for {:?}",
+                        intensity.max_restarts + 1,
+                        intensity.period,
+                        intensity.cooldown
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stops every process: no new ones start, each finishes what is in its
+    /// mailbox. Waits up to `grace` for them.
+    pub async fn stop_processes(&self, grace: Duration) {
+        self.registry.close();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                "{} processes still running after {grace:?}; stopping anyway",
+                self.tasks.len()
+            );
+        }
+    }
+}
+
+fn stopped_during_delivery() -> CallError {
+    CallError::Refused("the process kept stopping before it could take the message".into())
+}

@@ -1,0 +1,197 @@
+//! A process: one component instance with its own memory and mailbox,
+//! handling one message at a time, as an OTP `gen_server`.
+//!
+//! Life of a process: registered under its name with an empty mailbox,
+//! instantiated, `init` (loads its state from storage), then messages until
+//! it is idle for `idle_timeout` (it expires and its memory is freed), it
+//! crashes (trap, deadline, memory cap: the caller gets `crashed`), or the
+//! node shuts down. Whatever still sits in the mailbox when it ends is
+//! answered, never dropped in silence.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use wasmtime::Store;
+
+use crate::bindings::behaviour::Guest as Behaviour;
+use crate::capabilities::CallError;
+use crate::component::LoadedComponent;
+use crate::node::NodeCore;
+use crate::registry::ProcessKey;
+use crate::state::InstanceState;
+
+/// A process id, unique within the node's lifetime.
+pub type Pid = u64;
+
+/// Where messages to a process go. Unbounded, as an Erlang mailbox: callers
+/// wait for their replies, which is the back-pressure.
+pub type Mailbox = mpsc::UnboundedSender<Message>;
+
+pub enum Message {
+    Call {
+        message: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, CallError>>,
+    },
+    Cast {
+        message: Vec<u8>,
+    },
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The node let go of its mailbox: shutdown.
+    Shutdown,
+    /// Idle past its timeout.
+    Expired,
+    /// Trapped, ran past its deadline or its memory cap.
+    Crashed(String),
+    /// Could not be instantiated, or its `init` failed.
+    InitFailed(String),
+}
+
+/// Starts process `key` of `component` as a task of `node` and returns its
+/// mailbox. The process instantiates itself; messages sent meanwhile wait.
+pub fn spawn(node: &Arc<NodeCore>, component: Arc<LoadedComponent>, key: ProcessKey, pid: Pid) -> Mailbox {
+    let (mailbox, inbox) = mpsc::unbounded_channel();
+    let process = Process {
+        node: node.clone(),
+        component,
+        key,
+        pid,
+        inbox,
+    };
+    node.tasks().spawn(process.run());
+    mailbox
+}
+
+struct Process {
+    node: Arc<NodeCore>,
+    component: Arc<LoadedComponent>,
+    key: ProcessKey,
+    pid: Pid,
+    inbox: mpsc::UnboundedReceiver<Message>,
+}
+
+impl Process {
+    async fn run(mut self) {
+        let exit = self.serve().await;
+        self.node.registry().unregister(&self.key, self.pid);
+        self.inbox.close();
+        let refusal = match &exit {
+            Exit::Crashed(reason) => CallError::Crashed(format!(
+                "the process ended before taking this message: {reason}"
+            )),
+            Exit::InitFailed(reason) => CallError::Refused(format!("init failed: {reason}")),
+            Exit::Shutdown | Exit::Expired => CallError::Refused("the process stopped".into()),
+        };
+        while let Ok(message) = self.inbox.try_recv() {
+            if let Message::Call { reply, .. } = message {
+                let _ = reply.send(Err(refusal.clone()));
+            }
+        }
+        self.node.process_exited(&self.key, self.pid, &exit);
+    }
+
+    async fn serve(&mut self) -> Exit {
+        let limits = &self.node.config().limits;
+        let (deadline, idle_timeout) = (limits.call_deadline, limits.idle_timeout);
+        let Some(pre) = self.component.process_pre() else {
+            return Exit::InitFailed("the component does not export the process behaviour".into());
+        };
+        let state = InstanceState::new(&self.node, self.component.name(), Some(&self.key.name));
+        let mut store = self.node.runtime().new_store(state);
+        let instance = match guarded(deadline, pre.instantiate_async(&mut store)).await {
+            Ok(instance) => instance,
+            Err(reason) => return Exit::InitFailed(reason),
+        };
+        let behaviour = instance.otp_platform_behaviour();
+        match guarded(deadline, behaviour.call_init(&mut store, &self.key.name)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Exit::InitFailed(message),
+            Err(reason) => return Exit::InitFailed(reason),
+        }
+        loop {
+            let message = match tokio::time::timeout(idle_timeout, self.inbox.recv()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => return Exit::Shutdown,
+                Err(_idle) => return self.expire(&mut store, behaviour, deadline).await,
+            };
+            if let Err(reason) = deliver(&mut store, behaviour, message, deadline).await {
+                return Exit::Crashed(reason);
+            }
+        }
+    }
+
+    /// Gives up the name, then handles what arrived before the mailbox
+    /// closed: no message accepted into the mailbox is lost.
+    async fn expire(
+        &mut self,
+        store: &mut Store<InstanceState>,
+        behaviour: &Behaviour,
+        deadline: Duration,
+    ) -> Exit {
+        self.node.registry().unregister(&self.key, self.pid);
+        self.inbox.close();
+        while let Some(message) = self.inbox.recv().await {
+            if let Err(reason) = deliver(store, behaviour, message, deadline).await {
+                return Exit::Crashed(reason);
+            }
+        }
+        Exit::Expired
+    }
+}
+
+/// Hands one message to the guest. An error means the instance is dead.
+async fn deliver(
+    store: &mut Store<InstanceState>,
+    behaviour: &Behaviour,
+    message: Message,
+    deadline: Duration,
+) -> Result<(), String> {
+    match message {
+        Message::Call { message, reply } => {
+            match guarded(deadline, behaviour.call_handle_call(&mut *store, &message)).await {
+                Ok(answer) => {
+                    let _ = reply.send(Ok(answer));
+                    Ok(())
+                }
+                Err(reason) => {
+                    let _ = reply.send(Err(CallError::Crashed(reason.clone())));
+                    Err(reason)
+                }
+            }
+        }
+        Message::Cast { message } => {
+            guarded(deadline, behaviour.call_handle_cast(&mut *store, &message)).await
+        }
+    }
+}
+
+/// Runs a guest call under `deadline`. Guests yield at every epoch tick, so
+/// the timer fires even for a guest in an endless loop; dropping the call
+/// abandons the instance, which is never used again.
+pub(crate) async fn guarded<T>(
+    deadline: Duration,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(describe_trap(&error)),
+        Err(_) => Err(format!("ran past its deadline of {deadline:?}")),
+    }
+}
+
+/// One line saying why a guest call failed, without the wasm backtrace.
+pub(crate) fn describe_trap(error: &wasmtime::Error) -> String {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        return format!("trapped: {trap}");
+    }
+    let message = format!("{error:#}");
+    if message.contains("forcing trap when growing memory") {
+        return "exceeded its memory cap".to_string();
+    }
+    message.lines().next().unwrap_or("unknown error").to_string()
+}

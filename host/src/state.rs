@@ -1,0 +1,74 @@
+//! What each store holds: the WASI contexts, the memory limiter, and the
+//! capabilities granted to the instance.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::capabilities::{DenyOutgoingHttp, LogCapability, ProcessCapability, StorageCapability};
+use crate::node::NodeCore;
+
+/// The data of one store: one process, or one HTTP request handler.
+pub struct InstanceState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: DenyOutgoingHttp,
+    table: ResourceTable,
+    limits: StoreLimits,
+    pub(crate) process: ProcessCapability,
+    pub(crate) storage: StorageCapability,
+    pub(crate) log: LogCapability,
+}
+
+impl InstanceState {
+    /// State for an instance of `component`, running process `process_name`
+    /// (none for an HTTP request handler).
+    pub fn new(node: &Arc<NodeCore>, component: &str, process_name: Option<&str>) -> Self {
+        // No preopened directories, no sockets, no environment: WASI is
+        // granted for clocks, randomness and stdio (which lands in the host's
+        // stdout/stderr) only.
+        let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(node.config().limits.max_memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        let component: Arc<str> = Arc::from(component);
+        let process_name: Option<Arc<str>> = process_name.map(Arc::from);
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            http_hooks: DenyOutgoingHttp,
+            table: ResourceTable::new(),
+            limits,
+            process: ProcessCapability::new(node.clone(), component.clone(), process_name.clone()),
+            storage: StorageCapability::new(node.storage().namespace(&component)),
+            log: LogCapability::new(node.name(), component, process_name),
+        }
+    }
+
+    pub(crate) fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InstanceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
