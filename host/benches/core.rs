@@ -1,1 +1,110 @@
-fn main(){}
+//! Core benchmarks: spawning a process (instantiate + init), a local call
+//! round trip, storage put and get. Run with `cargo bench -p host` after
+//! building the guests (`scripts/build.sh`); see BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+use host::config::{Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity};
+use host::node::{ComponentSource, NodeCore};
+use host::state::InstanceState;
+use host::storage::Storage;
+
+fn minimal_wasm() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("wasm32-wasip2/release/minimal.wasm");
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/build.sh first",
+        path.display()
+    );
+    path
+}
+
+fn node(data_dir: &std::path::Path) -> Arc<NodeCore> {
+    let config = NodeConfig {
+        node_name: "bench".into(),
+        data_dir: data_dir.to_path_buf(),
+        http: HttpConfig::default(),
+        limits: ProcessLimits::default(),
+        restarts: RestartIntensity::default(),
+        durability: Durability::Wal,
+        metrics_addr: None,
+    };
+    let source = ComponentSource {
+        name: "minimal".into(),
+        path: minimal_wasm(),
+    };
+    NodeCore::start(config, &[source]).expect("node starts")
+}
+
+fn processes(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = runtime.block_on(async { node(dir.path()) });
+    let component = node.components()[0].clone();
+    let pre = component
+        .process_pre()
+        .expect("a process component")
+        .clone();
+
+    c.bench_function("spawn: instantiate + init", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let state = InstanceState::new(&node, "minimal", Some("p"));
+            let mut store = node.runtime().new_store(state);
+            let instance = pre
+                .instantiate_async(&mut store)
+                .await
+                .expect("instantiate");
+            instance
+                .otp_platform_behaviour()
+                .call_init(&mut store, "p")
+                .await
+                .expect("init call")
+                .expect("init ok");
+        })
+    });
+
+    c.bench_function("call round trip (live process)", |b| {
+        b.to_async(&runtime).iter(|| async {
+            node.call("minimal", "counter", Vec::new(), Duration::from_secs(5))
+                .await
+                .expect("call")
+        })
+    });
+}
+
+fn storage(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = Storage::open(dir.path(), Durability::Wal).expect("open");
+    let ns = storage.namespace("bench");
+    let value = vec![7u8; 64];
+    let mut i = 0u64;
+    c.bench_function("storage put (64-byte value, WAL)", |b| {
+        b.to_async(&runtime).iter(|| {
+            i += 1;
+            let key = i.to_be_bytes();
+            let ns = ns.clone();
+            let value = value.clone();
+            async move { ns.put(&key, &value).await.expect("put") }
+        })
+    });
+    c.bench_function("storage get (hit)", |b| {
+        b.iter(|| ns.get(&42u64.to_be_bytes()).expect("get"))
+    });
+}
+
+criterion_group!(benches, processes, storage);
+criterion_main!(benches);

@@ -6,7 +6,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -79,9 +79,7 @@ pub fn validate_name(name: &str) -> anyhow::Result<()> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !valid {
-        bail!(
-            "`{name}` is not a valid component name: use 1 to 64 letters, digits, `_` or `-`"
-        );
+        bail!("`{name}` is not a valid component name: use 1 to 64 letters, digits, `_` or `-`");
     }
     Ok(())
 }
@@ -98,8 +96,8 @@ pub fn name_from_path(path: &Path) -> String {
 /// engine's configuration and version, so a changed guest or a new host never
 /// runs stale code.
 fn compile_cached(runtime: &Runtime, path: &Path, cache_dir: &Path) -> anyhow::Result<Component> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read component {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read component {}", path.display()))?;
     if !bytes.starts_with(b"\0asm") {
         bail!("{} is not a WebAssembly file", path.display());
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Uri};
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
@@ -24,12 +24,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::WasiHttpView as _;
 
 use crate::component::LoadedComponent;
 use crate::node::NodeCore;
@@ -55,8 +55,12 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 /// Accepts HTTP/1.1 connections on `listener` until `stop` is cancelled,
 /// then lets in-flight requests finish for up to `drain`.
-pub async fn serve<S, F, B>(listener: TcpListener, service: S, stop: CancellationToken, drain: Duration)
-where
+pub async fn serve<S, F, B>(
+    listener: TcpListener,
+    service: S,
+    stop: CancellationToken,
+    drain: Duration,
+) where
     S: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
@@ -90,7 +94,10 @@ where
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight HTTP requests still running after {drain:?}; closing them");
     }
 }
@@ -140,21 +147,32 @@ impl Ingress {
         })
     }
 
-    async fn dispatch(&self, request: Request<Incoming>) -> Result<Response<HyperOutgoingBody>, Rejection> {
+    async fn dispatch(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<HyperOutgoingBody>, Rejection> {
         let config = &self.node.config().http;
         let deadline = Instant::now() + config.request_deadline;
         let (component, request) = self
             .route(request)
             .ok_or_else(|| Rejection::new(StatusCode::NOT_FOUND, "not found"))?;
         if !request.headers().contains_key(header::HOST) && request.uri().authority().is_none() {
-            return Err(Rejection::new(StatusCode::BAD_REQUEST, "missing Host header"));
+            return Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "missing Host header",
+            ));
         }
         let request = tokio::time::timeout_at(deadline, read_body(request, config.max_body_bytes))
             .await
             .map_err(|_| Rejection::new(StatusCode::REQUEST_TIMEOUT, "request body too slow"))??;
         let slot = tokio::time::timeout_at(deadline, self.handler_slots.clone().acquire_owned())
             .await
-            .map_err(|_| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight; try again"))?
+            .map_err(|_| {
+                Rejection::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many requests in flight; try again",
+                )
+            })?
             .map_err(|_| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
         self.run_handler(component, request, slot, deadline).await
     }
@@ -197,7 +215,10 @@ impl Ingress {
         deadline: Instant,
     ) -> Result<Response<HyperOutgoingBody>, Rejection> {
         let internal = |e: wasmtime::Error| {
-            Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+            Rejection::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: {e}"),
+            )
         };
         let Some(pre) = component.http_pre().cloned() else {
             return Err(Rejection::new(StatusCode::NOT_FOUND, "not found"));
@@ -210,7 +231,11 @@ impl Ingress {
             .http()
             .new_incoming_request(Scheme::Http, request)
             .map_err(internal)?;
-        let outparam = store.data_mut().http().new_response_outparam(sender).map_err(internal)?;
+        let outparam = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(internal)?;
         let name = component.name().to_string();
         let handler = tokio::spawn(async move {
             let _slot = slot;
@@ -223,8 +248,12 @@ impl Ingress {
             };
             match tokio::time::timeout_at(deadline, run).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(component = %name, "HTTP handler failed: {}", describe_trap(&e)),
-                Err(_) => tracing::warn!(component = %name, "HTTP handler ran past the request deadline"),
+                Ok(Err(e)) => {
+                    tracing::warn!(component = %name, "HTTP handler failed: {}", describe_trap(&e))
+                }
+                Err(_) => {
+                    tracing::warn!(component = %name, "HTTP handler ran past the request deadline")
+                }
             }
         });
         match tokio::time::timeout_at(deadline, receiver).await {
@@ -250,7 +279,10 @@ impl Ingress {
 
 /// Reads the whole body, refusing more than `limit` bytes: Todo bodies are
 /// small, and a bounded buffer is simpler to reason about than a stream.
-async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Request<Full<Bytes>>, Rejection> {
+async fn read_body(
+    request: Request<Incoming>,
+    limit: usize,
+) -> Result<Request<Full<Bytes>>, Rejection> {
     let too_large = || {
         Rejection::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -268,14 +300,17 @@ async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Request<F
     let (parts, body) = request.into_parts();
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Err(too_large())
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(too_large());
         }
         Err(e) => {
             return Err(Rejection::new(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {e}"),
-            ))
+            ));
         }
     };
     Ok(Request::from_parts(parts, Full::new(bytes)))

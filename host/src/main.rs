@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use host::component::{name_from_path, validate_name};
 use host::config::{
-    parse_duration, parse_size, Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity,
+    Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity, parse_duration, parse_size,
 };
 use host::http::{self, Ingress};
 use host::node::{ComponentSource, NodeCore};
@@ -197,7 +197,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -248,7 +251,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             let node = node.clone();
             let service = move |request| metrics::handle(node.clone(), request);
-            servers.push(tokio::spawn(http::serve(listener, service, stop.clone(), drain)));
+            servers.push(tokio::spawn(http::serve(
+                listener,
+                service,
+                stop.clone(),
+                drain,
+            )));
             format!(", metrics on http://{addr}/metrics")
         }
         None => String::new(),
@@ -256,7 +264,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let http_addr = http_listener.local_addr()?;
     let ingress = Ingress::new(node.clone());
     let service = move |request| Arc::clone(&ingress).handle(request);
-    servers.push(tokio::spawn(http::serve(http_listener, service, stop.clone(), drain)));
+    servers.push(tokio::spawn(http::serve(
+        http_listener,
+        service,
+        stop.clone(),
+        drain,
+    )));
     println!(
         "node {}: HTTP listening on http://{http_addr}{metrics_line}",
         node.name()

@@ -4,8 +4,8 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -56,18 +56,56 @@ pub fn render(node: &NodeCore) -> String {
         let _ = writeln!(out, "{name}{{node=\"{node_name}\"}} {value}");
     };
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    line("host_processes", "gauge", "Processes alive now.", node.registry().len() as u64);
-    line("host_processes_started_total", "counter", "Processes started.", load(&m.processes_started));
-    line("host_processes_crashed_total", "counter", "Processes ended by a trap, deadline, memory cap or failed init.", load(&m.processes_crashed));
-    line("host_processes_expired_total", "counter", "Processes stopped after being idle.", load(&m.processes_expired));
-    line("host_process_starts_refused_total", "counter", "Starts refused by restart intensity.", load(&m.starts_refused));
-    line("host_http_requests_total", "counter", "HTTP requests received.", load(&m.http_requests));
-    line("host_http_host_errors_total", "counter", "HTTP requests the host answered with an error itself.", load(&m.http_errors));
+    line(
+        "host_processes",
+        "gauge",
+        "Processes alive now.",
+        node.registry().len() as u64,
+    );
+    line(
+        "host_processes_started_total",
+        "counter",
+        "Processes started.",
+        load(&m.processes_started),
+    );
+    line(
+        "host_processes_crashed_total",
+        "counter",
+        "Processes ended by a trap, deadline, memory cap or failed init.",
+        load(&m.processes_crashed),
+    );
+    line(
+        "host_processes_expired_total",
+        "counter",
+        "Processes stopped after being idle.",
+        load(&m.processes_expired),
+    );
+    line(
+        "host_process_starts_refused_total",
+        "counter",
+        "Starts refused by restart intensity.",
+        load(&m.starts_refused),
+    );
+    line(
+        "host_http_requests_total",
+        "counter",
+        "HTTP requests received.",
+        load(&m.http_requests),
+    );
+    line(
+        "host_http_host_errors_total",
+        "counter",
+        "HTTP requests the host answered with an error itself.",
+        load(&m.http_errors),
+    );
     out
 }
 
 /// Serves `GET /metrics`.
-pub async fn handle(node: Arc<NodeCore>, request: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn handle(
+    node: Arc<NodeCore>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = if request.uri().path() == "/metrics" {
         Response::builder()
             .header("content-type", "text/plain; version=0.0.4")

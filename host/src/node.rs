@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -69,7 +69,10 @@ impl NodeCore {
                 &source.path,
                 &cache_dir,
             )?);
-            if by_name.insert(source.name.clone(), loaded.clone()).is_some() {
+            if by_name
+                .insert(source.name.clone(), loaded.clone())
+                .is_some()
+            {
                 anyhow::bail!(
                     "two components are named `{}`: name one with NAME=PATH",
                     source.name
@@ -162,10 +165,18 @@ impl NodeCore {
 
     /// Puts `message` in the mailbox of process `name` of `component`,
     /// starting it if needed.
-    pub fn cast(self: &Arc<Self>, component: &str, name: &str, message: Vec<u8>) -> Result<(), CallError> {
+    pub fn cast(
+        self: &Arc<Self>,
+        component: &str,
+        name: &str,
+        message: Vec<u8>,
+    ) -> Result<(), CallError> {
         let mut message = message;
         for _ in 0..DELIVERY_ATTEMPTS {
-            match self.mailbox(component, name)?.send(Message::Cast { message }) {
+            match self
+                .mailbox(component, name)?
+                .send(Message::Cast { message })
+            {
                 Ok(()) => return Ok(()),
                 Err(returned) => match returned.0 {
                     Message::Cast { message: back } => message = back,
@@ -194,7 +205,9 @@ impl NodeCore {
         }
         let key = ProcessKey::new(component, name);
         self.registry.lookup_or_start(&key, || {
-            self.supervisor.admit(&key).inspect_err(|_| self.metrics.refused())?;
+            self.supervisor
+                .admit(&key)
+                .inspect_err(|_| self.metrics.refused())?;
             let pid: Pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
             let mailbox = process::spawn(self, loaded.clone(), key.clone(), pid);
             self.metrics.started();
@@ -233,7 +246,10 @@ impl NodeCore {
     pub async fn stop_processes(&self, grace: Duration) {
         self.registry.close();
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 "{} processes still running after {grace:?}; stopping anyway",
                 self.tasks.len()

@@ -54,7 +54,12 @@ pub enum Exit {
 
 /// Starts process `key` of `component` as a task of `node` and returns its
 /// mailbox. The process instantiates itself; messages sent meanwhile wait.
-pub fn spawn(node: &Arc<NodeCore>, component: Arc<LoadedComponent>, key: ProcessKey, pid: Pid) -> Mailbox {
+pub fn spawn(
+    node: &Arc<NodeCore>,
+    component: Arc<LoadedComponent>,
+    key: ProcessKey,
+    pid: Pid,
+) -> Mailbox {
     let (mailbox, inbox) = mpsc::unbounded_channel();
     let process = Process {
         node: node.clone(),
@@ -193,5 +198,9 @@ pub(crate) fn describe_trap(error: &wasmtime::Error) -> String {
     if message.contains("forcing trap when growing memory") {
         return "exceeded its memory cap".to_string();
     }
-    message.lines().next().unwrap_or("unknown error").to_string()
+    message
+        .lines()
+        .next()
+        .unwrap_or("unknown error")
+        .to_string()
 }

@@ -65,7 +65,9 @@ impl Registry {
         // A panic while holding the lock cannot leave the map half-updated
         // (every update is one insert or remove), so a poisoned lock is safe
         // to keep using.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The mailbox of the process holding `key`, or of a new one made by

@@ -7,8 +7,8 @@
 //! on each tick: a guest stuck in a loop costs one time slice per tick, never
 //! a whole worker thread, and the deadline set around every call can fire.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -74,7 +74,11 @@ fn engine_config(limits: &ProcessLimits, http_instances: u32) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(4))
-        .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT).min(instances + 1024))
+        .total_memories(
+            instances
+                .saturating_mul(MEMORIES_PER_COMPONENT)
+                .min(instances + 1024),
+        )
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)

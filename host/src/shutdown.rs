@@ -2,10 +2,11 @@
 
 /// Resolves on SIGINT or SIGTERM and says which.
 pub async fn signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         // Without signal handlers the node can still be killed; wait forever.
         tracing::error!("cannot install signal handlers; stop the node with kill -9");
         return std::future::pending().await;

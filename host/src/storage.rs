@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use crate::config::Durability;
 
@@ -37,6 +37,9 @@ impl From<rocksdb::Error> for StorageError {
         StorageError::Io(error.into_string())
     }
 }
+
+/// A key and its value, as a scan returns them.
+pub type Pair = (Vec<u8>, Vec<u8>);
 
 /// One change in an atomic batch.
 #[derive(Debug, Clone)]
@@ -90,7 +93,9 @@ impl Storage {
     /// Makes everything written so far durable and writes the memtables out,
     /// so the next start has no log to replay. Called on graceful shutdown.
     pub fn flush(&self) -> anyhow::Result<()> {
-        self.db.flush_wal(true).context("cannot sync the write-ahead log")?;
+        self.db
+            .flush_wal(true)
+            .context("cannot sync the write-ahead log")?;
         self.db.flush().context("cannot flush memtables")?;
         Ok(())
     }
@@ -175,7 +180,7 @@ impl Namespace {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Vec<Pair>, StorageError> {
         if prefix.len() > MAX_KEY_BYTES {
             return Err(StorageError::InvalidKey);
         }

@@ -1,1 +1,16 @@
+//! Integration tests: the real `host` binary, the real guests built from this
+//! repository for wasm32-wasip2, real RocksDB in temporary directories, real
+//! HTTP on 127.0.0.1 with ephemeral ports.
+//!
+//! Build the guests first (`scripts/build.sh` does): the tests look for them
+//! next to the host binary's target directory, or in `$GUEST_WASM_DIR`.
 
+mod support;
+
+mod bad_input;
+mod book_routes;
+mod concurrency;
+mod isolation;
+mod json_api;
+mod lifecycle;
+mod persistence;

@@ -32,7 +32,9 @@ impl Behaviour for Minimal {
     }
 
     fn take_over(_name: String, state: Vec<u8>) -> Result<(), String> {
-        let bytes: [u8; 8] = state.try_into().map_err(|_| "expected 8 bytes".to_string())?;
+        let bytes: [u8; 8] = state
+            .try_into()
+            .map_err(|_| "expected 8 bytes".to_string())?;
         CALLS.set(u64::from_le_bytes(bytes));
         Ok(())
     }

@@ -46,7 +46,7 @@ impl storage::Host for StorageCapability {
         prefix: Vec<u8>,
         start_after: Option<Vec<u8>>,
         limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, WitStorageError> {
+    ) -> Result<Vec<db::Pair>, WitStorageError> {
         let limit = usize::try_from(limit).unwrap_or(db::MAX_SCAN_PAIRS);
         Ok(self
             .namespace

@@ -1,0 +1,561 @@
+//! `Todo.Web`: the book's routes, byte for byte, and a JSON API beside them.
+//!
+//! Book routes (text/plain):
+//! - `POST /add_entry?list=L&date=YYYY-MM-DD&title=T` → 200 `OK`
+//! - `GET /entries?list=L&date=YYYY-MM-DD` → 200, `YYYY-MM-DD Title` lines
+//!   joined by `\n`
+//! - anything else → 404 `not found`
+//!
+//! Where the book answers 500 with an empty body (a missing parameter, a bad
+//! date) these answer 400 and say what is wrong.
+//!
+//! JSON API: `GET|POST /lists/{list}/entries[?date=]`,
+//! `GET|PUT|DELETE /lists/{list}/entries/{id}`; errors are
+//! `{"error": "..."}` with a fitting status.
+
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+use serde_json::json;
+
+use guest_sdk::CallError;
+use guest_sdk::http::{Request, Response};
+
+use crate::date::Date;
+use crate::list::{Entry, EntryUpdate};
+use crate::protocol::{Reply, Request as ListRequest};
+use crate::server::validate_list_name;
+
+/// Longest title accepted.
+const MAX_TITLE_BYTES: usize = 4096;
+
+/// How the front reaches a list: a call to its process.
+pub trait Lists {
+    fn call(&self, list: &str, request: &ListRequest) -> Result<Reply, CallError>;
+}
+
+/// Whether a response is for the book's plain-text routes or the JSON API.
+#[derive(Clone, Copy)]
+enum Style {
+    Text,
+    Json,
+}
+
+/// An answer other than success, in either style.
+struct Failure {
+    status: u16,
+    message: String,
+}
+
+fn failure(status: u16, message: impl Into<String>) -> Failure {
+    Failure {
+        status,
+        message: message.into(),
+    }
+}
+
+impl Failure {
+    fn into_response(self, style: Style) -> Response {
+        match style {
+            Style::Text => Response::text(self.status, self.message),
+            Style::Json => json_response(self.status, &json!({ "error": self.message })),
+        }
+    }
+}
+
+pub fn route(lists: &impl Lists, request: &Request) -> Response {
+    let segments: Vec<&str> = request.path.split('/').skip(1).collect();
+    let method = request.method.as_str();
+    let (style, result) = match (method, segments.as_slice()) {
+        ("POST", ["add_entry"]) => (Style::Text, book_add_entry(lists, &request.query)),
+        ("GET", ["entries"]) => (Style::Text, book_entries(lists, &request.query)),
+        (_, ["lists", list, "entries"]) => (Style::Json, entries_api(lists, method, list, request)),
+        (_, ["lists", list, "entries", id]) => {
+            (Style::Json, entry_api(lists, method, list, id, request))
+        }
+        _ => (Style::Text, Err(failure(404, "not found"))),
+    };
+    result.unwrap_or_else(|failure| failure.into_response(style))
+}
+
+fn book_add_entry(lists: &impl Lists, query: &str) -> Result<Response, Failure> {
+    let params = Params::parse(query);
+    let list = params.list()?;
+    let date = params.date()?;
+    let title = validate_title(params.required("title")?)?;
+    match lists.call(&list, &ListRequest::Add { date, title })? {
+        Reply::Entry(_) => Ok(Response::text(200, "OK")),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn book_entries(lists: &impl Lists, query: &str) -> Result<Response, Failure> {
+    let params = Params::parse(query);
+    let list = params.list()?;
+    let date = params.date()?;
+    match lists.call(&list, &ListRequest::Entries { date: Some(date) })? {
+        Reply::Entries(entries) => {
+            let lines: Vec<String> = entries
+                .iter()
+                .map(|e| format!("{} {}", e.date, e.title))
+                .collect();
+            Ok(Response::text(200, lines.join("\n")))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEntry {
+    date: String,
+    title: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangedEntry {
+    date: Option<String>,
+    title: Option<String>,
+}
+
+fn entries_api(
+    lists: &impl Lists,
+    method: &str,
+    list: &str,
+    request: &Request,
+) -> Result<Response, Failure> {
+    let list = decode_list(list)?;
+    match method {
+        "GET" => {
+            let params = Params::parse(&request.query);
+            let date = match params.get("date") {
+                Some(text) => Some(Date::parse(text).map_err(|e| failure(400, e))?),
+                None => None,
+            };
+            match lists.call(&list, &ListRequest::Entries { date })? {
+                Reply::Entries(entries) => Ok(json_response(200, &entries)),
+                other => Err(unexpected(other)),
+            }
+        }
+        "POST" => {
+            let new: NewEntry = parse_json(&request.body)?;
+            let date = Date::parse(&new.date).map_err(|e| failure(400, e))?;
+            let title = validate_title(new.title)?;
+            match lists.call(&list, &ListRequest::Add { date, title })? {
+                Reply::Entry(entry) => Ok(entry_created(&list, &entry)),
+                other => Err(unexpected(other)),
+            }
+        }
+        _ => {
+            let f = failure(
+                405,
+                format!("{method} is not allowed here; use GET or POST"),
+            );
+            Ok(method_not_allowed(f, "GET, POST"))
+        }
+    }
+}
+
+fn entry_api(
+    lists: &impl Lists,
+    method: &str,
+    list: &str,
+    id: &str,
+    request: &Request,
+) -> Result<Response, Failure> {
+    let list = decode_list(list)?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| failure(404, format!("`{id}` is not an entry id")))?;
+    let list_request = match method {
+        "GET" => ListRequest::Get { id },
+        "PUT" => {
+            let changed: ChangedEntry = parse_json(&request.body)?;
+            if changed.date.is_none() && changed.title.is_none() {
+                return Err(failure(400, "give `date`, `title` or both"));
+            }
+            let date = match changed.date {
+                Some(text) => Some(Date::parse(&text).map_err(|e| failure(400, e))?),
+                None => None,
+            };
+            let title = changed.title.map(validate_title).transpose()?;
+            ListRequest::Update {
+                id,
+                update: EntryUpdate { date, title },
+            }
+        }
+        "DELETE" => ListRequest::Delete { id },
+        _ => {
+            let f = failure(
+                405,
+                format!("{method} is not allowed here; use GET, PUT or DELETE"),
+            );
+            return Ok(method_not_allowed(f, "GET, PUT, DELETE"));
+        }
+    };
+    match lists.call(&list, &list_request)? {
+        Reply::Entry(entry) => Ok(json_response(200, &entry)),
+        Reply::Deleted => Ok(Response::new(204, "application/json", Vec::new())),
+        Reply::NoSuchEntry => Err(failure(404, format!("list `{list}` has no entry {id}"))),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn entry_created(list: &str, entry: &Entry) -> Response {
+    let location = format!(
+        "/lists/{}/entries/{}",
+        percent_encoding::utf8_percent_encode(list, percent_encoding::NON_ALPHANUMERIC),
+        entry.id
+    );
+    json_response(201, entry).with_header("location", &location)
+}
+
+fn method_not_allowed(failure: Failure, allow: &str) -> Response {
+    failure
+        .into_response(Style::Json)
+        .with_header("allow", allow)
+}
+
+fn json_response(status: u16, value: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    Response::new(status, "application/json", body)
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|e| failure(400, format!("invalid JSON body: {e}")))
+}
+
+fn decode_list(segment: &str) -> Result<String, Failure> {
+    let list = percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| failure(400, "the list name is not valid UTF-8"))?
+        .into_owned();
+    validate_list_name(&list).map_err(|e| failure(400, e))?;
+    Ok(list)
+}
+
+fn validate_title(title: String) -> Result<String, Failure> {
+    if title.len() > MAX_TITLE_BYTES {
+        return Err(failure(
+            400,
+            format!("a title must be at most {MAX_TITLE_BYTES} bytes"),
+        ));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(failure(400, "a title must not contain control characters"));
+    }
+    Ok(title)
+}
+
+fn unexpected(reply: Reply) -> Failure {
+    match reply {
+        Reply::Failed(message) => failure(500, message),
+        other => failure(500, format!("unexpected reply from the list: {other:?}")),
+    }
+}
+
+impl From<CallError> for Failure {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::TimedOut => failure(504, "the list did not answer in time"),
+            CallError::Crashed(reason) => failure(500, format!("the list crashed: {reason}")),
+            CallError::Refused(reason) => {
+                failure(503, format!("the list is unavailable: {reason}"))
+            }
+            CallError::NoSuchComponent(name) => failure(500, format!("no component `{name}`")),
+        }
+    }
+}
+
+/// Query parameters, decoded.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(query: &str) -> Self {
+        Self(
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn required(&self, name: &str) -> Result<String, Failure> {
+        self.get(name)
+            .map(str::to_string)
+            .ok_or_else(|| failure(400, format!("missing query parameter `{name}`")))
+    }
+
+    fn list(&self) -> Result<String, Failure> {
+        let list = self.required("list")?;
+        validate_list_name(&list).map_err(|e| failure(400, e))?;
+        Ok(list)
+    }
+
+    fn date(&self) -> Result<Date, Failure> {
+        Date::parse(&self.required("date")?).map_err(|e| failure(400, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::server::TodoServer;
+    use crate::store::memory::MemoryStore;
+
+    /// Lists served in-process, over one in-memory store.
+    #[derive(Default)]
+    struct LocalLists {
+        store: MemoryStore,
+        servers: RefCell<HashMap<String, TodoServer<MemoryStore>>>,
+    }
+
+    impl Lists for LocalLists {
+        fn call(&self, list: &str, request: &ListRequest) -> Result<Reply, CallError> {
+            let mut servers = self.servers.borrow_mut();
+            if !servers.contains_key(list) {
+                let server =
+                    TodoServer::load(list, self.store.clone()).map_err(CallError::Refused)?;
+                servers.insert(list.to_string(), server);
+            }
+            let server = servers.get_mut(list).ok_or(CallError::TimedOut)?;
+            Ok(server.handle(request.clone()))
+        }
+    }
+
+    /// Lists that always fail with `error`.
+    struct FailingLists(CallError);
+
+    impl Lists for FailingLists {
+        fn call(&self, _: &str, _: &ListRequest) -> Result<Reply, CallError> {
+            Err(self.0.clone())
+        }
+    }
+
+    fn request(method: &str, target: &str, body: &str) -> Request {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Request {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn send(lists: &impl Lists, method: &str, target: &str, body: &str) -> (u16, String) {
+        let response = route(lists, &request(method, target, body));
+        (
+            response.status,
+            String::from_utf8(response.body).expect("utf-8 body"),
+        )
+    }
+
+    #[test]
+    fn the_book_routes_answer_as_the_book_does() {
+        let lists = LocalLists::default();
+        let add = |date: &str, title: &str| {
+            send(
+                &lists,
+                "POST",
+                &format!("/add_entry?list=bob&date={date}&title={title}"),
+                "",
+            )
+        };
+        assert_eq!(add("2023-12-19", "Dentist"), (200, "OK".into()));
+        assert_eq!(add("2023-12-20", "Shopping"), (200, "OK".into()));
+        assert_eq!(add("2023-12-19", "Movies%20night"), (200, "OK".into()));
+        assert_eq!(
+            send(&lists, "GET", "/entries?list=bob&date=2023-12-19", ""),
+            (200, "2023-12-19 Dentist\n2023-12-19 Movies night".into())
+        );
+        assert_eq!(
+            send(&lists, "GET", "/entries?list=bob&date=2023-12-21", ""),
+            (200, String::new())
+        );
+        assert_eq!(
+            send(&lists, "GET", "/entries?list=alice&date=2023-12-19", ""),
+            (200, String::new())
+        );
+        assert_eq!(
+            send(
+                &lists,
+                "GET",
+                "/add_entry?list=bob&date=2023-12-19&title=x",
+                ""
+            ),
+            (404, "not found".into())
+        );
+        assert_eq!(
+            send(&lists, "GET", "/nowhere", ""),
+            (404, "not found".into())
+        );
+        let text = route(
+            &lists,
+            &request("GET", "/entries?list=bob&date=2023-12-19", ""),
+        );
+        assert_eq!(
+            text.headers[0],
+            ("content-type".into(), "text/plain; charset=utf-8".into())
+        );
+    }
+
+    #[test]
+    fn the_book_routes_say_what_is_wrong() {
+        let lists = LocalLists::default();
+        let (status, body) = send(&lists, "POST", "/add_entry?date=2023-12-19&title=x", "");
+        assert_eq!(
+            (status, body.as_str()),
+            (400, "missing query parameter `list`")
+        );
+        let (status, body) = send(
+            &lists,
+            "POST",
+            "/add_entry?list=a&date=2023-13-01&title=x",
+            "",
+        );
+        assert_eq!(status, 400);
+        assert!(body.contains("2023-13-01"), "{body}");
+        let (status, body) = send(&lists, "GET", "/entries?list=a", "");
+        assert_eq!(
+            (status, body.as_str()),
+            (400, "missing query parameter `date`")
+        );
+        let (status, _) = send(
+            &lists,
+            "POST",
+            "/add_entry?list=a&date=2023-12-19&title=a%0Ab",
+            "",
+        );
+        assert_eq!(status, 400);
+    }
+
+    #[test]
+    fn the_json_api_creates_reads_updates_and_deletes() {
+        let lists = LocalLists::default();
+        let response = route(
+            &lists,
+            &request(
+                "POST",
+                "/lists/my%20list/entries",
+                r#"{"date":"2023-12-19","title":"Dentist"}"#,
+            ),
+        );
+        assert_eq!(response.status, 201);
+        assert!(
+            response
+                .headers
+                .contains(&("location".into(), "/lists/my%20list/entries/1".into()))
+        );
+        let created: serde_json::Value = serde_json::from_slice(&response.body).expect("json");
+        assert_eq!(
+            created,
+            json!({"id": 1, "date": "2023-12-19", "title": "Dentist"})
+        );
+
+        send(
+            &lists,
+            "POST",
+            "/lists/my%20list/entries",
+            r#"{"date":"2023-12-20","title":"Shopping"}"#,
+        );
+        let (status, body) = send(
+            &lists,
+            "GET",
+            "/lists/my%20list/entries?date=2023-12-20",
+            "",
+        );
+        assert_eq!(status, 200);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).expect("json"),
+            json!([{"id": 2, "date": "2023-12-20", "title": "Shopping"}])
+        );
+
+        let (status, body) = send(
+            &lists,
+            "PUT",
+            "/lists/my%20list/entries/1",
+            r#"{"title":"Dentist at 9"}"#,
+        );
+        assert_eq!(status, 200);
+        assert!(body.contains("Dentist at 9"));
+        assert_eq!(
+            send(&lists, "DELETE", "/lists/my%20list/entries/1", ""),
+            (204, String::new())
+        );
+        let (status, body) = send(&lists, "GET", "/lists/my%20list/entries/1", "");
+        assert_eq!(status, 404);
+        assert!(body.contains("\"error\""), "{body}");
+        let (_, body) = send(&lists, "GET", "/lists/my%20list/entries", "");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body)
+                .expect("json")
+                .as_array()
+                .map(Vec::len),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn the_json_api_rejects_bad_input_with_json_errors() {
+        let lists = LocalLists::default();
+        for (method, target, body, status) in [
+            ("POST", "/lists/a/entries", "not json", 400),
+            (
+                "POST",
+                "/lists/a/entries",
+                r#"{"date":"2023-02-30","title":"x"}"#,
+                400,
+            ),
+            ("POST", "/lists/a/entries", r#"{"title":"x"}"#, 400),
+            (
+                "POST",
+                "/lists/a/entries",
+                r#"{"date":"2023-02-03","title":"x","extra":1}"#,
+                400,
+            ),
+            ("PUT", "/lists/a/entries/1", r#"{}"#, 400),
+            ("PUT", "/lists/a/entries/1", r#"{"title":"x"}"#, 404),
+            ("DELETE", "/lists/a/entries/abc", "", 404),
+            ("PATCH", "/lists/a/entries", "", 405),
+            ("POST", "/lists/a/entries/1", "", 405),
+            ("GET", "/lists/a/entries?date=tomorrow", "", 400),
+        ] {
+            let response = route(&lists, &request(method, target, body));
+            assert_eq!(response.status, status, "{method} {target} {body}");
+            let error: serde_json::Value =
+                serde_json::from_slice(&response.body).expect("a JSON error");
+            assert!(error["error"].is_string(), "{method} {target}: {error}");
+        }
+        let response = route(&lists, &request("PATCH", "/lists/a/entries", ""));
+        assert!(
+            response
+                .headers
+                .contains(&("allow".into(), "GET, POST".into()))
+        );
+    }
+
+    #[test]
+    fn call_errors_map_to_statuses() {
+        for (error, status) in [
+            (CallError::TimedOut, 504),
+            (CallError::Crashed("trap".into()), 500),
+            (CallError::Refused("cooling down".into()), 503),
+        ] {
+            let lists = FailingLists(error);
+            assert_eq!(
+                send(&lists, "GET", "/entries?list=a&date=2023-01-01", "").0,
+                status
+            );
+            assert_eq!(send(&lists, "GET", "/lists/a/entries", "").0, status);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Load benchmark: a Todo node under wrk, beside a plain hyper hello-world as
+# the machine's ceiling. Prints a Markdown table for BENCHMARKS.md.
+#   DURATION=10s THREADS=4 CONNECTIONS=28 bash scripts/bench-http.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-10s}"
+THREADS="${THREADS:-4}"
+CONNECTIONS="${CONNECTIONS:-28}"
+
+bash scripts/build.sh >&2
+cargo build --release -p host --example hyper_hello >&2
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Starts a server in the background and prints the port from its first line.
+start() {
+  local log="$1"; shift
+  "$@" >"$log.out" 2>"$log.err" &
+  pids+=($!)
+  for _ in $(seq 1 600); do
+    if grep -q '127.0.0.1:' "$log.out" 2>/dev/null; then
+      grep -o '127.0.0.1:[0-9]*' "$log.out" | head -1 | cut -d: -f2
+      return
+    fi
+    sleep 0.1
+  done
+  echo "server did not start: $(cat "$log.err")" >&2
+  exit 1
+}
+
+hello_port="$(start "$work/hello" "$target_dir/release/examples/hyper_hello" 0)"
+todo_port="$(start "$work/todo" "$target_dir/release/host" run "$target_dir/wasm32-wasip2/release/guest_todo.wasm" \
+  --node bench --http-host 127.0.0.1 --http-port 0 --data-dir "$work/data" --idle-timeout 1h)"
+
+# Warm up: start the 1,000 list processes and give each an entry.
+wrk -t2 -c16 -d3s -s scripts/wrk/post.lua "http://127.0.0.1:$todo_port" >/dev/null
+
+run() {
+  local name="$1" port="$2" script="${3:-}"
+  local args=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency)
+  [ -n "$script" ] && args+=(-s "$script")
+  local out
+  out="$(wrk "${args[@]}" "http://127.0.0.1:$port/")"
+  local rps avg p99 errors
+  rps="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+  avg="$(awk '/^ *Latency/ {print $2; exit}' <<<"$out")"
+  p99="$(awk '/^ *99%/ {print $2}' <<<"$out")"
+  errors="$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ' | paste -sd ';' - || true)"
+  echo "$name|$rps|$avg|$p99|${errors:-none}"
+}
+
+results=()
+results+=("$(run "hyper hello-world (ceiling)" "$hello_port")")
+results+=("$(run "GET /entries, 1,000 lists" "$todo_port" scripts/wrk/get.lua)")
+results+=("$(run "POST /add_entry, 1,000 lists" "$todo_port" scripts/wrk/post.lua)")
+results+=("$(run "book mix 80% GET / 20% POST, 1,000 lists" "$todo_port" scripts/wrk/mix.lua)")
+
+ceiling="$(cut -d'|' -f2 <<<"${results[0]}")"
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo
+echo "| Workload | req/s | ratio to ceiling | latency avg | latency p99 | errors |"
+echo "|---|---:|---:|---:|---:|---|"
+for row in "${results[@]}"; do
+  IFS='|' read -r name rps avg p99 errors <<<"$row"
+  ratio="$(python3 -c "print(f'{$rps / $ceiling:.2f}')")"
+  echo "| $name | $rps | $ratio | $avg | $p99 | $errors |"
+done

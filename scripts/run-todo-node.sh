@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets everything up, builds, and starts a Todo node in the foreground:
+# HTTP on port ${TODO_PORT:-5454}, data in ./data/node_a (RocksDB).
+# Extra arguments go to `host run` (see `target/release/host run --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+exec target/release/host run target/wasm32-wasip2/release/guest_todo.wasm --node node_a "$@"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building needs on a fresh Debian/Ubuntu machine with rustup:
+# RocksDB (Debian's librocksdb-dev, linked statically into the host), libclang
+# for RocksDB's bindings, wrk for the load benchmark, and the wasm32-wasip2
+# target for the guests. Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+packages=(librocksdb-dev libclang-dev wrk curl)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  echo "setup: adding the wasm32-wasip2 target"
+  rustup target add wasm32-wasip2
+fi

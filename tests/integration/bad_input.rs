@@ -1,0 +1,153 @@
+//! Bad input gets a clear answer and the node stays up.
+
+use crate::support::{NodeBuilder, parse_response, run_host, send_raw, wasm};
+
+#[test]
+fn oversized_bodies_get_413() {
+    let node = NodeBuilder::todo().arg("--max-body").arg("1KiB").start();
+    let big = vec![b'x'; 4096];
+    let declared = node.request("POST", "/lists/a/entries", &[], &big);
+    assert_eq!(declared.status, 413);
+
+    // Chunked, with no length declared up front.
+    let mut raw = b"POST /lists/a/entries HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        raw.extend_from_slice(b"400\r\n");
+        raw.extend_from_slice(&[b'y'; 1024]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(parse_response(&send_raw(node.port, &raw)).status, 413);
+
+    // A body under the limit is fine.
+    let ok = node.post(
+        "/lists/a/entries",
+        r#"{"date":"2024-05-01","title":"small"}"#,
+    );
+    assert_eq!(ok.status, 201);
+}
+
+#[test]
+fn malformed_http_is_rejected_and_the_node_stays_up() {
+    let node = NodeBuilder::todo().start();
+    let garbage = send_raw(node.port, b"THIS IS NOT HTTP\r\n\r\n");
+    assert!(garbage.is_empty() || parse_response(&garbage).status == 400);
+    // A client that disconnects mid-request.
+    drop(std::net::TcpStream::connect(("127.0.0.1", node.port)).map(|mut s| {
+        use std::io::Write;
+        let _ = s.write_all(b"POST /add_entry?list=a&date=2024-05-01&title=x HTTP/1.1\r\ncontent-length: 100\r\n\r\npartial");
+    }));
+    // HTTP/1.0 with no Host header.
+    let no_host = parse_response(&send_raw(
+        node.port,
+        b"GET /entries?list=a&date=2024-05-01 HTTP/1.0\r\n\r\n",
+    ));
+    assert_eq!(no_host.status, 400);
+    assert_eq!(node.get("/entries?list=a&date=2024-05-01").status, 200);
+}
+
+#[test]
+fn a_missing_component_file_is_a_clear_error() {
+    let out = run_host(&[
+        "run",
+        "/nonexistent/guest.wasm",
+        "--http-port",
+        "0",
+        "--http-host",
+        "127.0.0.1",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read component /nonexistent/guest.wasm"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn files_that_are_not_components_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "hello").expect("write");
+    // A valid core module (the smallest one), which is not a component.
+    let module = dir.path().join("core.wasm");
+    std::fs::write(&module, b"\0asm\x01\0\0\0").expect("write");
+    let data = dir.path().join("data");
+    for (file, expected) in [
+        (&text, "is not a WebAssembly file"),
+        (&module, "is not a valid component"),
+    ] {
+        let out = run_host(&[
+            "run",
+            &file.display().to_string(),
+            "--http-port",
+            "0",
+            "--http-host",
+            "127.0.0.1",
+            "--data-dir",
+            &data.display().to_string(),
+        ]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run_host(&[
+        "run",
+        &wasm("guest_todo").display().to_string(),
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        &port,
+        "--data-dir",
+        &dir.path().display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already in use"), "{stderr}");
+}
+
+#[test]
+fn bad_options_are_explained() {
+    let out = run_host(&["run", "x.wasm", "--idle-timeout", "soon"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a duration"));
+    let out = run_host(&["run"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<COMPONENT>"));
+}
+
+#[test]
+fn the_port_comes_from_todo_port() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = free.local_addr().expect("addr").port();
+    drop(free);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = std::process::Command::new(crate::support::host_binary())
+        .args([
+            "run",
+            &wasm("guest_todo").display().to_string(),
+            "--http-host",
+            "127.0.0.1",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("TODO_PORT", port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .expect("ready line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+}

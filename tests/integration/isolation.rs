@@ -1,0 +1,167 @@
+//! A process that traps, loops or hogs memory is ended alone: its caller
+//! gets a clear error, other processes keep answering, the host stays up,
+//! and the next call restarts it.
+
+use std::sync::Arc;
+
+use crate::support::{Node, NodeBuilder, wasm};
+
+/// The Todo guest at `/`, the misbehaving one at `/misbehave/`.
+fn mixed_node(extra: &[&str]) -> Node {
+    let components = [
+        wasm("guest_todo").display().to_string(),
+        format!("misbehave={}", wasm("misbehave").display()),
+    ];
+    let mut builder = NodeBuilder::with_components(&components).metrics();
+    for arg in extra {
+        builder = builder.arg(arg);
+    }
+    builder.start()
+}
+
+fn todo_still_answers(node: &Node, list: &str) {
+    let added = node.request(
+        "POST",
+        &format!("/add_entry?list={list}&date=2024-03-01&title=alive"),
+        &[],
+        b"",
+    );
+    assert_eq!(added.status, 200, "{}", added.text());
+    let entries = node.get(&format!("/entries?list={list}&date=2024-03-01"));
+    assert!(
+        entries.text().ends_with("2024-03-01 alive"),
+        "{}",
+        entries.text()
+    );
+}
+
+#[test]
+fn a_trapping_process_is_restarted_fresh_on_the_next_call() {
+    let node = mixed_node(&[]);
+    assert_eq!(node.get("/misbehave/echo/p").text(), "p: call #1");
+    assert_eq!(node.get("/misbehave/echo/p").text(), "p: call #2");
+
+    let trapped = node.get("/misbehave/trap/p");
+    assert_eq!(trapped.status, 500);
+    assert!(
+        trapped.text().starts_with("crashed: trapped"),
+        "{}",
+        trapped.text()
+    );
+
+    // A fresh process: its in-memory count starts again.
+    assert_eq!(node.get("/misbehave/echo/p").text(), "p: call #1");
+    assert_eq!(node.metric("host_processes_crashed_total"), 1);
+    todo_still_answers(&node, "after-trap");
+    assert!(
+        node.logs().contains("process crashed"),
+        "the crash is logged"
+    );
+}
+
+#[test]
+fn an_endless_loop_is_ended_at_its_deadline_while_others_answer() {
+    let node = Arc::new(mixed_node(&["--call-deadline", "2s"]));
+    let looping = {
+        let node = node.clone();
+        std::thread::spawn(move || node.get("/misbehave/loop/spinner"))
+    };
+    // While the loop burns its time slices, other processes keep answering.
+    for i in 0..20 {
+        todo_still_answers(&node, &format!("during-loop-{i}"));
+    }
+    let looped = looping.join().expect("request thread");
+    assert_eq!(looped.status, 500);
+    assert!(looped.text().contains("deadline"), "{}", looped.text());
+    assert_eq!(
+        node.get("/misbehave/echo/spinner").text(),
+        "spinner: call #1"
+    );
+}
+
+#[test]
+fn a_memory_hog_is_ended_at_its_cap() {
+    let node = mixed_node(&["--process-memory", "32MiB"]);
+    let hogged = node.get("/misbehave/hog/glutton");
+    assert_eq!(hogged.status, 500);
+    assert!(hogged.text().contains("memory"), "{}", hogged.text());
+    todo_still_answers(&node, "after-hog");
+    assert_eq!(
+        node.get("/misbehave/echo/glutton").text(),
+        "glutton: call #1"
+    );
+}
+
+#[test]
+fn a_misbehaving_http_handler_fails_only_its_own_request() {
+    let node = mixed_node(&["--request-deadline", "2s", "--process-memory", "32MiB"]);
+    let trapped = node.get("/misbehave/front/trap");
+    assert_eq!(trapped.status, 500, "{}", trapped.text());
+    let looped = node.get("/misbehave/front/loop");
+    assert_eq!(looped.status, 504, "{}", looped.text());
+    let hogged = node.get("/misbehave/front/hog");
+    assert_eq!(hogged.status, 500, "{}", hogged.text());
+    assert_eq!(
+        node.get("/misbehave/front/echo").text(),
+        "the front survived `echo`"
+    );
+    todo_still_answers(&node, "after-front");
+}
+
+#[test]
+fn too_many_restarts_refuse_the_name_for_a_cooldown() {
+    let node = mixed_node(&[
+        "--restart-intensity",
+        "2",
+        "--restart-period",
+        "60s",
+        "--restart-cooldown",
+        "2s",
+    ]);
+    for _ in 0..3 {
+        assert_eq!(node.get("/misbehave/trap/fragile").status, 500);
+    }
+    let refused = node.get("/misbehave/echo/fragile");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("refused"), "{}", refused.text());
+    assert!(
+        node.logs().contains("restart intensity reached"),
+        "logged:\n{}",
+        node.logs()
+    );
+    assert_eq!(node.metric("host_process_starts_refused_total"), 1);
+    // Other names are not affected.
+    assert_eq!(node.get("/misbehave/echo/sturdy").text(), "sturdy: call #1");
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the cooldown to end",
+        || node.get("/misbehave/echo/fragile").status == 200,
+    );
+}
+
+#[test]
+fn a_failing_init_is_refused_with_its_reason() {
+    let node = mixed_node(&[]);
+    let refused = node.get("/misbehave/echo/bad-init-1");
+    assert_eq!(refused.status, 503);
+    assert!(
+        refused.text().contains("bad-init-1 refuses to start"),
+        "{}",
+        refused.text()
+    );
+}
+
+#[test]
+fn a_component_cannot_read_another_components_data() {
+    let node = mixed_node(&[]);
+    todo_still_answers(&node, "private");
+    // The Todo component now holds keys; the other component sees none.
+    assert_eq!(node.get("/misbehave/scan").text(), "0 keys");
+    assert_eq!(
+        node.request("PUT", "/misbehave/poke/own-key", &[], b"mine")
+            .status,
+        200
+    );
+    assert_eq!(node.get("/misbehave/peek/own-key").text(), "mine");
+    assert_eq!(node.get("/misbehave/scan").text(), "1 keys");
+}

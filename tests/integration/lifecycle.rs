@@ -1,0 +1,61 @@
+//! Processes expire when idle and come back from storage; compiled
+//! components are cached on disk.
+
+use std::time::Duration;
+
+use crate::support::{NodeBuilder, eventually};
+
+#[test]
+fn idle_processes_expire_and_come_back_from_storage() {
+    let node = NodeBuilder::todo()
+        .metrics()
+        .arg("--idle-timeout")
+        .arg("1s")
+        .start();
+    for list in ["one", "two", "three"] {
+        let added = node.request(
+            "POST",
+            &format!("/add_entry?list={list}&date=2024-04-01&title=kept"),
+            &[],
+            b"",
+        );
+        assert_eq!(added.status, 200);
+    }
+    assert_eq!(node.metric("host_processes"), 3);
+    eventually(Duration::from_secs(15), "idle processes to expire", || {
+        node.metric("host_processes") == 0
+    });
+    assert_eq!(node.metric("host_processes_expired_total"), 3);
+
+    // The next call starts the list again, from storage.
+    assert_eq!(
+        node.get("/entries?list=two&date=2024-04-01").text(),
+        "2024-04-01 kept"
+    );
+    assert_eq!(node.metric("host_processes"), 1);
+    assert_eq!(node.metric("host_processes_started_total"), 4);
+}
+
+#[test]
+fn compiled_components_are_cached_and_a_bad_cache_is_rebuilt() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let node = NodeBuilder::todo().data_dir(data.path()).start();
+    node.stop();
+    let compiled = data.path().join("compiled");
+    let cached: Vec<_> = std::fs::read_dir(&compiled)
+        .expect("a compiled-component cache")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+        .collect();
+    assert_eq!(cached.len(), 1, "one cached component: {cached:?}");
+
+    // A second start uses the cache; a corrupted entry is noticed and rebuilt.
+    std::fs::write(&cached[0], b"garbage").expect("corrupt the cache");
+    let node = NodeBuilder::todo().data_dir(data.path()).start();
+    assert_eq!(node.get("/entries?list=a&date=2024-04-01").status, 200);
+    assert!(node.logs().contains("cache unusable"), "{}", node.logs());
+    node.stop();
+    let rebuilt = std::fs::read(&cached[0]).expect("cache entry");
+    assert_ne!(rebuilt, b"garbage");
+}
