@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark: a Todo node under wrk, beside a plain hyper hello-world as
 # the machine's ceiling. Prints a Markdown table for BENCHMARKS.md.
-#   DURATION=10s THREADS=4 CONNECTIONS=28 bash scripts/bench-http.sh
+#   DURATION=10s THREADS=4 CONNECTIONS=28 PREFILL_ENTRIES=3 bash scripts/bench-http.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10s}"
@@ -37,11 +37,17 @@ start() {
 }
 
 hello_port="$(start "$work/hello" "$target_dir/release/examples/hyper_hello" 0)"
-todo_port="$(start "$work/todo" "$target_dir/release/host" run "$target_dir/wasm32-wasip2/release/guest_todo.wasm" \
-  --node bench --http-host 127.0.0.1 --http-port 0 --data-dir "$work/data" --idle-timeout 1h)"
 
-# Warm up: start the 1,000 list processes and give each an entry.
-wrk -t2 -c16 -d3s -s scripts/wrk/post.lua "http://127.0.0.1:$todo_port" >/dev/null
+# A fresh Todo node whose 1,000 lists each hold the same entries (and whose
+# list processes are all started), so no workload sees another's writes.
+fresh_todo_node() {
+  local name="$1"
+  local port
+  port="$(start "$work/$name" "$target_dir/release/host" run "$target_dir/wasm32-wasip2/release/guest_todo.wasm" \
+    --node bench --http-host 127.0.0.1 --http-port 0 --data-dir "$work/$name-data" --idle-timeout 1h)"
+  python3 scripts/wrk/prefill.py "$port" "${PREFILL_ENTRIES:-3}"
+  echo "$port"
+}
 
 run() {
   local name="$1" port="$2" script="${3:-}"
@@ -59,12 +65,12 @@ run() {
 
 results=()
 results+=("$(run "hyper hello-world (ceiling)" "$hello_port")")
-results+=("$(run "GET /entries, 1,000 lists" "$todo_port" scripts/wrk/get.lua)")
-results+=("$(run "POST /add_entry, 1,000 lists" "$todo_port" scripts/wrk/post.lua)")
-results+=("$(run "book mix 80% GET / 20% POST, 1,000 lists" "$todo_port" scripts/wrk/mix.lua)")
+results+=("$(run "GET /entries, 1,000 lists" "$(fresh_todo_node get)" scripts/wrk/get.lua)")
+results+=("$(run "POST /add_entry, 1,000 lists" "$(fresh_todo_node post)" scripts/wrk/post.lua)")
+results+=("$(run "book mix 80% GET / 20% POST, 1,000 lists" "$(fresh_todo_node mix)" scripts/wrk/mix.lua)")
 
 ceiling="$(cut -d'|' -f2 <<<"${results[0]}")"
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, lists prefilled with ${PREFILL_ENTRIES:-3} entries each, $(nproc) cores, $(date -u +%Y-%m-%d)"
 echo
 echo "| Workload | req/s | ratio to ceiling | latency avg | latency p99 | errors |"
 echo "|---|---:|---:|---:|---:|---|"

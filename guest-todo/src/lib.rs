@@ -47,14 +47,14 @@ impl Behaviour for Todo {
     }
 
     fn handle_call(message: Vec<u8>) -> Vec<u8> {
-        let reply = match serde_json::from_slice::<ListRequest>(&message) {
+        let reply = match ListRequest::decode(&message) {
             Ok(request) => SERVER.with_borrow_mut(|server| match server {
                 Some(server) => server.handle(request),
                 None => Reply::Failed("the list was not initialised".into()),
             }),
-            Err(e) => Reply::Failed(format!("malformed request: {e}")),
+            Err(e) => Reply::Failed(e),
         };
-        serde_json::to_vec(&reply).unwrap_or_default()
+        reply.encode()
     }
 
     fn handle_cast(_message: Vec<u8>) {
@@ -85,10 +85,8 @@ struct ListProcesses;
 
 impl web::Lists for ListProcesses {
     fn call(&self, list: &str, request: &ListRequest) -> Result<Reply, CallError> {
-        let message = serde_json::to_vec(request).unwrap_or_default();
-        let reply = guest_sdk::call(list, &message, CALL_TIMEOUT_MS)?;
-        Ok(serde_json::from_slice(&reply)
-            .unwrap_or_else(|e| Reply::Failed(format!("malformed reply from the list: {e}"))))
+        let reply = guest_sdk::call(list, &request.encode(), CALL_TIMEOUT_MS)?;
+        Ok(Reply::decode(&reply))
     }
 }
 

@@ -31,6 +31,9 @@ pub struct HttpConfig {
     pub request_deadline: Duration,
     /// HTTP handler instances alive at once; further requests wait their turn.
     pub max_concurrent_requests: u32,
+    /// Requests one handler instance may serve before it is replaced (1: a
+    /// fresh instance per request).
+    pub instance_reuse: u32,
 }
 
 /// Limits that keep one process from hurting the others.
@@ -74,6 +77,7 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             request_deadline: Duration::from_secs(30),
             max_concurrent_requests: 1024,
+            instance_reuse: 128,
         }
     }
 }

@@ -1,17 +1,22 @@
 //! HTTP ingress: hyper in front, a component's `wasi:http/incoming-handler`
 //! behind.
 //!
-//! Each request gets a fresh instance of the component (a pooled slot, not a
-//! process): handlers keep no state between requests and reach state through
+//! A request is handled by an instance of the component that is not a
+//! process. A fresh instance per request costs more than the request itself,
+//! so an instance that handled a request cleanly serves up to
+//! `--http-instance-reuse` requests (as `wasmtime serve` and Spin do); one
+//! that trapped or ran past its deadline is dropped. The contract says
+//! handlers keep no state between requests: they reach state through
 //! processes. The host answers some requests itself, before any guest runs:
 //! 413 for a body over the limit, 503 when every handler slot is busy past
 //! the deadline, 504 when the handler runs past the request deadline, 500
 //! when it traps before answering.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,7 +32,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -107,6 +114,35 @@ pub async fn serve<S, F, B>(
 pub struct Ingress {
     node: Arc<NodeCore>,
     handler_slots: Arc<Semaphore>,
+    /// Idle handler instances, per component name.
+    warm: HashMap<String, Arc<WarmHandlers>>,
+}
+
+/// A handler instance that served its requests cleanly, ready for another.
+struct WarmHandler {
+    store: Store<InstanceState>,
+    proxy: Proxy,
+    served: u32,
+}
+
+/// Idle handler instances of one component, most recently used last (so
+/// the hottest memory is reused first).
+#[derive(Default)]
+struct WarmHandlers {
+    idle: Mutex<Vec<WarmHandler>>,
+}
+
+impl WarmHandlers {
+    fn take(&self) -> Option<WarmHandler> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put(&self, handler: WarmHandler) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handler);
+    }
 }
 
 /// An answer the host gives itself.
@@ -127,9 +163,15 @@ impl Rejection {
 impl Ingress {
     pub fn new(node: Arc<NodeCore>) -> Arc<Self> {
         let slots = node.config().http.max_concurrent_requests as usize;
+        let warm = node
+            .components()
+            .iter()
+            .map(|c| (c.name().to_string(), Arc::default()))
+            .collect();
         Arc::new(Self {
             node,
             handler_slots: Arc::new(Semaphore::new(slots)),
+            warm,
         })
     }
 
@@ -214,39 +256,16 @@ impl Ingress {
         slot: OwnedSemaphorePermit,
         deadline: Instant,
     ) -> Result<Response<HyperOutgoingBody>, Rejection> {
-        let internal = |e: wasmtime::Error| {
-            Rejection::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("internal error: {e}"),
-            )
-        };
-        let Some(pre) = component.http_pre().cloned() else {
+        let Some(warm) = self.warm.get(component.name()).cloned() else {
             return Err(Rejection::new(StatusCode::NOT_FOUND, "not found"));
         };
-        let state = InstanceState::new(&self.node, component.name(), None);
-        let mut store = self.node.runtime().new_store(state);
         let (sender, receiver) = oneshot::channel();
-        let incoming = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, request)
-            .map_err(internal)?;
-        let outparam = store
-            .data_mut()
-            .http()
-            .new_response_outparam(sender)
-            .map_err(internal)?;
-        let name = component.name().to_string();
+        let node = self.node.clone();
         let handler = tokio::spawn(async move {
             let _slot = slot;
-            let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, outparam)
-                    .await
-            };
-            match tokio::time::timeout_at(deadline, run).await {
+            let name = component.name().to_string();
+            let served = serve_request(&node, &component, &warm, request, sender);
+            match tokio::time::timeout_at(deadline, served).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(component = %name, "HTTP handler failed: {}", describe_trap(&e))
@@ -276,6 +295,57 @@ impl Ingress {
         }
     }
 }
+
+/// Hands `request` to a warm handler instance of `component`, or a new one,
+/// and puts the instance back if it finished cleanly and may serve more.
+async fn serve_request(
+    node: &Arc<NodeCore>,
+    component: &LoadedComponent,
+    warm: &WarmHandlers,
+    request: Request<Full<Bytes>>,
+    respond: ResponseSender,
+) -> wasmtime::Result<()> {
+    let mut handler = match warm.take() {
+        Some(handler) => handler,
+        None => {
+            let Some(pre) = component.http_pre() else {
+                wasmtime::bail!("component `{}` does not serve HTTP", component.name());
+            };
+            let state = InstanceState::new(node, component.name(), None);
+            let mut store = node.runtime().new_store(state);
+            let proxy = pre.instantiate_async(&mut store).await?;
+            WarmHandler {
+                store,
+                proxy,
+                served: 0,
+            }
+        }
+    };
+    let incoming = handler
+        .store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)?;
+    let outparam = handler
+        .store
+        .data_mut()
+        .http()
+        .new_response_outparam(respond)?;
+    handler
+        .proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut handler.store, incoming, outparam)
+        .await?;
+    handler.served += 1;
+    if handler.served < node.config().http.instance_reuse {
+        warm.put(handler);
+    }
+    Ok(())
+}
+
+type ResponseSender = oneshot::Sender<
+    Result<Response<HyperOutgoingBody>, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>,
+>;
 
 /// Reads the whole body, refusing more than `limit` bytes: Todo bodies are
 /// small, and a bounded buffer is simpler to reason about than a stream.

@@ -101,6 +101,12 @@ struct RunArgs {
     #[arg(long, default_value_t = 1024)]
     max_concurrent_requests: u32,
 
+    /// Requests one HTTP handler instance may serve before it is replaced
+    /// (1: a fresh instance for every request). An instance that traps or
+    /// runs past its deadline is never reused.
+    #[arg(long, default_value_t = 128)]
+    http_instance_reuse: u32,
+
     /// Crashes of one process name allowed within --restart-period; one more
     /// and the name is refused for --restart-cooldown.
     #[arg(long, default_value_t = 3)]
@@ -150,6 +156,7 @@ impl RunArgs {
                 max_body_bytes: self.max_body,
                 request_deadline: self.request_deadline,
                 max_concurrent_requests: self.max_concurrent_requests.max(1),
+                instance_reuse: self.http_instance_reuse.max(1),
             },
             limits: ProcessLimits {
                 idle_timeout: self.idle_timeout,

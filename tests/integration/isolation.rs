@@ -165,3 +165,38 @@ fn a_component_cannot_read_another_components_data() {
     assert_eq!(node.get("/misbehave/peek/own-key").text(), "mine");
     assert_eq!(node.get("/misbehave/scan").text(), "1 keys");
 }
+
+#[test]
+fn handler_instances_are_reused_a_bounded_number_of_times_and_never_after_a_trap() {
+    let counts = |node: &Node| -> Vec<u64> {
+        (0..12)
+            .map(|_| {
+                node.get("/misbehave/front/count")
+                    .text()
+                    .parse()
+                    .expect("a count")
+            })
+            .collect()
+    };
+    let fresh = mixed_node(&["--http-instance-reuse", "1"]);
+    assert_eq!(
+        counts(&fresh),
+        vec![1; 12],
+        "a fresh instance for every request"
+    );
+
+    let reused = mixed_node(&["--http-instance-reuse", "4"]);
+    let seen = counts(&reused);
+    assert!(seen.iter().all(|&n| (1..=4).contains(&n)), "{seen:?}");
+    assert!(
+        seen.contains(&4),
+        "sequential requests reuse one instance: {seen:?}"
+    );
+
+    // The instance that served its fourth request was retired, so the next
+    // one is fresh; a trap retires an instance early: had the trapping
+    // instance been reused, the count after it would be 3.
+    assert_eq!(reused.get("/misbehave/front/count").text(), "1");
+    assert_eq!(reused.get("/misbehave/front/trap").status, 500);
+    assert_eq!(reused.get("/misbehave/front/count").text(), "1");
+}

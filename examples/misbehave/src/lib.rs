@@ -11,7 +11,8 @@
 //!
 //! Processes whose name starts with `bad-init` fail in `init`. The HTTP
 //! handler itself misbehaves on `GET /front/trap`, `/front/loop` and
-//! `/front/hog`. `GET /peek/KEY` reads KEY from this component's storage
+//! `/front/hog`; `GET /front/count` answers how many requests this handler
+//! instance has served (to test how often the host reuses one). `GET /peek/KEY` reads KEY from this component's storage
 //! (nothing of another component's can be read), `PUT /poke/KEY` writes the
 //! body there.
 
@@ -26,6 +27,7 @@ struct Misbehave;
 
 thread_local! {
     static CALLS: Cell<u64> = const { Cell::new(0) };
+    static REQUESTS: Cell<u64> = const { Cell::new(0) };
 }
 
 impl Behaviour for Misbehave {
@@ -91,7 +93,10 @@ impl HttpHandler for Misbehave {
 
 fn route(request: &Request) -> Response {
     let segments: Vec<&str> = request.path.split('/').skip(1).collect();
+    let served = REQUESTS.get() + 1;
+    REQUESTS.set(served);
     match (request.method.as_str(), segments.as_slice()) {
+        ("GET", ["front", "count"]) => Response::text(200, served.to_string()),
         ("GET", ["front", action]) => {
             misbehave(action.as_bytes());
             Response::text(200, format!("the front survived `{action}`"))
