@@ -29,14 +29,12 @@ pub type Pid = u64;
 /// wait for their replies, which is the back-pressure.
 pub type Mailbox = mpsc::UnboundedSender<Message>;
 
+/// Where the answer to a call goes.
+pub type ReplyTo = oneshot::Sender<Result<Vec<u8>, CallError>>;
+
 pub enum Message {
-    Call {
-        message: Vec<u8>,
-        reply: oneshot::Sender<Result<Vec<u8>, CallError>>,
-    },
-    Cast {
-        message: Vec<u8>,
-    },
+    Call { message: Vec<u8>, reply: ReplyTo },
+    Cast { message: Vec<u8> },
 }
 
 /// How a process ended.
@@ -67,6 +65,7 @@ pub fn spawn(
         key,
         pid,
         inbox,
+        crashed_caller: None,
     };
     node.tasks().spawn(process.run());
     mailbox
@@ -78,13 +77,23 @@ struct Process {
     key: ProcessKey,
     pid: Pid,
     inbox: mpsc::UnboundedReceiver<Message>,
+    /// The caller whose message crashed the process. It is answered only
+    /// once the crash is recorded and the name released, so whatever it
+    /// does next meets a fresh process (or a refusal), never this one.
+    crashed_caller: Option<ReplyTo>,
 }
 
 impl Process {
     async fn run(mut self) {
         let exit = self.serve().await;
+        // Record the exit (a crash counts against the restart intensity)
+        // before giving up the name, so the next start already sees it.
+        self.node.process_exited(&self.key, self.pid, &exit);
         self.node.registry().unregister(&self.key, self.pid);
         self.inbox.close();
+        if let (Some(caller), Exit::Crashed(reason)) = (self.crashed_caller.take(), &exit) {
+            let _ = caller.send(Err(CallError::Crashed(reason.clone())));
+        }
         let refusal = match &exit {
             Exit::Crashed(reason) => CallError::Crashed(format!(
                 "the process ended before taking this message: {reason}"
@@ -97,7 +106,6 @@ impl Process {
                 let _ = reply.send(Err(refusal.clone()));
             }
         }
-        self.node.process_exited(&self.key, self.pid, &exit);
     }
 
     async fn serve(&mut self) -> Exit {
@@ -124,7 +132,7 @@ impl Process {
                 Ok(None) => return Exit::Shutdown,
                 Err(_idle) => return self.expire(&mut store, behaviour, deadline).await,
             };
-            if let Err(reason) = deliver(&mut store, behaviour, message, deadline).await {
+            if let Err(reason) = self.deliver(&mut store, behaviour, message, deadline).await {
                 return Exit::Crashed(reason);
             }
         }
@@ -141,36 +149,39 @@ impl Process {
         self.node.registry().unregister(&self.key, self.pid);
         self.inbox.close();
         while let Some(message) = self.inbox.recv().await {
-            if let Err(reason) = deliver(store, behaviour, message, deadline).await {
+            if let Err(reason) = self.deliver(store, behaviour, message, deadline).await {
                 return Exit::Crashed(reason);
             }
         }
         Exit::Expired
     }
-}
 
-/// Hands one message to the guest. An error means the instance is dead.
-async fn deliver(
-    store: &mut Store<InstanceState>,
-    behaviour: &Behaviour,
-    message: Message,
-    deadline: Duration,
-) -> Result<(), String> {
-    match message {
-        Message::Call { message, reply } => {
-            match guarded(deadline, behaviour.call_handle_call(&mut *store, &message)).await {
-                Ok(answer) => {
-                    let _ = reply.send(Ok(answer));
-                    Ok(())
-                }
-                Err(reason) => {
-                    let _ = reply.send(Err(CallError::Crashed(reason.clone())));
-                    Err(reason)
+    /// Hands one message to the guest. An error means the instance is dead;
+    /// the caller of a crashing call is kept in `crashed_caller`.
+    async fn deliver(
+        &mut self,
+        store: &mut Store<InstanceState>,
+        behaviour: &Behaviour,
+        message: Message,
+        deadline: Duration,
+    ) -> Result<(), String> {
+        match message {
+            Message::Call { message, reply } => {
+                let call = behaviour.call_handle_call(&mut *store, &message);
+                match guarded(deadline, call).await {
+                    Ok(answer) => {
+                        let _ = reply.send(Ok(answer));
+                        Ok(())
+                    }
+                    Err(reason) => {
+                        self.crashed_caller = Some(reply);
+                        Err(reason)
+                    }
                 }
             }
-        }
-        Message::Cast { message } => {
-            guarded(deadline, behaviour.call_handle_cast(&mut *store, &message)).await
+            Message::Cast { message } => {
+                guarded(deadline, behaviour.call_handle_cast(&mut *store, &message)).await
+            }
         }
     }
 }
