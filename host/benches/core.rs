@@ -35,6 +35,7 @@ fn node(data_dir: &std::path::Path) -> Arc<NodeCore> {
         restarts: RestartIntensity::default(),
         durability: Durability::Wal,
         metrics_addr: None,
+        perfmap: false,
     };
     let source = ComponentSource {
         name: "minimal".into(),

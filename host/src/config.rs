@@ -19,6 +19,8 @@ pub struct NodeConfig {
     pub durability: Durability,
     /// Where Prometheus-style metrics are served; none by default.
     pub metrics_addr: Option<(IpAddr, u16)>,
+    /// Whether to write `/tmp/perf-PID.map`, so `perf` names guest functions.
+    pub perfmap: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -204,18 +204,32 @@ impl Ingress {
                 "missing Host header",
             ));
         }
-        let request = tokio::time::timeout_at(deadline, read_body(request, config.max_body_bytes))
-            .await
-            .map_err(|_| Rejection::new(StatusCode::REQUEST_TIMEOUT, "request body too slow"))??;
-        let slot = tokio::time::timeout_at(deadline, self.handler_slots.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                Rejection::new(
+        // One timer for both waits: reading the body, then a handler slot.
+        let mut body_read = false;
+        let admitted = tokio::time::timeout_at(deadline, async {
+            let request = read_body(request, config.max_body_bytes).await?;
+            body_read = true;
+            let slot = self.handler_slots.clone().acquire_owned().await;
+            let slot =
+                slot.map_err(|_| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+            Ok::<_, Rejection>((request, slot))
+        })
+        .await;
+        let (request, slot) = match admitted {
+            Ok(admitted) => admitted?,
+            Err(_) if body_read => {
+                return Err(Rejection::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "too many requests in flight; try again",
-                )
-            })?
-            .map_err(|_| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+                ));
+            }
+            Err(_) => {
+                return Err(Rejection::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body too slow",
+                ));
+            }
+        };
         self.run_handler(component, request, slot, deadline).await
     }
 
@@ -261,7 +275,9 @@ impl Ingress {
         };
         let (sender, receiver) = oneshot::channel();
         let node = self.node.clone();
-        let handler = tokio::spawn(async move {
+        // The task ends at the deadline at the latest, dropping the response
+        // sender: a closed channel then means a deadline or a crash.
+        tokio::spawn(async move {
             let _slot = slot;
             let name = component.name().to_string();
             let served = serve_request(&node, &component, &warm, request, sender);
@@ -275,23 +291,20 @@ impl Ingress {
                 }
             }
         });
-        match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(Ok(response))) => Ok(response),
-            Ok(Ok(Err(code))) => Err(Rejection::new(
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(Rejection::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("internal error: the handler failed: {code:?}"),
             )),
-            Ok(Err(_)) => Err(Rejection::new(
+            Err(_) if Instant::now() >= deadline => Err(Rejection::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the request ran past its deadline",
+            )),
+            Err(_) => Err(Rejection::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error: the request handler crashed",
             )),
-            Err(_) => {
-                handler.abort();
-                Err(Rejection::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the request ran past its deadline",
-                ))
-            }
         }
     }
 }

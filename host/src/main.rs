@@ -19,6 +19,12 @@ use host::http::{self, Ingress};
 use host::node::{ComponentSource, NodeCore};
 use host::{metrics, shutdown};
 
+/// mimalloc instead of glibc's malloc: the request path allocates many small,
+/// short-lived buffers across threads, where glibc spent about 6% of the
+/// host's time (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "host",
@@ -130,6 +136,11 @@ struct RunArgs {
     /// Serve Prometheus metrics on this port (same address as HTTP).
     #[arg(long)]
     metrics_port: Option<u16>,
+
+    /// Write /tmp/perf-PID.map as guests are compiled, so `perf report`
+    /// names guest functions instead of showing bare JIT addresses.
+    #[arg(long)]
+    perfmap: bool,
 }
 
 impl RunArgs {
@@ -175,6 +186,7 @@ impl RunArgs {
                 Durability::Wal
             },
             metrics_addr: self.metrics_port.map(|port| (self.http_host, port)),
+            perfmap: self.perfmap,
         })
     }
 

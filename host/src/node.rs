@@ -58,7 +58,7 @@ impl NodeCore {
     /// Creates the engine, compiles (or loads from cache) every component and
     /// opens storage.
     pub fn start(config: NodeConfig, sources: &[ComponentSource]) -> anyhow::Result<Arc<Self>> {
-        let runtime = Runtime::new(&config.limits, config.http.max_concurrent_requests)?;
+        let runtime = Runtime::new(&config)?;
         let cache_dir = config.data_dir.join("compiled");
         let mut components = Vec::new();
         let mut by_name = HashMap::new();

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use wasmtime::component::Linker;
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    ProfilingStrategy, Store,
 };
 
-use crate::config::ProcessLimits;
+use crate::config::NodeConfig;
 use crate::state::InstanceState;
 
 /// How often the epoch advances: the time slice a guest runs before it
@@ -43,10 +44,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds an engine with room for `limits.max_processes` processes plus
-    /// `http_instances` request handlers alive at once.
-    pub fn new(limits: &ProcessLimits, http_instances: u32) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config(limits, http_instances))
+    /// Builds an engine with room for the node's processes plus its HTTP
+    /// request handlers alive at once.
+    pub fn new(config: &NodeConfig) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(config))
             .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         crate::capabilities::add_to_linker(&mut linker)?;
@@ -76,8 +77,11 @@ impl Runtime {
     }
 }
 
-fn engine_config(limits: &ProcessLimits, http_instances: u32) -> Config {
-    let instances = limits.max_processes.saturating_add(http_instances);
+fn engine_config(node: &NodeConfig) -> Config {
+    let limits = &node.limits;
+    let instances = limits
+        .max_processes
+        .saturating_add(node.http.max_concurrent_requests);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(4))
@@ -103,6 +107,9 @@ fn engine_config(limits: &ProcessLimits, http_instances: u32) -> Config {
         .table_keep_resident(KEEP_RESIDENT_TABLE);
 
     let mut config = Config::new();
+    if node.perfmap {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
