@@ -18,6 +18,6 @@ pub mod http;
 pub use exports::otp::platform::behaviour::Guest as Behaviour;
 pub use exports::wasi::http::incoming_handler::Guest as HttpHandler;
 pub use otp::platform::log::{Level, log};
-pub use otp::platform::process::{call, cast, component_name, self_name};
+pub use otp::platform::process::{call, call_component, cast, component_name, self_name};
 pub use otp::platform::storage;
 pub use otp::platform::types::CallError;

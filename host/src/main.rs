@@ -256,7 +256,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     for component in node.components() {
         tracing::info!(
             node = %node.name(),
-            component = component.name(),
+            component = %component.name(),
             processes = component.process_pre().is_some(),
             http = component.http_pre().is_some(),
             "component loaded"

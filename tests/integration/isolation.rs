@@ -8,11 +8,17 @@ use crate::support::{Node, NodeBuilder, wasm};
 
 /// The Todo guest at `/`, the misbehaving one at `/misbehave/`.
 fn mixed_node(extra: &[&str]) -> Node {
+    mixed_node_with(extra, "info")
+}
+
+fn mixed_node_with(extra: &[&str], log_filter: &str) -> Node {
     let components = [
         wasm("guest_todo").display().to_string(),
         format!("misbehave={}", wasm("misbehave").display()),
     ];
-    let mut builder = NodeBuilder::with_components(&components).metrics();
+    let mut builder = NodeBuilder::with_components(&components)
+        .metrics()
+        .log_filter(log_filter);
     for arg in extra {
         builder = builder.arg(arg);
     }
@@ -199,4 +205,53 @@ fn handler_instances_are_reused_a_bounded_number_of_times_and_never_after_a_trap
     assert_eq!(reused.get("/misbehave/front/count").text(), "1");
     assert_eq!(reused.get("/misbehave/front/trap").status, 500);
     assert_eq!(reused.get("/misbehave/front/count").text(), "1");
+}
+
+#[test]
+fn a_cast_returns_at_once_and_a_looping_cast_handler_is_ended() {
+    let node = mixed_node(&["--call-deadline", "1s"]);
+    let cast = node.get("/misbehave/sleep/sleeper");
+    assert_eq!((cast.status, cast.text().as_str()), (202, "cast sent"));
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the looping cast to be ended",
+        || node.metric("host_processes_crashed_total") == 1,
+    );
+    assert!(node.logs().contains("misbehave/sleeper"), "{}", node.logs());
+    assert_eq!(
+        node.get("/misbehave/echo/sleeper").text(),
+        "sleeper: call #1"
+    );
+}
+
+#[test]
+fn calls_reach_other_components_by_name_and_unknown_ones_are_named() {
+    let node = mixed_node(&[]);
+    assert_eq!(
+        node.get("/misbehave/other/misbehave/peer").text(),
+        "peer: call #1"
+    );
+    let unknown = node.get("/misbehave/other/nonexistent/peer");
+    assert_eq!(
+        (unknown.status, unknown.text().as_str()),
+        (500, "no component nonexistent")
+    );
+}
+
+#[test]
+fn guest_logs_land_in_the_host_log_tagged_with_node_and_process() {
+    let node = mixed_node_with(&[], "info,guest=debug");
+    todo_still_answers(&node, "logged-list");
+    crate::support::eventually(
+        std::time::Duration::from_secs(5),
+        "the guest's log line",
+        || {
+            node.logs().lines().any(|line| {
+                line.contains("list `logged-list` loaded")
+                    && line.contains("node=test")
+                    && line.contains("component=guest_todo")
+                    && line.contains("process=logged-list")
+            })
+        },
+    );
 }

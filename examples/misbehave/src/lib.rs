@@ -14,7 +14,8 @@
 //! `/front/hog`; `GET /front/count` answers how many requests this handler
 //! instance has served (to test how often the host reuses one). `GET /peek/KEY` reads KEY from this component's storage
 //! (nothing of another component's can be read), `PUT /poke/KEY` writes the
-//! body there.
+//! body there. `GET /other/COMPONENT/NAME` calls process NAME of another
+//! component with `echo`.
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -114,6 +115,12 @@ fn route(request: &Request) -> Response {
             Ok(()) => Response::text(200, "stored"),
             Err(e) => Response::text(500, format!("{e:?}")),
         },
+        ("GET", ["other", component, name]) => {
+            match guest_sdk::call_component(component, name, b"echo", 10_000) {
+                Ok(reply) => Response::text(200, reply),
+                Err(e) => call_error(e),
+            }
+        }
         ("GET", ["sleep", name]) => match guest_sdk::cast(name, b"sleep") {
             Ok(()) => Response::text(202, "cast sent"),
             Err(e) => call_error(e),

@@ -32,11 +32,21 @@ impl log::Host for LogCapability {
         let component = &*self.component;
         let process = self.process.as_deref().unwrap_or("<http>");
         match level {
-            Level::Trace => trace!(target: "guest", node, component, process, "{message}"),
-            Level::Debug => debug!(target: "guest", node, component, process, "{message}"),
-            Level::Info => info!(target: "guest", node, component, process, "{message}"),
-            Level::Warn => warn!(target: "guest", node, component, process, "{message}"),
-            Level::Error => error!(target: "guest", node, component, process, "{message}"),
+            Level::Trace => {
+                trace!(target: "guest", node = %node, component = %component, process = %process, "{message}")
+            }
+            Level::Debug => {
+                debug!(target: "guest", node = %node, component = %component, process = %process, "{message}")
+            }
+            Level::Info => {
+                info!(target: "guest", node = %node, component = %component, process = %process, "{message}")
+            }
+            Level::Warn => {
+                warn!(target: "guest", node = %node, component = %component, process = %process, "{message}")
+            }
+            Level::Error => {
+                error!(target: "guest", node = %node, component = %component, process = %process, "{message}")
+            }
         }
     }
 }

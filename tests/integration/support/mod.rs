@@ -47,6 +47,7 @@ pub struct NodeBuilder {
     args: Vec<String>,
     data_dir: Option<PathBuf>,
     metrics: bool,
+    log_filter: String,
 }
 
 impl NodeBuilder {
@@ -61,6 +62,7 @@ impl NodeBuilder {
             args: Vec::new(),
             data_dir: None,
             metrics: false,
+            log_filter: "info".to_string(),
         }
     }
 
@@ -71,6 +73,12 @@ impl NodeBuilder {
 
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// `RUST_LOG` for the node.
+    pub fn log_filter(mut self, filter: &str) -> Self {
+        self.log_filter = filter.to_string();
         self
     }
 
@@ -105,7 +113,7 @@ impl NodeBuilder {
             .env_remove("TODO_PORT")
             .env_remove("TODO_HTTP_PORT")
             .env_remove("TODO_SERVER_EXPIRY")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
