@@ -48,56 +48,58 @@ impl Metrics {
 /// The metrics page of `node`.
 pub fn render(node: &NodeCore) -> String {
     let m = node.metrics();
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let series: [(&str, &str, &str, u64); 7] = [
+        (
+            "host_processes",
+            "gauge",
+            "Processes alive now.",
+            node.registry().len() as u64,
+        ),
+        (
+            "host_processes_started_total",
+            "counter",
+            "Processes started.",
+            load(&m.processes_started),
+        ),
+        (
+            "host_processes_crashed_total",
+            "counter",
+            "Processes ended by a trap, deadline, memory cap or failed init.",
+            load(&m.processes_crashed),
+        ),
+        (
+            "host_processes_expired_total",
+            "counter",
+            "Processes stopped after being idle.",
+            load(&m.processes_expired),
+        ),
+        (
+            "host_process_starts_refused_total",
+            "counter",
+            "Starts refused by restart intensity.",
+            load(&m.starts_refused),
+        ),
+        (
+            "host_http_requests_total",
+            "counter",
+            "HTTP requests received.",
+            load(&m.http_requests),
+        ),
+        (
+            "host_http_host_errors_total",
+            "counter",
+            "HTTP requests the host answered with an error itself.",
+            load(&m.http_errors),
+        ),
+    ];
     let node_name = node.name();
     let mut out = String::new();
-    let mut line = |name: &str, kind: &str, help: &str, value: u64| {
+    for (name, kind, help, value) in series {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         let _ = writeln!(out, "{name}{{node=\"{node_name}\"}} {value}");
-    };
-    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    line(
-        "host_processes",
-        "gauge",
-        "Processes alive now.",
-        node.registry().len() as u64,
-    );
-    line(
-        "host_processes_started_total",
-        "counter",
-        "Processes started.",
-        load(&m.processes_started),
-    );
-    line(
-        "host_processes_crashed_total",
-        "counter",
-        "Processes ended by a trap, deadline, memory cap or failed init.",
-        load(&m.processes_crashed),
-    );
-    line(
-        "host_processes_expired_total",
-        "counter",
-        "Processes stopped after being idle.",
-        load(&m.processes_expired),
-    );
-    line(
-        "host_process_starts_refused_total",
-        "counter",
-        "Starts refused by restart intensity.",
-        load(&m.starts_refused),
-    );
-    line(
-        "host_http_requests_total",
-        "counter",
-        "HTTP requests received.",
-        load(&m.http_requests),
-    );
-    line(
-        "host_http_host_errors_total",
-        "counter",
-        "HTTP requests the host answered with an error itself.",
-        load(&m.http_errors),
-    );
+    }
     out
 }
 

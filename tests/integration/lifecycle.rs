@@ -59,3 +59,31 @@ fn compiled_components_are_cached_and_a_bad_cache_is_rebuilt() {
     let rebuilt = std::fs::read(&cached[0]).expect("cache entry");
     assert_ne!(rebuilt, b"garbage");
 }
+
+#[test]
+fn at_its_process_limit_a_node_refuses_new_names_and_serves_the_others() {
+    let node = NodeBuilder::todo()
+        .arg("--max-processes")
+        .arg("20")
+        .arg("--max-concurrent-requests")
+        .arg("4")
+        .start();
+    for i in 0..20 {
+        let response = node.get(&format!("/entries?list=l{i}&date=2024-04-01"));
+        assert_eq!(response.status, 200, "list {i}: {}", response.text());
+    }
+    let refused = node.get("/entries?list=one-too-many&date=2024-04-01");
+    assert_eq!(refused.status, 503);
+    assert!(
+        refused.text().contains("limit of 20 processes"),
+        "{}",
+        refused.text()
+    );
+    let existing = node.request(
+        "POST",
+        "/add_entry?list=l3&date=2024-04-01&title=still",
+        &[],
+        b"",
+    );
+    assert_eq!(existing.status, 200);
+}
