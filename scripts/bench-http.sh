@@ -10,7 +10,8 @@ CONNECTIONS="${CONNECTIONS:-28}"
 
 bash scripts/build.sh >&2
 cargo build --release -p host --example hyper_hello >&2
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+source scripts/lib.sh
+target_dir="$(target_dir)"
 
 work="$(mktemp -d)"
 pids=()

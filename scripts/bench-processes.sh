@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT="${COUNT:-5000}"
 bash scripts/build.sh >&2
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+source scripts/lib.sh
+target_dir="$(target_dir)"
 work="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 "$target_dir/release/host" run "$target_dir/wasm32-wasip2/release/minimal.wasm" --node bench \

@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
-exec target/release/host run target/wasm32-wasip2/release/guest_todo.wasm --node node_a "$@"
+source scripts/lib.sh
+target="$(target_dir)"
+exec "$target/release/host" run "$target/wasm32-wasip2/release/guest_todo.wasm" --node node_a "$@"
