@@ -139,28 +139,20 @@ impl NodeCore {
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut message = message;
-        for _ in 0..DELIVERY_ATTEMPTS {
-            let mailbox = self.mailbox(component, name)?;
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            match mailbox.send(Message::Call { message, reply }) {
-                Ok(()) => {
-                    return match tokio::time::timeout_at(deadline, answer).await {
-                        Ok(Ok(result)) => result,
-                        Ok(Err(_)) => Err(CallError::Crashed(
-                            "the process ended without replying".into(),
-                        )),
-                        Err(_) => Err(CallError::TimedOut),
-                    };
-                }
-                // The process stopped between lookup and send: try its successor.
-                Err(returned) => match returned.0 {
-                    Message::Call { message: back, .. } => message = back,
-                    Message::Cast { .. } => unreachable!("a call was sent"),
-                },
-            }
+        let mut answer = None;
+        self.send(component, name, message, |message| {
+            let (reply, receiver) = tokio::sync::oneshot::channel();
+            answer = Some(receiver);
+            Message::Call { message, reply }
+        })?;
+        let answer = answer.ok_or_else(stopped_during_delivery)?;
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CallError::Crashed(
+                "the process ended without replying".into(),
+            )),
+            Err(_) => Err(CallError::TimedOut),
         }
-        Err(stopped_during_delivery())
     }
 
     /// Puts `message` in the mailbox of process `name` of `component`,
@@ -171,17 +163,26 @@ impl NodeCore {
         name: &str,
         message: Vec<u8>,
     ) -> Result<(), CallError> {
-        let mut message = message;
+        self.send(component, name, message, |message| Message::Cast {
+            message,
+        })
+    }
+
+    /// Puts `wrap(payload)` in the process's mailbox. A process that stops
+    /// between the lookup and the send (idle expiry) hands the message back,
+    /// and it goes to the name's next process.
+    fn send(
+        self: &Arc<Self>,
+        component: &str,
+        name: &str,
+        payload: Vec<u8>,
+        mut wrap: impl FnMut(Vec<u8>) -> Message,
+    ) -> Result<(), CallError> {
+        let mut payload = payload;
         for _ in 0..DELIVERY_ATTEMPTS {
-            match self
-                .mailbox(component, name)?
-                .send(Message::Cast { message })
-            {
+            match self.mailbox(component, name)?.send(wrap(payload)) {
                 Ok(()) => return Ok(()),
-                Err(returned) => match returned.0 {
-                    Message::Cast { message: back } => message = back,
-                    Message::Call { .. } => unreachable!("a cast was sent"),
-                },
+                Err(returned) => payload = returned.0.into_payload(),
             }
         }
         Err(stopped_during_delivery())

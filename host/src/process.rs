@@ -37,6 +37,15 @@ pub enum Message {
     Cast { message: Vec<u8> },
 }
 
+impl Message {
+    /// The bytes the message carries.
+    pub fn into_payload(self) -> Vec<u8> {
+        match self {
+            Message::Call { message, .. } | Message::Cast { message } => message,
+        }
+    }
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
