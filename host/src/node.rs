@@ -221,13 +221,15 @@ impl NodeCore {
     pub(crate) fn process_exited(&self, key: &ProcessKey, pid: Pid, exit: &Exit) {
         match exit {
             Exit::Shutdown => tracing::debug!(process = %key, pid, "process stopped"),
+            // Logs come before counters: whoever sees a counter move can
+            // read the log line that explains it.
             Exit::Expired => {
-                self.metrics.expired();
                 tracing::debug!(process = %key, pid, "process expired after being idle");
+                self.metrics.expired();
             }
             Exit::Crashed(reason) | Exit::InitFailed(reason) => {
-                self.metrics.crashed();
                 tracing::warn!(process = %key, pid, "process crashed: {reason}");
+                self.metrics.crashed();
                 if self.supervisor.record_crash(key) {
                     let intensity = &self.config.restarts;
                     tracing::error!(
