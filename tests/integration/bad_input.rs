@@ -151,3 +151,25 @@ fn the_port_comes_from_todo_port() {
     let _ = child.wait();
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
 }
+
+#[test]
+fn a_data_dir_in_use_by_another_node_is_a_clear_error() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let _running = NodeBuilder::todo().data_dir(data.path()).start();
+    let out = run_host(&[
+        "run",
+        &wasm("guest_todo").display().to_string(),
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--data-dir",
+        &data.path().display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another running node"),
+        "{stderr}"
+    );
+}
