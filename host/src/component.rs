@@ -3,8 +3,10 @@
 //! instantiation.
 
 use std::collections::hash_map::DefaultHasher;
+use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use sha2::{Digest, Sha256};
@@ -22,6 +24,25 @@ pub struct LoadedComponent {
     process: Option<ProcessComponentPre<InstanceState>>,
     /// Set when the component exports `wasi:http/incoming-handler`.
     http: Option<ProxyPre<InstanceState>>,
+    code: CodeOrigin,
+}
+
+/// Where a component's machine code came from when it was loaded: the log
+/// says so, because a start that compiles is tens of milliseconds per
+/// component slower than one that reuses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeOrigin {
+    Cache,
+    Compiled(Duration),
+}
+
+impl fmt::Display for CodeOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodeOrigin::Cache => write!(f, "from the compile cache"),
+            CodeOrigin::Compiled(took) => write!(f, "compiled in {} ms", took.as_millis()),
+        }
+    }
 }
 
 impl LoadedComponent {
@@ -34,7 +55,7 @@ impl LoadedComponent {
         cache_dir: &Path,
     ) -> anyhow::Result<Self> {
         validate_name(name)?;
-        let component = compile_cached(runtime, path, cache_dir)?;
+        let (component, code) = compile_cached(runtime, path, cache_dir)?;
         let instance_pre = runtime.linker().instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!(
                 "{} asks for something this host does not provide: {e}",
@@ -54,7 +75,12 @@ impl LoadedComponent {
             name: name.to_string(),
             process,
             http,
+            code,
         })
+    }
+
+    pub fn code_origin(&self) -> CodeOrigin {
+        self.code
     }
 
     pub fn name(&self) -> &str {
@@ -95,7 +121,11 @@ pub fn name_from_path(path: &Path) -> String {
 /// start left in `cache_dir`. The cache key covers the file's bytes and the
 /// engine's configuration and version, so a changed guest or a new host never
 /// runs stale code.
-fn compile_cached(runtime: &Runtime, path: &Path, cache_dir: &Path) -> anyhow::Result<Component> {
+fn compile_cached(
+    runtime: &Runtime,
+    path: &Path,
+    cache_dir: &Path,
+) -> anyhow::Result<(Component, CodeOrigin)> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read component {}", path.display()))?;
     if !bytes.starts_with(b"\0asm") {
@@ -107,19 +137,21 @@ fn compile_cached(runtime: &Runtime, path: &Path, cache_dir: &Path) -> anyhow::R
         // with the same compatibility hash (it is in the file's name), in a
         // directory owned by this node.
         match unsafe { Component::deserialize_file(runtime.engine(), &cached) } {
-            Ok(component) => return Ok(component),
+            Ok(component) => return Ok((component, CodeOrigin::Cache)),
             Err(e) => tracing::warn!(
                 cache = %cached.display(),
                 "compiled component cache unusable, compiling again: {e}"
             ),
         }
     }
+    let started = Instant::now();
     let component = Component::new(runtime.engine(), &bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a valid component: {e:#}", path.display()))?;
+    let code = CodeOrigin::Compiled(started.elapsed());
     if let Err(e) = write_cache(&component, cache_dir, &cached) {
         tracing::warn!(cache = %cached.display(), "cannot cache the compiled component: {e:#}");
     }
-    Ok(component)
+    Ok((component, code))
 }
 
 fn cache_key(runtime: &Runtime, bytes: &[u8]) -> String {

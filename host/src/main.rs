@@ -257,6 +257,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(
             node = %node.name(),
             component = %component.name(),
+            code = %component.code_origin(),
             processes = component.process_pre().is_some(),
             http = component.http_pre().is_some(),
             "component loaded"

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::support::{Node, NodeBuilder, wasm};
+use crate::support::{Node, NodeBuilder};
 
 /// The Todo guest at `/`, the misbehaving one at `/misbehave/`.
 fn mixed_node(extra: &[&str]) -> Node {
@@ -12,13 +12,7 @@ fn mixed_node(extra: &[&str]) -> Node {
 }
 
 fn mixed_node_with(extra: &[&str], log_filter: &str) -> Node {
-    let components = [
-        wasm("guest_todo").display().to_string(),
-        format!("misbehave={}", wasm("misbehave").display()),
-    ];
-    let mut builder = NodeBuilder::with_components(&components)
-        .metrics()
-        .log_filter(log_filter);
+    let mut builder = NodeBuilder::todo_and_misbehave().log_filter(log_filter);
     for arg in extra {
         builder = builder.arg(arg);
     }

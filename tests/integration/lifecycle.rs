@@ -39,6 +39,7 @@ fn idle_processes_expire_and_come_back_from_storage() {
 fn compiled_components_are_cached_and_a_bad_cache_is_rebuilt() {
     let data = tempfile::tempdir().expect("temp dir");
     let node = NodeBuilder::todo().data_dir(data.path()).start();
+    assert!(node.logs().contains("compiled in"), "{}", node.logs());
     node.stop();
     let compiled = data.path().join("compiled");
     let cached: Vec<_> = std::fs::read_dir(&compiled)
@@ -49,11 +50,21 @@ fn compiled_components_are_cached_and_a_bad_cache_is_rebuilt() {
         .collect();
     assert_eq!(cached.len(), 1, "one cached component: {cached:?}");
 
-    // A second start uses the cache; a corrupted entry is noticed and rebuilt.
+    // A second start skips compilation.
+    let node = NodeBuilder::todo().data_dir(data.path()).start();
+    let logs = node.logs();
+    assert!(logs.contains("from the compile cache"), "{logs}");
+    assert!(!logs.contains("compiled in"), "{logs}");
+    assert_eq!(node.get("/entries?list=a&date=2024-04-01").status, 200);
+    node.stop();
+
+    // A corrupted entry is noticed and rebuilt.
     std::fs::write(&cached[0], b"garbage").expect("corrupt the cache");
     let node = NodeBuilder::todo().data_dir(data.path()).start();
     assert_eq!(node.get("/entries?list=a&date=2024-04-01").status, 200);
-    assert!(node.logs().contains("cache unusable"), "{}", node.logs());
+    let logs = node.logs();
+    assert!(logs.contains("cache unusable"), "{logs}");
+    assert!(logs.contains("compiled in"), "{logs}");
     node.stop();
     let rebuilt = std::fs::read(&cached[0]).expect("cache entry");
     assert_ne!(rebuilt, b"garbage");

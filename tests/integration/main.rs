@@ -14,3 +14,4 @@ mod isolation;
 mod json_api;
 mod lifecycle;
 mod persistence;
+mod shutdown;

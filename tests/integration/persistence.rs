@@ -1,6 +1,11 @@
 //! Acknowledged writes survive a graceful restart and a kill -9.
 
-use crate::support::NodeBuilder;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::support::{self, NodeBuilder, eventually};
 
 fn add(node: &crate::support::Node, list: &str, title: &str) {
     let response = node.request(
@@ -62,6 +67,62 @@ fn every_acknowledged_add_survives_kill_9() {
             .map(|i| format!("e{i}"))
             .collect();
         assert_eq!(titles(&node, list), expected, "list {list}");
+    }
+}
+
+#[test]
+fn every_acknowledged_add_survives_kill_9_in_the_middle_of_concurrent_writes() {
+    const CLIENTS: usize = 6;
+    const LISTS: usize = 4;
+    let data = tempfile::tempdir().expect("temp dir");
+    let node = NodeBuilder::todo().data_dir(data.path()).start();
+    let port = node.port;
+    let acknowledged_count = Arc::new(AtomicUsize::new(0));
+    // Each client adds until the node is gone and returns what was
+    // acknowledged (200 `OK`), per list.
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let acknowledged_count = acknowledged_count.clone();
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                for i in 0.. {
+                    let list = format!("l{}", (client + i) % LISTS);
+                    let title = format!("c{client}-{i}");
+                    let path = format!("/add_entry?list={list}&date=2024-01-15&title={title}");
+                    match support::try_request(port, "POST", &path, &[], b"") {
+                        Some(r) if r.status == 200 && r.body == b"OK" => {
+                            acknowledged.push((list, title));
+                            acknowledged_count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(r) if r.status == 200 => panic!("200 without OK: {}", r.text()),
+                        _ => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(60), "300 acknowledged adds", || {
+        acknowledged_count.load(Ordering::Relaxed) >= 300
+    });
+    node.kill();
+    let mut acknowledged: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for client in clients {
+        for (list, title) in client.join().expect("client thread") {
+            acknowledged.entry(list).or_default().insert(title);
+        }
+    }
+
+    let node = NodeBuilder::todo().data_dir(data.path()).start();
+    for (list, titles_acknowledged) in &acknowledged {
+        let stored = titles(&node, list);
+        let stored_set: BTreeSet<String> = stored.iter().cloned().collect();
+        assert_eq!(stored_set.len(), stored.len(), "no entry of {list} doubled");
+        let lost: Vec<_> = titles_acknowledged.difference(&stored_set).collect();
+        assert!(
+            lost.is_empty(),
+            "acknowledged adds lost from {list}: {lost:?}"
+        );
     }
 }
 

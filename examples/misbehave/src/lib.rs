@@ -6,6 +6,8 @@
 //! - `trap`: traps (`unreachable`);
 //! - `loop`: loops forever;
 //! - `hog`: allocates until it is stopped;
+//! - `nap`: sleeps 2 s (on the WASI clock), then answers like `echo`: a slow
+//!   but well-behaved call, to test that shutdown lets it finish;
 //! - `sleep`: a cast, so the caller returns at once, after which the process
 //!   loops (its mailbox backs up behind it).
 //!
@@ -19,12 +21,16 @@
 
 use std::cell::Cell;
 use std::hint::black_box;
+use std::time::Duration;
 
 use guest_sdk::http::{Request, Response};
 use guest_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use guest_sdk::{Behaviour, HttpHandler};
 
 struct Misbehave;
+
+/// How long `nap` sleeps.
+const NAP: Duration = Duration::from_secs(2);
 
 thread_local! {
     static CALLS: Cell<u64> = const { Cell::new(0) };
@@ -71,6 +77,7 @@ fn misbehave(action: &[u8]) {
         b"loop" | b"sleep" => loop {
             black_box(());
         },
+        b"nap" => std::thread::sleep(NAP),
         b"hog" => {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {

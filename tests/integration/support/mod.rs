@@ -56,6 +56,16 @@ impl NodeBuilder {
         Self::with_components(&[wasm("guest_todo").display().to_string()])
     }
 
+    /// The Todo guest at `/`, the misbehaving example at `/misbehave/`, with
+    /// metrics on.
+    pub fn todo_and_misbehave() -> Self {
+        Self::with_components(&[
+            wasm("guest_todo").display().to_string(),
+            format!("misbehave={}", wasm("misbehave").display()),
+        ])
+        .metrics()
+    }
+
     pub fn with_components(components: &[String]) -> Self {
         Self {
             components: components.to_vec(),
@@ -310,6 +320,39 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
+    parse_response(&send_raw(
+        port,
+        &request_bytes(port, method, path, headers, body),
+    ))
+}
+
+/// Like [`request`], for a server that may go away: `None` when the
+/// connection is refused or closed before a whole response head arrived.
+pub fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<HttpResponse> {
+    let raw = request_bytes(port, method, path, headers, body);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .ok()?;
+    stream.write_all(&raw).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    try_parse_response(&response)
+}
+
+fn request_bytes(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
     for (name, value) in headers {
@@ -321,7 +364,7 @@ pub fn request(
     head.push_str("\r\n");
     let mut raw = head.into_bytes();
     raw.extend_from_slice(body);
-    parse_response(&send_raw(port, &raw))
+    raw
 }
 
 /// Writes `bytes` as they are and reads until the server closes.
@@ -338,18 +381,15 @@ pub fn send_raw(port: u16, bytes: &[u8]) -> Vec<u8> {
 }
 
 pub fn parse_response(raw: &[u8]) -> HttpResponse {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
+    try_parse_response(raw)
+        .unwrap_or_else(|| panic!("no response in {:?}", String::from_utf8_lossy(raw)))
+}
+
+fn try_parse_response(raw: &[u8]) -> Option<HttpResponse> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -363,11 +403,11 @@ pub fn parse_response(raw: &[u8]) -> HttpResponse {
     } else {
         rest.to_vec()
     };
-    HttpResponse {
+    Some(HttpResponse {
         status,
         headers,
         body,
-    }
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
