@@ -2,11 +2,16 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A valid calendar date (proleptic Gregorian, years 0001 to 9999).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+///
+/// In human-readable formats (JSON: storage and the JSON API) a date is its
+/// `YYYY-MM-DD` text; in compact ones (postcard, between the front and a
+/// list) it is the number `YYYYMMDD`, which costs no formatting or parsing:
+/// on `GET /entries` formatting dates was the guest's largest cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Date {
     year: u16,
     month: u8,
@@ -42,6 +47,46 @@ impl Date {
             day: day as u8,
         })
     }
+
+    /// The date as the number `YYYYMMDD`.
+    fn to_number(self) -> u32 {
+        u32::from(self.year) * 10_000 + u32::from(self.month) * 100 + u32::from(self.day)
+    }
+
+    /// The date a `YYYYMMDD` number names, if it exists.
+    fn from_number(number: u32) -> Option<Self> {
+        let year = u16::try_from(number / 10_000).ok()?;
+        // Both are below 100 after the remainder.
+        let month = (number / 100 % 100) as u8;
+        let day = (number % 100) as u8;
+        let valid = (1..=9999).contains(&year)
+            && (1..=12).contains(&month)
+            && (1..=days_in_month(year, month)).contains(&day);
+        valid.then_some(Self { year, month, day })
+    }
+
+    /// Appends `YYYY-MM-DD` to `out`, without a formatter.
+    pub fn push_onto(self, out: &mut String) {
+        out.extend(self.to_text().map(char::from));
+    }
+
+    /// `YYYY-MM-DD`, written digit by digit.
+    fn to_text(self) -> [u8; 10] {
+        let digit = |value: u16, place: u16| b'0' + (value / place % 10) as u8;
+        let (year, month, day) = (self.year, u16::from(self.month), u16::from(self.day));
+        [
+            digit(year, 1000),
+            digit(year, 100),
+            digit(year, 10),
+            digit(year, 1),
+            b'-',
+            digit(month, 10),
+            digit(month, 1),
+            b'-',
+            digit(day, 10),
+            digit(day, 1),
+        ]
+    }
 }
 
 fn days_in_month(year: u16, month: u8) -> u8 {
@@ -57,20 +102,32 @@ fn days_in_month(year: u16, month: u8) -> u8 {
 
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+        let text = self.to_text();
+        // Digits and dashes only: always UTF-8.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
-impl TryFrom<String> for Date {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        Date::parse(&text)
+impl Serialize for Date {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_u32(self.to_number())
+        }
     }
 }
 
-impl From<Date> for String {
-    fn from(date: Date) -> String {
-        date.to_string()
+impl<'de> Deserialize<'de> for Date {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+            Date::parse(&text).map_err(D::Error::custom)
+        } else {
+            let number = u32::deserialize(deserializer)?;
+            Date::from_number(number)
+                .ok_or_else(|| D::Error::custom(format!("{number} is not a YYYYMMDD date")))
+        }
     }
 }
 
@@ -109,6 +166,30 @@ mod tests {
             assert!(Date::parse(text).is_err(), "{text:?} should be rejected");
         }
         assert!(Date::parse("2000-02-29").is_ok());
+    }
+
+    #[test]
+    fn json_holds_the_text_and_postcard_the_number() {
+        let date = Date::parse("0999-02-28").expect("valid");
+        assert_eq!(
+            serde_json::to_string(&date).expect("json"),
+            r#""0999-02-28""#
+        );
+        assert_eq!(
+            serde_json::from_str::<Date>(r#""0999-02-28""#).ok(),
+            Some(date)
+        );
+        assert!(serde_json::from_str::<Date>(r#""2023-02-29""#).is_err());
+        let compact = postcard::to_allocvec(&date).expect("postcard");
+        assert_eq!(postcard::from_bytes::<Date>(&compact).ok(), Some(date));
+        assert_eq!(postcard::from_bytes::<u32>(&compact).ok(), Some(9_990_228));
+        for impossible in [20230229_u32, 20231301, 20230100, 101, 100_000_101] {
+            let bytes = postcard::to_allocvec(&impossible).expect("postcard");
+            assert!(
+                postcard::from_bytes::<Date>(&bytes).is_err(),
+                "{impossible} is no date"
+            );
+        }
     }
 
     #[test]

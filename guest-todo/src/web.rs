@@ -94,11 +94,16 @@ fn book_entries(lists: &impl Lists, query: &str) -> Result<Response, Failure> {
     let date = params.date()?;
     match lists.call(&list, &ListRequest::Entries { date: Some(date) })? {
         Reply::Entries(entries) => {
-            let lines: Vec<String> = entries
-                .iter()
-                .map(|e| format!("{} {}", e.date, e.title))
-                .collect();
-            Ok(Response::text(200, lines.join("\n")))
+            let mut body = String::with_capacity(entries.iter().map(|e| e.title.len() + 12).sum());
+            for (index, entry) in entries.iter().enumerate() {
+                if index > 0 {
+                    body.push('\n');
+                }
+                entry.date.push_onto(&mut body);
+                body.push(' ');
+                body.push_str(&entry.title);
+            }
+            Ok(Response::text(200, body))
         }
         other => Err(unexpected(other)),
     }

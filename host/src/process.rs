@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use wasmtime::Store;
 
 use crate::bindings::behaviour::Guest as Behaviour;
@@ -135,15 +136,32 @@ impl Process {
             Ok(Err(message)) => return Exit::InitFailed(message),
             Err(reason) => return Exit::InitFailed(reason),
         }
+        // The idle timer is armed once and moved only when it fires early:
+        // re-arming it for every message would cost a timer-wheel insert and
+        // removal per message, which a busy process does not need.
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        let mut last_message = Instant::now();
         loop {
-            let message = match tokio::time::timeout(idle_timeout, self.inbox.recv()).await {
-                Ok(Some(message)) => message,
-                Ok(None) => return Exit::Shutdown,
-                Err(_idle) => return self.expire(&mut store, behaviour, deadline).await,
+            let message = tokio::select! {
+                biased;
+                message = self.inbox.recv() => match message {
+                    Some(message) => message,
+                    None => return Exit::Shutdown,
+                },
+                () = &mut idle => {
+                    let idle_until = last_message + idle_timeout;
+                    if Instant::now() >= idle_until {
+                        return self.expire(&mut store, behaviour, deadline).await;
+                    }
+                    idle.as_mut().reset(idle_until);
+                    continue;
+                }
             };
             if let Err(reason) = self.deliver(&mut store, behaviour, message, deadline).await {
                 return Exit::Crashed(reason);
             }
+            last_message = Instant::now();
         }
     }
 
