@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Load benchmark: a Todo node under wrk, beside a plain hyper hello-world as
 # the machine's ceiling. Prints a Markdown table for BENCHMARKS.md.
-#   DURATION=10s THREADS=4 CONNECTIONS=28 PREFILL_ENTRIES=3 bash scripts/bench-http.sh
+# The host is built with the `dist` profile (what ships; PROFILE=release to
+# measure the development build).
+#   DURATION=10s THREADS=4 CONNECTIONS=28 PREFILL_ENTRIES=3 PROFILE=dist bash scripts/bench-http.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10s}"
 THREADS="${THREADS:-4}"
 CONNECTIONS="${CONNECTIONS:-28}"
+PROFILE="${PROFILE:-dist}"
 
 bash scripts/build.sh >&2
-cargo build --release -p host --example hyper_hello >&2
+cargo build --profile "$PROFILE" -p host --bin host --example hyper_hello >&2
 source scripts/lib.sh
 target_dir="$(target_dir)"
 
@@ -37,14 +40,14 @@ start() {
   exit 1
 }
 
-hello_port="$(start "$work/hello" "$target_dir/release/examples/hyper_hello" 0)"
+hello_port="$(start "$work/hello" "$target_dir/$PROFILE/examples/hyper_hello" 0)"
 
 # A fresh Todo node whose 1,000 lists each hold the same entries (and whose
 # list processes are all started), so no workload sees another's writes.
 fresh_todo_node() {
   local name="$1"
   local port
-  port="$(start "$work/$name" "$target_dir/release/host" run "$target_dir/wasm32-wasip2/release/guest_todo.wasm" \
+  port="$(start "$work/$name" "$target_dir/$PROFILE/host" run "$target_dir/wasm32-wasip2/release/guest_todo.wasm" \
     --node bench --http-host 127.0.0.1 --http-port 0 --data-dir "$work/$name-data" --idle-timeout 1h)"
   python3 scripts/wrk/prefill.py "$port" "${PREFILL_ENTRIES:-3}"
   echo "$port"
@@ -71,7 +74,7 @@ results+=("$(run "POST /add_entry, 1,000 lists" "$(fresh_todo_node post)" script
 results+=("$(run "book mix 80% GET / 20% POST, 1,000 lists" "$(fresh_todo_node mix)" scripts/wrk/mix.lua)")
 
 ceiling="$(cut -d'|' -f2 <<<"${results[0]}")"
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, lists prefilled with ${PREFILL_ENTRIES:-3} entries each, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "host built with --profile $PROFILE; wrk -t$THREADS -c$CONNECTIONS -d$DURATION, lists prefilled with ${PREFILL_ENTRIES:-3} entries each, $(nproc) cores, $(date -u +%Y-%m-%d)"
 echo
 echo "| Workload | req/s | ratio to ceiling | latency avg | latency p99 | errors |"
 echo "|---|---:|---:|---:|---:|---|"
