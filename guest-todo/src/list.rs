@@ -23,10 +23,20 @@ pub struct EntryUpdate {
     pub title: Option<String>,
 }
 
+/// Most entries one list holds. With [`MAX_TITLE_BYTES`], this keeps a
+/// whole list, a copy of it in a reply and its encoding well inside a
+/// process's memory cap (64 MiB by default): a list that could outgrow its
+/// process could never be loaded again.
+pub const MAX_ENTRIES: usize = 10_000;
+/// Most bytes of titles one list holds, all entries together.
+pub const MAX_TITLE_BYTES: usize = 4 * 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TodoList {
     next_id: u64,
     entries: BTreeMap<u64, Entry>,
+    /// The titles' length, all entries together.
+    title_bytes: usize,
 }
 
 impl Default for TodoList {
@@ -34,6 +44,7 @@ impl Default for TodoList {
         Self {
             next_id: 1,
             entries: BTreeMap::new(),
+            title_bytes: 0,
         }
     }
 }
@@ -44,10 +55,35 @@ impl TodoList {
     pub fn from_entries(entries: impl IntoIterator<Item = Entry>, next_id: u64) -> Self {
         let entries: BTreeMap<u64, Entry> = entries.into_iter().map(|e| (e.id, e)).collect();
         let after_last = entries.keys().next_back().map_or(1, |id| id + 1);
+        let title_bytes = entries.values().map(|e| e.title.len()).sum();
         Self {
             next_id: next_id.max(after_last),
             entries,
+            title_bytes,
         }
+    }
+
+    /// Whether the list stays within [`MAX_ENTRIES`] and [`MAX_TITLE_BYTES`]
+    /// once `entry` is inserted (as a new entry, or replacing the one with
+    /// its id). A list loaded over its limits keeps everything it has; it
+    /// only takes nothing more that would grow it.
+    pub fn has_room_for(&self, entry: &Entry) -> Result<(), String> {
+        let replaced = self.entries.get(&entry.id);
+        let count = self.entries.len() + usize::from(replaced.is_none());
+        let title_bytes =
+            self.title_bytes - replaced.map_or(0, |e| e.title.len()) + entry.title.len();
+        let grows = replaced.is_none_or(|old| entry.title.len() > old.title.len());
+        if grows && count > MAX_ENTRIES {
+            return Err(format!(
+                "the list is full: it holds at most {MAX_ENTRIES} entries"
+            ));
+        }
+        if grows && title_bytes > MAX_TITLE_BYTES {
+            return Err(format!(
+                "the list is full: its titles may take at most {MAX_TITLE_BYTES} bytes together"
+            ));
+        }
+        Ok(())
     }
 
     pub fn next_id(&self) -> u64 {
@@ -66,7 +102,10 @@ impl TodoList {
     /// Adds an entry made by [`TodoList::new_entry`].
     pub fn insert(&mut self, entry: Entry) {
         self.next_id = self.next_id.max(entry.id + 1);
-        self.entries.insert(entry.id, entry);
+        self.title_bytes += entry.title.len();
+        if let Some(replaced) = self.entries.insert(entry.id, entry) {
+            self.title_bytes -= replaced.title.len();
+        }
     }
 
     /// Entries for `date` (all entries when none), in the order they were added.
@@ -95,7 +134,9 @@ impl TodoList {
     }
 
     pub fn delete(&mut self, id: u64) -> Option<Entry> {
-        self.entries.remove(&id)
+        let deleted = self.entries.remove(&id)?;
+        self.title_bytes -= deleted.title.len();
+        Some(deleted)
     }
 
     pub fn len(&self) -> usize {
@@ -172,6 +213,57 @@ mod tests {
         assert!(list.delete(2).is_some());
         assert!(list.delete(2).is_none());
         assert_eq!(add(&mut list, "2023-12-19", "Gym").id, 3);
+    }
+
+    #[test]
+    fn a_full_list_takes_nothing_that_would_grow_it() {
+        let mut list = TodoList::default();
+        for _ in 0..MAX_ENTRIES {
+            add(&mut list, "2023-12-19", "x");
+        }
+        let one_more = list.new_entry(date("2023-12-19"), "y".into());
+        assert!(list.has_room_for(&one_more).is_err());
+        // Changing an entry in place is fine; deleting makes room.
+        let renamed = list
+            .updated_entry(
+                1,
+                EntryUpdate {
+                    date: None,
+                    title: Some("z".into()),
+                },
+            )
+            .expect("entry 1");
+        assert!(list.has_room_for(&renamed).is_ok());
+        list.delete(2);
+        assert!(list.has_room_for(&one_more).is_ok());
+    }
+
+    #[test]
+    fn titles_are_bounded_all_together() {
+        let mut list = TodoList::default();
+        let long = "t".repeat(4096);
+        for _ in 0..MAX_TITLE_BYTES / 4096 {
+            let entry = list.new_entry(date("2023-12-19"), long.clone());
+            assert!(list.has_room_for(&entry).is_ok());
+            list.insert(entry);
+        }
+        let one_more = list.new_entry(date("2023-12-19"), "y".into());
+        assert!(list.has_room_for(&one_more).is_err());
+        let shorter = list
+            .updated_entry(
+                1,
+                EntryUpdate {
+                    date: None,
+                    title: Some("short".into()),
+                },
+            )
+            .expect("entry 1");
+        assert!(
+            list.has_room_for(&shorter).is_ok(),
+            "shrinking is always fine"
+        );
+        list.insert(shorter);
+        assert!(list.has_room_for(&one_more).is_ok());
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum Reply {
     NoSuchEntry,
     /// The list could not do it (storage failed, malformed message).
     Failed(String),
+    /// The change would take the list past its limits.
+    Full(String),
 }
 
 impl Request {

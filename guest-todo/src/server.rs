@@ -77,6 +77,9 @@ impl<S: Store> TodoServer<S> {
         match request {
             Request::Add { date, title } => {
                 let entry = self.list.new_entry(date, title);
+                if let Err(full) = self.list.has_room_for(&entry) {
+                    return Reply::Full(full);
+                }
                 let writes = vec![
                     Write::Put(
                         store::entry_key(&self.name, entry.id),
@@ -99,6 +102,9 @@ impl<S: Store> TodoServer<S> {
             },
             Request::Update { id, update } => match self.list.updated_entry(id, update) {
                 Some(entry) => {
+                    if let Err(full) = self.list.has_room_for(&entry) {
+                        return Reply::Full(full);
+                    }
                     let writes = vec![Write::Put(
                         store::entry_key(&self.name, id),
                         store::encode_entry(&entry),

@@ -84,7 +84,7 @@ fn book_add_entry(lists: &impl Lists, query: &str) -> Result<Response, Failure> 
     let title = validate_title(params.required("title")?)?;
     match lists.call(&list, &ListRequest::Add { date, title })? {
         Reply::Entry(_) => Ok(Response::text(200, "OK")),
-        other => Err(unexpected(other)),
+        other => Err(reply_failure(other)),
     }
 }
 
@@ -105,7 +105,7 @@ fn book_entries(lists: &impl Lists, query: &str) -> Result<Response, Failure> {
             }
             Ok(Response::text(200, body))
         }
-        other => Err(unexpected(other)),
+        other => Err(reply_failure(other)),
     }
 }
 
@@ -139,7 +139,7 @@ fn entries_api(
             };
             match lists.call(&list, &ListRequest::Entries { date })? {
                 Reply::Entries(entries) => Ok(json_response(200, &entries)),
-                other => Err(unexpected(other)),
+                other => Err(reply_failure(other)),
             }
         }
         "POST" => {
@@ -148,7 +148,7 @@ fn entries_api(
             let title = validate_title(new.title)?;
             match lists.call(&list, &ListRequest::Add { date, title })? {
                 Reply::Entry(entry) => Ok(entry_created(&list, &entry)),
-                other => Err(unexpected(other)),
+                other => Err(reply_failure(other)),
             }
         }
         _ => {
@@ -202,7 +202,7 @@ fn entry_api(
         Reply::Entry(entry) => Ok(json_response(200, &entry)),
         Reply::Deleted => Ok(Response::new(204, "application/json", Vec::new())),
         Reply::NoSuchEntry => Err(failure(404, format!("list `{list}` has no entry {id}"))),
-        other => Err(unexpected(other)),
+        other => Err(reply_failure(other)),
     }
 }
 
@@ -252,8 +252,10 @@ fn validate_title(title: String) -> Result<String, Failure> {
     Ok(title)
 }
 
-fn unexpected(reply: Reply) -> Failure {
+/// The failure a reply other than the one hoped for means.
+fn reply_failure(reply: Reply) -> Failure {
     match reply {
+        Reply::Full(message) => failure(409, message),
         Reply::Failed(message) => failure(500, message),
         other => failure(500, format!("unexpected reply from the list: {other:?}")),
     }
@@ -546,6 +548,32 @@ mod tests {
                 .headers
                 .contains(&("allow".into(), "GET, POST".into()))
         );
+    }
+
+    #[test]
+    fn a_full_list_answers_409_on_both_apis_and_keeps_serving() {
+        let lists = LocalLists::default();
+        let long = "t".repeat(MAX_TITLE_BYTES);
+        let body = format!(r#"{{"date":"2023-01-01","title":"{long}"}}"#);
+        for _ in 0..crate::list::MAX_TITLE_BYTES / MAX_TITLE_BYTES {
+            assert_eq!(send(&lists, "POST", "/lists/full/entries", &body).0, 201);
+        }
+        let (status, text) = send(&lists, "POST", "/lists/full/entries", &body);
+        assert_eq!(status, 409, "{text}");
+        assert!(text.contains("the list is full"), "{text}");
+        let (status, text) = send(
+            &lists,
+            "POST",
+            "/add_entry?list=full&date=2023-01-01&title=more",
+            "",
+        );
+        assert_eq!((status, text.contains("the list is full")), (409, true));
+        assert_eq!(
+            send(&lists, "GET", "/entries?list=full&date=2023-01-02", "").0,
+            200
+        );
+        assert_eq!(send(&lists, "DELETE", "/lists/full/entries/1", "").0, 204);
+        assert_eq!(send(&lists, "POST", "/lists/full/entries", &body).0, 201);
     }
 
     #[test]
