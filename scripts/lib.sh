@@ -1,7 +1,11 @@
 # Shared by the scripts: sourced, not run.
 
-# Where cargo puts build output (honours CARGO_TARGET_DIR).
+# Where cargo puts build output: $CARGO_TARGET_DIR when set (relative to the
+# repository's top, where the scripts run), `target/` otherwise.
 target_dir() {
-  cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+  local dir="${CARGO_TARGET_DIR:-target}"
+  case "$dir" in
+    /*) echo "$dir" ;;
+    *) echo "$PWD/$dir" ;;
+  esac
 }

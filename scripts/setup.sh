@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building needs on a fresh Debian/Ubuntu machine with rustup:
 # RocksDB (Debian's librocksdb-dev, linked statically into the host), libclang
-# for RocksDB's bindings, wrk for the load benchmark, and the wasm32-wasip2
-# target for the guests. Safe to run again: it installs only what is missing.
+# for RocksDB's bindings, wrk and python3 for the load benchmark, and the
+# wasm32-wasip2 target for the guests. Safe to run again: it installs only
+# what is missing.
 set -euo pipefail
 
 packages=(librocksdb-dev libclang-dev wrk curl)
@@ -10,6 +11,8 @@ missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# The load benchmarks' helpers are Python; any python3 on the PATH will do.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
