@@ -36,6 +36,7 @@ fn node(data_dir: &std::path::Path) -> Arc<NodeCore> {
         durability: Durability::Wal,
         metrics_addr: None,
         perfmap: false,
+        call_grants: Vec::new(),
     };
     let source = ComponentSource {
         name: "minimal".into(),

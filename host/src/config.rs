@@ -21,6 +21,9 @@ pub struct NodeConfig {
     pub metrics_addr: Option<(IpAddr, u16)>,
     /// Whether to write `/tmp/perf-PID.map`, so `perf` names guest functions.
     pub perfmap: bool,
+    /// Which components may call processes of which other components
+    /// (`FROM`, `TO`). A component may always call its own processes.
+    pub call_grants: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +52,9 @@ pub struct ProcessLimits {
     pub max_memory_bytes: usize,
     /// Processes alive at once on this node.
     pub max_processes: u32,
+    /// Bytes of messages a process's mailbox may hold; past it, sends are
+    /// refused.
+    pub max_mailbox_bytes: usize,
 }
 
 /// OTP's restart intensity, applied per process name: more than
@@ -91,6 +97,7 @@ impl Default for ProcessLimits {
             call_deadline: Duration::from_secs(5),
             max_memory_bytes: 64 * 1024 * 1024,
             max_processes: 10_000,
+            max_mailbox_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Uri};
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
@@ -39,6 +39,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::component::LoadedComponent;
+use crate::metrics::Metrics;
 use crate::node::NodeCore;
 use crate::process::describe_trap;
 use crate::state::InstanceState;
@@ -133,15 +134,19 @@ struct WarmHandlers {
 }
 
 impl WarmHandlers {
-    fn take(&self) -> Option<WarmHandler> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    /// The gauge of idle handlers changes under the same lock as the list,
+    /// so it never counts one that cannot be taken yet.
+    fn take(&self, metrics: &Metrics) -> Option<WarmHandler> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let handler = idle.pop()?;
+        metrics.idle_handler_taken();
+        Some(handler)
     }
 
-    fn put(&self, handler: WarmHandler) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(handler);
+    fn put(&self, handler: WarmHandler, metrics: &Metrics) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.push(handler);
+        metrics.idle_handler_returned();
     }
 }
 
@@ -180,11 +185,12 @@ impl Ingress {
         request: Request<Incoming>,
     ) -> Result<Response<HyperOutgoingBody>, Infallible> {
         self.node.metrics().http_request();
+        let format = ErrorFormat::asked_by(request.headers());
         Ok(match self.dispatch(request).await {
             Ok(response) => response,
             Err(rejection) => {
                 self.node.metrics().http_error();
-                text_response(rejection.status, rejection.message)
+                rejection.into_response(format)
             }
         })
     }
@@ -291,17 +297,24 @@ impl Ingress {
                 }
             }
         });
-        match receiver.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => Err(Rejection::new(
+        // The handler is bounded by the deadline, but a guest could also
+        // keep the response's sender alive in its resource table: the wait
+        // for the head has the same deadline.
+        let past_deadline = || {
+            Rejection::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the request ran past its deadline",
+            )
+        };
+        match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(code))) => Err(Rejection::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("internal error: the handler failed: {code:?}"),
             )),
-            Err(_) if Instant::now() >= deadline => Err(Rejection::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the request ran past its deadline",
-            )),
-            Err(_) => Err(Rejection::new(
+            Err(_elapsed) => Err(past_deadline()),
+            Ok(Err(_closed)) if Instant::now() >= deadline => Err(past_deadline()),
+            Ok(Err(_closed)) => Err(Rejection::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error: the request handler crashed",
             )),
@@ -318,7 +331,7 @@ async fn serve_request(
     request: Request<Full<Bytes>>,
     respond: ResponseSender,
 ) -> wasmtime::Result<()> {
-    let mut handler = match warm.take() {
+    let mut handler = match warm.take(node.metrics()) {
         Some(handler) => handler,
         None => {
             let Some(pre) = component.http_pre() else {
@@ -350,8 +363,10 @@ async fn serve_request(
         .call_handle(&mut handler.store, incoming, outparam)
         .await?;
     handler.served += 1;
-    if handler.served < node.config().http.instance_reuse {
-        warm.put(handler);
+    if handler.served < node.config().http.instance_reuse
+        && handler.store.data().holds_no_resources()
+    {
+        warm.put(handler, node.metrics());
     }
     Ok(())
 }
@@ -399,15 +414,48 @@ async fn read_body(
     Ok(Request::from_parts(parts, Full::new(bytes)))
 }
 
-fn text_response(status: StatusCode, message: String) -> Response<HyperOutgoingBody> {
-    let body = Full::new(Bytes::from(message))
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+/// How the host writes the errors it answers itself: JSON for a client that
+/// speaks JSON (its `Accept` or `Content-Type` names `application/json`),
+/// as the JSON API's own errors are; plain text for everyone else.
+#[derive(Clone, Copy)]
+enum ErrorFormat {
+    Text,
+    Json,
+}
+
+impl ErrorFormat {
+    fn asked_by(headers: &HeaderMap) -> Self {
+        let speaks_json = [header::ACCEPT, header::CONTENT_TYPE].iter().any(|name| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.contains("application/json"))
+        });
+        if speaks_json {
+            ErrorFormat::Json
+        } else {
+            ErrorFormat::Text
+        }
+    }
+}
+
+impl Rejection {
+    fn into_response(self, format: ErrorFormat) -> Response<HyperOutgoingBody> {
+        let (content_type, body) = match format {
+            ErrorFormat::Text => ("text/plain; charset=utf-8", self.message),
+            ErrorFormat::Json => (
+                "application/json",
+                serde_json::json!({ "error": self.message }).to_string(),
+            ),
+        };
+        let body = Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    }
 }

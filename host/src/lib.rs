@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod component;
 pub mod config;
 pub mod http;
+pub mod mailbox;
 pub mod metrics;
 pub mod node;
 pub mod process;

@@ -16,8 +16,9 @@ use host::config::{
     Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity, parse_duration, parse_size,
 };
 use host::http::{self, Ingress};
+use host::metrics;
 use host::node::{ComponentSource, NodeCore};
-use host::{metrics, shutdown};
+use host::shutdown::StopSignals;
 
 /// mimalloc instead of glibc's malloc: the request path allocates many small,
 /// short-lived buffers across threads, where glibc spent about 6% of the
@@ -103,6 +104,11 @@ struct RunArgs {
     #[arg(long, default_value_t = 10_000)]
     max_processes: u32,
 
+    /// Bytes of messages one process's mailbox may hold; past it, calls and
+    /// casts to that process are refused (the sender gets `refused`).
+    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+    mailbox_limit: usize,
+
     /// HTTP request handlers running at once; more requests wait.
     #[arg(long, default_value_t = 1024)]
     max_concurrent_requests: u32,
@@ -136,6 +142,12 @@ struct RunArgs {
     /// Serve Prometheus metrics on this port (same address as HTTP).
     #[arg(long)]
     metrics_port: Option<u16>,
+
+    /// Let component FROM call processes of component TO (the guest's
+    /// `call-component`). Without it a component may call only its own
+    /// processes, since a process answers whoever calls it. Repeatable.
+    #[arg(long, value_name = "FROM=TO", value_parser = parse_grant)]
+    allow_call: Vec<(String, String)>,
 
     /// Write /tmp/perf-PID.map as guests are compiled, so `perf report`
     /// names guest functions instead of showing bare JIT addresses.
@@ -174,6 +186,7 @@ impl RunArgs {
                 call_deadline: self.call_deadline,
                 max_memory_bytes: self.process_memory,
                 max_processes: self.max_processes.max(1),
+                max_mailbox_bytes: self.mailbox_limit,
             },
             restarts: RestartIntensity {
                 max_restarts: self.restart_intensity,
@@ -187,6 +200,7 @@ impl RunArgs {
             },
             metrics_addr: self.metrics_port.map(|port| (self.http_host, port)),
             perfmap: self.perfmap,
+            call_grants: self.allow_call.clone(),
         })
     }
 
@@ -204,6 +218,17 @@ impl RunArgs {
             })
             .collect()
     }
+}
+
+/// `FROM=TO`, two component names.
+fn parse_grant(text: &str) -> Result<(String, String), String> {
+    let (from, to) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not FROM=TO"))?;
+    for name in [from, to] {
+        validate_name(name).map_err(|e| e.to_string())?;
+    }
+    Ok((from.to_string(), to.to_string()))
 }
 
 fn main() -> ExitCode {
@@ -241,6 +266,7 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.node_config()?;
     let sources = args.sources()?;
+    let stop_signals = StopSignals::install()?;
     let http_addr = SocketAddr::new(config.http.host, config.http.port);
     let http_listener = http::bind(http_addr, "HTTP").await?;
     let metrics_listener = match config.metrics_addr {
@@ -295,7 +321,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         node.name()
     );
 
-    let signal = shutdown::signal().await;
+    let signal = stop_signals.recv().await;
     tracing::info!(node = %node.name(), "{signal}: stopping; in-flight requests finish first");
     stop.cancel();
     for server in servers {

@@ -19,8 +19,10 @@ pub struct Metrics {
     processes_crashed: AtomicU64,
     processes_expired: AtomicU64,
     starts_refused: AtomicU64,
+    mailbox_full: AtomicU64,
     http_requests: AtomicU64,
     http_errors: AtomicU64,
+    idle_handlers: AtomicU64,
 }
 
 impl Metrics {
@@ -36,8 +38,19 @@ impl Metrics {
     pub fn refused(&self) {
         self.starts_refused.fetch_add(1, Ordering::Relaxed);
     }
+    pub fn mailbox_full(&self) {
+        self.mailbox_full.fetch_add(1, Ordering::Relaxed);
+    }
     pub fn http_request(&self) {
         self.http_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A clean HTTP handler instance went back to wait for another request.
+    pub fn idle_handler_returned(&self) {
+        self.idle_handlers.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A waiting HTTP handler instance took a request.
+    pub fn idle_handler_taken(&self) {
+        self.idle_handlers.fetch_sub(1, Ordering::Relaxed);
     }
     /// A request the host answered itself with an error (413, 503, 504, 500).
     pub fn http_error(&self) {
@@ -49,7 +62,7 @@ impl Metrics {
 pub fn render(node: &NodeCore) -> String {
     let m = node.metrics();
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    let series: [(&str, &str, &str, u64); 7] = [
+    let series: [(&str, &str, &str, u64); 9] = [
         (
             "host_processes",
             "gauge",
@@ -81,6 +94,12 @@ pub fn render(node: &NodeCore) -> String {
             load(&m.starts_refused),
         ),
         (
+            "host_messages_refused_mailbox_full_total",
+            "counter",
+            "Messages refused because the receiving mailbox was full.",
+            load(&m.mailbox_full),
+        ),
+        (
             "host_http_requests_total",
             "counter",
             "HTTP requests received.",
@@ -91,6 +110,12 @@ pub fn render(node: &NodeCore) -> String {
             "counter",
             "HTTP requests the host answered with an error itself.",
             load(&m.http_errors),
+        ),
+        (
+            "host_http_idle_handlers",
+            "gauge",
+            "HTTP handler instances waiting, warm, for their next request.",
+            load(&m.idle_handlers),
         ),
     ];
     let node_name = node.name();

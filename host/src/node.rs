@@ -18,8 +18,9 @@ use tokio_util::task::TaskTracker;
 use crate::capabilities::CallError;
 use crate::component::LoadedComponent;
 use crate::config::NodeConfig;
+use crate::mailbox::{Mailbox, Message, SendError};
 use crate::metrics::Metrics;
-use crate::process::{self, Exit, Mailbox, Message, Pid};
+use crate::process::{self, Exit, Pid};
 use crate::registry::{ProcessKey, Registration, Registry};
 use crate::runtime::Runtime;
 use crate::storage::Storage;
@@ -79,6 +80,15 @@ impl NodeCore {
                 );
             }
             components.push(loaded);
+        }
+        for (from, to) in &config.call_grants {
+            for name in [from, to] {
+                if !by_name.contains_key(name) {
+                    anyhow::bail!(
+                        "--allow-call {from}={to}: no component named `{name}` is loaded"
+                    );
+                }
+            }
         }
         let storage = Storage::open(&config.data_dir.join("db"), config.durability)
             .context("cannot open storage")?;
@@ -155,6 +165,30 @@ impl NodeCore {
         }
     }
 
+    /// May component `from` call processes of component `to`? Its own,
+    /// always; another's, only where the operator granted it
+    /// (`--allow-call FROM=TO`): a process answers whoever calls it, so an
+    /// ungranted call could read another component's data.
+    pub fn may_call(&self, from: &str, to: &str) -> Result<(), CallError> {
+        if !self.by_name.contains_key(to) {
+            return Err(CallError::NoSuchComponent(to.to_string()));
+        }
+        let granted = from == to
+            || self
+                .config
+                .call_grants
+                .iter()
+                .any(|(granted_from, granted_to)| granted_from == from && granted_to == to);
+        if granted {
+            Ok(())
+        } else {
+            Err(CallError::Refused(format!(
+                "component `{from}` may not call processes of `{to}`; \
+                 the operator can allow it with --allow-call {from}={to}"
+            )))
+        }
+    }
+
     /// Puts `message` in the mailbox of process `name` of `component`,
     /// starting it if needed.
     pub fn cast(
@@ -170,7 +204,7 @@ impl NodeCore {
 
     /// Puts `wrap(payload)` in the process's mailbox. A process that stops
     /// between the lookup and the send (idle expiry) hands the message back,
-    /// and it goes to the name's next process.
+    /// and it goes to the name's next process. A full mailbox refuses it.
     fn send(
         self: &Arc<Self>,
         component: &str,
@@ -182,7 +216,15 @@ impl NodeCore {
         for _ in 0..DELIVERY_ATTEMPTS {
             match self.mailbox(component, name)?.send(wrap(payload)) {
                 Ok(()) => return Ok(()),
-                Err(returned) => payload = returned.0.into_payload(),
+                Err(SendError::Closed(returned)) => payload = returned.into_payload(),
+                Err(SendError::Full { message, limit }) => {
+                    self.metrics.mailbox_full();
+                    return Err(CallError::Refused(format!(
+                        "the mailbox of `{component}/{name}` is full: it holds at most \
+                         {limit} bytes of messages, and this one is {} bytes",
+                        message.into_payload().len()
+                    )));
+                }
             }
         }
         Err(stopped_during_delivery())

@@ -12,40 +12,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use wasmtime::Store;
 
 use crate::bindings::behaviour::Guest as Behaviour;
 use crate::capabilities::CallError;
 use crate::component::LoadedComponent;
+use crate::mailbox::{self, Inbox, Mailbox, Message, ReplyTo};
 use crate::node::NodeCore;
 use crate::registry::ProcessKey;
 use crate::state::InstanceState;
 
 /// A process id, unique within the node's lifetime.
 pub type Pid = u64;
-
-/// Where messages to a process go. Unbounded, as an Erlang mailbox: callers
-/// wait for their replies, which is the back-pressure.
-pub type Mailbox = mpsc::UnboundedSender<Message>;
-
-/// Where the answer to a call goes.
-pub type ReplyTo = oneshot::Sender<Result<Vec<u8>, CallError>>;
-
-pub enum Message {
-    Call { message: Vec<u8>, reply: ReplyTo },
-    Cast { message: Vec<u8> },
-}
-
-impl Message {
-    /// The bytes the message carries.
-    pub fn into_payload(self) -> Vec<u8> {
-        match self {
-            Message::Call { message, .. } | Message::Cast { message } => message,
-        }
-    }
-}
 
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +47,7 @@ pub fn spawn(
     key: ProcessKey,
     pid: Pid,
 ) -> Mailbox {
-    let (mailbox, inbox) = mpsc::unbounded_channel();
+    let (mailbox, inbox) = mailbox::new(node.config().limits.max_mailbox_bytes);
     let process = Process {
         node: node.clone(),
         component,
@@ -86,7 +65,7 @@ struct Process {
     component: Arc<LoadedComponent>,
     key: ProcessKey,
     pid: Pid,
-    inbox: mpsc::UnboundedReceiver<Message>,
+    inbox: Inbox,
     /// The caller whose message crashed the process. It is answered only
     /// once the crash is recorded and the name released, so whatever it
     /// does next meets a fresh process (or a refusal), never this one.
@@ -111,7 +90,7 @@ impl Process {
             Exit::InitFailed(reason) => CallError::Refused(format!("init failed: {reason}")),
             Exit::Shutdown | Exit::Expired => CallError::Refused("the process stopped".into()),
         };
-        while let Ok(message) = self.inbox.try_recv() {
+        while let Some(message) = self.inbox.try_recv() {
             if let Message::Call { reply, .. } = message {
                 let _ = reply.send(Err(refusal.clone()));
             }

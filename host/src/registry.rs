@@ -10,7 +10,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::capabilities::CallError;
-use crate::process::{Mailbox, Pid};
+use crate::mailbox::Mailbox;
+use crate::process::Pid;
 
 /// The cluster-wide name of a process.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,18 +1,31 @@
 //! Waiting for the operator's stop signal.
 
-/// Resolves on SIGINT or SIGTERM and says which.
-pub async fn signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without signal handlers the node can still be killed; wait forever.
-        tracing::error!("cannot install signal handlers; stop the node with kill -9");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// SIGINT and SIGTERM handlers. Installed before the node says it is ready,
+/// so a supervisor that signals the moment it reads the ready line gets a
+/// graceful stop, not the default action (killed, nothing flushed).
+pub struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> anyhow::Result<Self> {
+        let handler = |kind| {
+            signal(kind).map_err(|e| anyhow::anyhow!("cannot install a signal handler: {e}"))
+        };
+        Ok(Self {
+            interrupt: handler(SignalKind::interrupt())?,
+            terminate: handler(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves on SIGINT or SIGTERM and says which.
+    pub async fn recv(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
     }
 }

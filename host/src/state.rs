@@ -11,6 +11,11 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::capabilities::{DenyOutgoingHttp, LogCapability, ProcessCapability, StorageCapability};
 use crate::node::NodeCore;
 
+/// Host-side resources (streams, fields, pollables...) one instance may hold
+/// at once. They live in the host's memory, outside the guest's memory cap;
+/// a Rust guest holds a handful.
+const MAX_RESOURCES_PER_INSTANCE: usize = 4096;
+
 /// The data of one store: one process, or one HTTP request handler.
 pub struct InstanceState {
     wasi: WasiCtx,
@@ -37,11 +42,13 @@ impl InstanceState {
             .build();
         let component: Arc<str> = Arc::from(component);
         let process_name: Option<Arc<str>> = process_name.map(Arc::from);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES_PER_INSTANCE);
         Self {
             wasi,
             http: WasiHttpCtx::new(),
             http_hooks: DenyOutgoingHttp,
-            table: ResourceTable::new(),
+            table,
             limits,
             process: ProcessCapability::new(node.clone(), component.clone(), process_name.clone()),
             storage: StorageCapability::new(node.storage().namespace(&component)),
@@ -51,6 +58,13 @@ impl InstanceState {
 
     pub(crate) fn limits(&mut self) -> &mut StoreLimits {
         &mut self.limits
+    }
+
+    /// Whether the guest has let go of every host resource: a request
+    /// handler that kept one (an unanswered response, an unfinished body)
+    /// is not clean enough to serve another request.
+    pub(crate) fn holds_no_resources(&self) -> bool {
+        self.table.is_empty()
     }
 }
 

@@ -21,6 +21,11 @@ pub const MAX_KEY_BYTES: usize = 4 * 1024;
 pub const MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 /// Most pairs one `scan-prefix` returns.
 pub const MAX_SCAN_PAIRS: usize = 1_000;
+/// Most bytes (keys and values) one `scan-prefix` gathers in the host's
+/// memory before it stops: a thousand 16 MiB values would be 16 GiB. A scan
+/// always returns at least one pair when there is one, so paging on with
+/// `start-after` always makes progress.
+pub const MAX_SCAN_BYTES: usize = MAX_VALUE_BYTES;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError {
@@ -172,9 +177,10 @@ impl Namespace {
         self.storage.write(batch).await
     }
 
-    /// Up to `limit` pairs (at most [`MAX_SCAN_PAIRS`]) whose key starts with
-    /// `prefix`, in key order, after `start_after` when given. Keys come back
-    /// without the namespace prefix.
+    /// Up to `limit` pairs (at most [`MAX_SCAN_PAIRS`], and fewer once they
+    /// pass [`MAX_SCAN_BYTES`]) whose key starts with `prefix`, in key order,
+    /// after `start_after` when given. Keys come back without the namespace
+    /// prefix.
     pub fn scan_prefix(
         &self,
         prefix: &[u8],
@@ -198,18 +204,20 @@ impl Namespace {
         };
         let limit = limit.min(MAX_SCAN_PAIRS);
         let mut pairs = Vec::new();
+        let mut bytes = 0usize;
         let iterator = self
             .storage
             .db
             .iterator(IteratorMode::From(&start, Direction::Forward));
         for item in iterator {
-            if pairs.len() >= limit {
+            if pairs.len() >= limit || bytes >= MAX_SCAN_BYTES {
                 break;
             }
             let (key, value) = item?;
             if !key.starts_with(&full_prefix) {
                 break;
             }
+            bytes = bytes.saturating_add(key.len() + value.len());
             pairs.push((key[self.prefix.len()..].to_vec(), value.into_vec()));
         }
         Ok(pairs)
@@ -254,6 +262,30 @@ mod tests {
         let rest = ns.scan_prefix(b"a", Some(&last_key), 100).expect("scan");
         assert_eq!(rest.len(), 6);
         assert_eq!(rest[0].0, vec![b'a', 4]);
+    }
+
+    #[tokio::test]
+    async fn a_scan_stops_gathering_past_its_byte_limit() {
+        let (_dir, storage) = open();
+        let ns = storage.namespace("c");
+        let value = vec![1u8; MAX_SCAN_BYTES / 4];
+        for i in 0..10u8 {
+            ns.put(&[i], &value).await.expect("put");
+        }
+        let first = ns.scan_prefix(b"", None, 1000).expect("scan");
+        assert_eq!(first.len(), 4, "stops once past the limit, not at 10");
+        let last_key = first.last().map(|(k, _)| k.clone()).expect("a key");
+        let rest = ns.scan_prefix(b"", Some(&last_key), 1000).expect("scan");
+        assert_eq!(rest.len(), 4);
+        // The largest value a one-byte key allows.
+        let huge = vec![2u8; MAX_VALUE_BYTES - 1];
+        ns.put(b"\xff", &huge).await.expect("put");
+        let last = ns.scan_prefix(b"\xff", None, 1000).expect("scan");
+        assert_eq!(
+            last.len(),
+            1,
+            "a value as large as the limit still comes back"
+        );
     }
 
     #[tokio::test]

@@ -19,6 +19,27 @@ fn oversized_bodies_get_413() {
     raw.extend_from_slice(b"0\r\n\r\n");
     assert_eq!(parse_response(&send_raw(node.port, &raw)).status, 413);
 
+    // A client that speaks JSON gets the host's own errors in JSON too.
+    let json = node.request(
+        "POST",
+        "/lists/a/entries",
+        &[("content-type", "application/json")],
+        &big,
+    );
+    assert_eq!(json.status, 413);
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    assert!(
+        json.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than 1024 bytes")),
+        "{}",
+        json.text()
+    );
+    assert_eq!(
+        declared.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+
     // A body under the limit is fine.
     let ok = node.post(
         "/lists/a/entries",
@@ -123,33 +144,86 @@ fn bad_options_are_explained() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("<COMPONENT>"));
 }
 
+/// Starts a node told its port only through the environment variables
+/// `names`, each set to a different free port, and returns its ready line and
+/// the port given to the first. A free port is found by binding and letting
+/// go; should another test take it meanwhile, the node fails to start and
+/// new ports are tried.
+fn port_from_env(names: &[&str]) -> (String, u16) {
+    for _ in 0..5 {
+        let ports: Vec<u16> = names
+            .iter()
+            .map(|_| {
+                let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                free.local_addr().expect("addr").port()
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut command = std::process::Command::new(crate::support::host_binary());
+        command
+            .args([
+                "run",
+                &wasm("guest_todo").display().to_string(),
+                "--http-host",
+                "127.0.0.1",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("TODO_PORT")
+            .env_remove("TODO_HTTP_PORT")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for (name, port) in names.iter().zip(&ports) {
+            command.env(name, port.to_string());
+        }
+        let mut child = command.spawn().expect("start");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = child.kill();
+        let _ = child.wait();
+        if !line.is_empty() {
+            return (line, ports[0]);
+        }
+    }
+    panic!("no node started with its port from {names:?}");
+}
+
 #[test]
-fn the_port_comes_from_todo_port() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = free.local_addr().expect("addr").port();
-    drop(free);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = std::process::Command::new(crate::support::host_binary())
-        .args([
-            "run",
-            &wasm("guest_todo").display().to_string(),
-            "--http-host",
-            "127.0.0.1",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("TODO_PORT", port.to_string())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-        .expect("ready line");
-    let _ = child.kill();
-    let _ = child.wait();
+fn the_port_comes_from_todo_port_then_todo_http_port() {
+    let (line, port) = port_from_env(&["TODO_PORT"]);
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    let (line, port) = port_from_env(&["TODO_HTTP_PORT"]);
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    let (line, port) = port_from_env(&["TODO_PORT", "TODO_HTTP_PORT"]);
+    assert!(
+        line.contains(&format!("127.0.0.1:{port}")),
+        "TODO_PORT wins: {line}"
+    );
+}
+
+#[test]
+fn a_call_grant_naming_an_unknown_component_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run_host(&[
+        "run",
+        &wasm("guest_todo").display().to_string(),
+        "--http-port",
+        "0",
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--allow-call",
+        "guest_todo=nowhere",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--allow-call guest_todo=nowhere: no component named `nowhere`"),
+        "{stderr}"
+    );
+    let out = run_host(&["run", "x.wasm", "--allow-call", "no-equals-sign"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not FROM=TO"));
 }
 
 #[test]

@@ -21,7 +21,9 @@ fn idle_processes_expire_and_come_back_from_storage() {
         );
         assert_eq!(added.status, 200);
     }
-    assert_eq!(node.metric("host_processes"), 3);
+    // Counters, not the live gauge: on a slow machine a process may already
+    // have expired by the time the metrics are read.
+    assert_eq!(node.metric("host_processes_started_total"), 3);
     eventually(Duration::from_secs(15), "idle processes to expire", || {
         node.metric("host_processes") == 0 && node.metric("host_processes_expired_total") == 3
     });
@@ -31,7 +33,6 @@ fn idle_processes_expire_and_come_back_from_storage() {
         node.get("/entries?list=two&date=2024-04-01").text(),
         "2024-04-01 kept"
     );
-    assert_eq!(node.metric("host_processes"), 1);
     assert_eq!(node.metric("host_processes_started_total"), 4);
 }
 

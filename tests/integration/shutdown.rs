@@ -10,7 +10,7 @@ use crate::support::{self, NodeBuilder, eventually};
 fn in_flight_requests_finish_after_sigterm_while_new_connections_are_refused() {
     let node = NodeBuilder::todo_and_misbehave().start();
     let port = node.port;
-    // `nap` keeps its process (and so this request) busy for 2 s.
+    // `nap` keeps its process (and so this request) busy for 3 s.
     let in_flight = std::thread::spawn(move || {
         support::try_request(port, "GET", "/misbehave/nap/slow", &[], b"")
     });

@@ -6,10 +6,14 @@
 //! - `trap`: traps (`unreachable`);
 //! - `loop`: loops forever;
 //! - `hog`: allocates until it is stopped;
-//! - `nap`: sleeps 2 s (on the WASI clock), then answers like `echo`: a slow
+//! - `nap`: sleeps 3 s (on the WASI clock), then answers like `echo`: a slow
 //!   but well-behaved call, to test that shutdown lets it finish;
 //! - `sleep`: a cast, so the caller returns at once, after which the process
 //!   loops (its mailbox backs up behind it).
+//!
+//! `GET /flood/NAME` makes process NAME busy (the `sleep` cast), then casts
+//! 1 MiB messages at it until the host refuses one, and says how many it
+//! took: a mailbox must not grow without bound in the host's memory.
 //!
 //! Processes whose name starts with `bad-init` fail in `init`. The HTTP
 //! handler itself misbehaves on `GET /front/trap`, `/front/loop` and
@@ -30,7 +34,7 @@ use guest_sdk::{Behaviour, HttpHandler};
 struct Misbehave;
 
 /// How long `nap` sleeps.
-const NAP: Duration = Duration::from_secs(2);
+const NAP: Duration = Duration::from_secs(3);
 
 thread_local! {
     static CALLS: Cell<u64> = const { Cell::new(0) };
@@ -132,6 +136,7 @@ fn route(request: &Request) -> Response {
             Ok(()) => Response::text(202, "cast sent"),
             Err(e) => call_error(e),
         },
+        ("GET", ["flood", name]) => flood(name),
         ("GET", [action, name]) => match guest_sdk::call(name, action.as_bytes(), 10_000) {
             Ok(reply) => Response::text(200, reply),
             Err(e) => call_error(e),
@@ -140,15 +145,37 @@ fn route(request: &Request) -> Response {
     }
 }
 
+/// Casts at a busy process until refused; gives up after 1 GiB.
+fn flood(name: &str) -> Response {
+    if let Err(e) = guest_sdk::cast(name, b"sleep") {
+        return call_error(e);
+    }
+    let message = vec![0u8; 1 << 20];
+    for accepted in 0..1024 {
+        if let Err(e) = guest_sdk::cast(name, &message) {
+            let (_, reason) = describe(e);
+            return Response::text(200, format!("accepted {accepted} casts, then {reason}"));
+        }
+    }
+    Response::text(
+        500,
+        "1024 casts of 1 MiB accepted: the mailbox has no bound",
+    )
+}
+
 fn call_error(error: guest_sdk::CallError) -> Response {
+    let (status, text) = describe(error);
+    Response::text(status, text)
+}
+
+fn describe(error: guest_sdk::CallError) -> (u16, String) {
     use guest_sdk::CallError;
-    let (status, text) = match error {
+    match error {
         CallError::TimedOut => (504, "timed out".to_string()),
         CallError::Crashed(reason) => (500, format!("crashed: {reason}")),
         CallError::Refused(reason) => (503, format!("refused: {reason}")),
         CallError::NoSuchComponent(name) => (500, format!("no component {name}")),
-    };
-    Response::text(status, text)
+    }
 }
 
 guest_sdk::export!(Misbehave);

@@ -26,8 +26,20 @@ impl LogCapability {
     }
 }
 
+/// Longest guest log message kept; longer ones are cut there (a guest
+/// could otherwise fill the host's log with megabytes per line).
+const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+
 impl log::Host for LogCapability {
-    fn log(&mut self, level: Level, message: String) {
+    fn log(&mut self, level: Level, mut message: String) {
+        if message.len() > MAX_MESSAGE_BYTES {
+            let mut end = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str(" [cut]");
+        }
         let node = &*self.node;
         let component = &*self.component;
         let process = self.process.as_deref().unwrap_or("<http>");

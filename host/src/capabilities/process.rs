@@ -71,6 +71,7 @@ impl process::Host for ProcessCapability {
         message: Vec<u8>,
         timeout_ms: u32,
     ) -> Result<Vec<u8>, types::CallError> {
+        self.node.may_call(&self.component, &component)?;
         let timeout = Duration::from_millis(u64::from(timeout_ms));
         Ok(self.node.call(&component, &name, message, timeout).await?)
     }

@@ -1,0 +1,180 @@
+//! A process's mailbox: the messages sent to it that it has not taken yet.
+//!
+//! As in Erlang, a mailbox has no limit on how many messages it holds:
+//! callers wait for their replies, which is back-pressure enough for calls.
+//! Casts are different: a guest can cast in a loop to a busy process, and
+//! every message would sit in the host's memory, outside any guest's memory
+//! cap. So a mailbox is bounded in bytes (`--mailbox-limit`): past it, a
+//! send is refused and the sender is told, never dropped in silence.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::capabilities::CallError;
+
+/// What a queued message costs beyond its payload (the message, the
+/// channel's slot): a stream of empty casts is bounded too.
+const MESSAGE_OVERHEAD_BYTES: usize = 64;
+
+/// Where the answer to a call goes.
+pub type ReplyTo = oneshot::Sender<Result<Vec<u8>, CallError>>;
+
+pub enum Message {
+    Call { message: Vec<u8>, reply: ReplyTo },
+    Cast { message: Vec<u8> },
+}
+
+impl Message {
+    /// The bytes the message carries.
+    pub fn into_payload(self) -> Vec<u8> {
+        match self {
+            Message::Call { message, .. } | Message::Cast { message } => message,
+        }
+    }
+
+    /// What the message counts against its mailbox's limit.
+    fn weight(&self) -> usize {
+        let payload = match self {
+            Message::Call { message, .. } | Message::Cast { message } => message.len(),
+        };
+        payload.saturating_add(MESSAGE_OVERHEAD_BYTES)
+    }
+}
+
+/// Why a message was not put in a mailbox. Either way it comes back.
+pub enum SendError {
+    /// The process has stopped taking messages (it is ending).
+    Closed(Message),
+    /// The mailbox holds `limit` bytes' worth of messages already.
+    Full { message: Message, limit: usize },
+}
+
+/// The sending side, held by the registry and cloned for each sender.
+#[derive(Clone)]
+pub struct Mailbox {
+    sender: mpsc::UnboundedSender<Message>,
+    queued_bytes: Arc<AtomicUsize>,
+    limit_bytes: usize,
+}
+
+/// The receiving side, owned by the process.
+pub struct Inbox {
+    receiver: mpsc::UnboundedReceiver<Message>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+/// A new, empty mailbox holding at most `limit_bytes` of messages.
+pub fn new(limit_bytes: usize) -> (Mailbox, Inbox) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let mailbox = Mailbox {
+        sender,
+        queued_bytes: queued_bytes.clone(),
+        limit_bytes,
+    };
+    (
+        mailbox,
+        Inbox {
+            receiver,
+            queued_bytes,
+        },
+    )
+}
+
+impl Mailbox {
+    pub fn send(&self, message: Message) -> Result<(), SendError> {
+        let weight = message.weight();
+        // Reserve the bytes first, so concurrent senders cannot all slip in
+        // under the limit together.
+        let before = self.queued_bytes.fetch_add(weight, Ordering::AcqRel);
+        if before.saturating_add(weight) > self.limit_bytes {
+            self.queued_bytes.fetch_sub(weight, Ordering::AcqRel);
+            return Err(SendError::Full {
+                message,
+                limit: self.limit_bytes,
+            });
+        }
+        self.sender.send(message).map_err(|returned| {
+            self.queued_bytes.fetch_sub(weight, Ordering::AcqRel);
+            SendError::Closed(returned.0)
+        })
+    }
+}
+
+impl Inbox {
+    /// The next message; `None` once every sender is gone, or the inbox is
+    /// closed and empty.
+    pub async fn recv(&mut self) -> Option<Message> {
+        let message = self.receiver.recv().await?;
+        self.taken(&message);
+        Some(message)
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        let message = self.receiver.try_recv().ok()?;
+        self.taken(&message);
+        Some(message)
+    }
+
+    /// Refuses further messages; those already queued can still be taken.
+    pub fn close(&mut self) {
+        self.receiver.close();
+    }
+
+    fn taken(&self, message: &Message) {
+        self.queued_bytes
+            .fetch_sub(message.weight(), Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cast(bytes: usize) -> Message {
+        Message::Cast {
+            message: vec![0; bytes],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_mailbox_refuses_until_messages_are_taken() {
+        let (mailbox, mut inbox) = new(3 * (100 + MESSAGE_OVERHEAD_BYTES));
+        for _ in 0..3 {
+            assert!(mailbox.send(cast(100)).is_ok());
+        }
+        assert!(matches!(
+            mailbox.send(cast(100)),
+            Err(SendError::Full { .. })
+        ));
+        assert!(inbox.recv().await.is_some());
+        assert!(
+            mailbox.send(cast(100)).is_ok(),
+            "room again once one is taken"
+        );
+    }
+
+    #[test]
+    fn a_message_larger_than_the_limit_is_refused_and_returned() {
+        let (mailbox, _inbox) = new(1000);
+        match mailbox.send(cast(5000)) {
+            Err(SendError::Full { message, limit }) => {
+                assert_eq!(limit, 1000);
+                assert_eq!(message.into_payload().len(), 5000);
+            }
+            _ => panic!("expected a full mailbox"),
+        }
+    }
+
+    #[test]
+    fn a_closed_inbox_hands_the_message_back_and_frees_its_bytes() {
+        let (mailbox, mut inbox) = new(1000);
+        inbox.close();
+        assert!(matches!(mailbox.send(cast(10)), Err(SendError::Closed(_))));
+        assert!(matches!(mailbox.send(cast(800)), Err(SendError::Closed(_))));
+        assert_eq!(mailbox.queued_bytes.load(Ordering::Acquire), 0);
+    }
+}
