@@ -39,7 +39,6 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::component::LoadedComponent;
-use crate::metrics::Metrics;
 use crate::node::NodeCore;
 use crate::process::describe_trap;
 use crate::state::InstanceState;
@@ -134,19 +133,20 @@ struct WarmHandlers {
 }
 
 impl WarmHandlers {
-    /// The gauge of idle handlers changes under the same lock as the list,
-    /// so it never counts one that cannot be taken yet.
-    fn take(&self, metrics: &Metrics) -> Option<WarmHandler> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let handler = idle.pop()?;
-        metrics.idle_handler_taken();
-        Some(handler)
+    fn take(&self) -> Option<WarmHandler> {
+        self.lock().pop()
     }
 
-    fn put(&self, handler: WarmHandler, metrics: &Metrics) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.push(handler);
-        metrics.idle_handler_returned();
+    fn put(&self, handler: WarmHandler) {
+        self.lock().push(handler);
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WarmHandler>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -178,6 +178,16 @@ impl Ingress {
             handler_slots: Arc::new(Semaphore::new(slots)),
             warm,
         })
+    }
+
+    pub fn node(&self) -> &Arc<NodeCore> {
+        &self.node
+    }
+
+    /// Handler instances waiting, warm, for their next request: counted
+    /// when asked (the metrics page), not kept up to date per request.
+    pub fn idle_handlers(&self) -> usize {
+        self.warm.values().map(|warm| warm.len()).sum()
     }
 
     pub async fn handle(
@@ -331,7 +341,7 @@ async fn serve_request(
     request: Request<Full<Bytes>>,
     respond: ResponseSender,
 ) -> wasmtime::Result<()> {
-    let mut handler = match warm.take(node.metrics()) {
+    let mut handler = match warm.take() {
         Some(handler) => handler,
         None => {
             let Some(pre) = component.http_pre() else {
@@ -366,7 +376,7 @@ async fn serve_request(
     if handler.served < node.config().http.instance_reuse
         && handler.store.data().holds_no_resources()
     {
-        warm.put(handler, node.metrics());
+        warm.put(handler);
     }
     Ok(())
 }

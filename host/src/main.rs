@@ -292,11 +292,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     let mut servers = Vec::new();
+    let ingress = Ingress::new(node.clone());
     let metrics_line = match metrics_listener {
         Some(listener) => {
             let addr = listener.local_addr()?;
-            let node = node.clone();
-            let service = move |request| metrics::handle(node.clone(), request);
+            let ingress = ingress.clone();
+            let service = move |request| metrics::handle(ingress.clone(), request);
             servers.push(tokio::spawn(http::serve(
                 listener,
                 service,
@@ -308,7 +309,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => String::new(),
     };
     let http_addr = http_listener.local_addr()?;
-    let ingress = Ingress::new(node.clone());
     let service = move |request| Arc::clone(&ingress).handle(request);
     servers.push(tokio::spawn(http::serve(
         http_listener,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 
-use crate::node::NodeCore;
+use crate::http::Ingress;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -22,7 +22,6 @@ pub struct Metrics {
     mailbox_full: AtomicU64,
     http_requests: AtomicU64,
     http_errors: AtomicU64,
-    idle_handlers: AtomicU64,
 }
 
 impl Metrics {
@@ -44,22 +43,15 @@ impl Metrics {
     pub fn http_request(&self) {
         self.http_requests.fetch_add(1, Ordering::Relaxed);
     }
-    /// A clean HTTP handler instance went back to wait for another request.
-    pub fn idle_handler_returned(&self) {
-        self.idle_handlers.fetch_add(1, Ordering::Relaxed);
-    }
-    /// A waiting HTTP handler instance took a request.
-    pub fn idle_handler_taken(&self) {
-        self.idle_handlers.fetch_sub(1, Ordering::Relaxed);
-    }
     /// A request the host answered itself with an error (413, 503, 504, 500).
     pub fn http_error(&self) {
         self.http_errors.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// The metrics page of `node`.
-pub fn render(node: &NodeCore) -> String {
+/// The metrics page of the node behind `ingress`.
+pub fn render(ingress: &Ingress) -> String {
+    let node = ingress.node();
     let m = node.metrics();
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     let series: [(&str, &str, &str, u64); 9] = [
@@ -115,7 +107,7 @@ pub fn render(node: &NodeCore) -> String {
             "host_http_idle_handlers",
             "gauge",
             "HTTP handler instances waiting, warm, for their next request.",
-            load(&m.idle_handlers),
+            ingress.idle_handlers() as u64,
         ),
     ];
     let node_name = node.name();
@@ -130,13 +122,13 @@ pub fn render(node: &NodeCore) -> String {
 
 /// Serves `GET /metrics`.
 pub async fn handle(
-    node: Arc<NodeCore>,
+    ingress: Arc<Ingress>,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = if request.uri().path() == "/metrics" {
         Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
-            .body(Full::new(Bytes::from(render(&node))))
+            .body(Full::new(Bytes::from(render(&ingress))))
     } else {
         Response::builder()
             .status(StatusCode::NOT_FOUND)
