@@ -23,13 +23,13 @@ pub struct EntryUpdate {
     pub title: Option<String>,
 }
 
-/// Most entries one list holds. With [`MAX_TITLE_BYTES`], this keeps a
+/// Most entries one list holds. With [`MAX_LIST_TITLE_BYTES`], this keeps a
 /// whole list, a copy of it in a reply and its encoding well inside a
 /// process's memory cap (64 MiB by default): a list that could outgrow its
 /// process could never be loaded again.
 pub const MAX_ENTRIES: usize = 10_000;
 /// Most bytes of titles one list holds, all entries together.
-pub const MAX_TITLE_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_LIST_TITLE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TodoList {
@@ -63,24 +63,26 @@ impl TodoList {
         }
     }
 
-    /// Whether the list stays within [`MAX_ENTRIES`] and [`MAX_TITLE_BYTES`]
+    /// Whether the list stays within [`MAX_ENTRIES`] and [`MAX_LIST_TITLE_BYTES`]
     /// once `entry` is inserted (as a new entry, or replacing the one with
     /// its id). A list loaded over its limits keeps everything it has; it
     /// only takes nothing more that would grow it.
     pub fn has_room_for(&self, entry: &Entry) -> Result<(), String> {
         let replaced = self.entries.get(&entry.id);
+        if replaced.is_some_and(|old| entry.title.len() <= old.title.len()) {
+            return Ok(()); // the list does not grow
+        }
         let count = self.entries.len() + usize::from(replaced.is_none());
         let title_bytes =
             self.title_bytes - replaced.map_or(0, |e| e.title.len()) + entry.title.len();
-        let grows = replaced.is_none_or(|old| entry.title.len() > old.title.len());
-        if grows && count > MAX_ENTRIES {
+        if count > MAX_ENTRIES {
             return Err(format!(
                 "the list is full: it holds at most {MAX_ENTRIES} entries"
             ));
         }
-        if grows && title_bytes > MAX_TITLE_BYTES {
+        if title_bytes > MAX_LIST_TITLE_BYTES {
             return Err(format!(
-                "the list is full: its titles may take at most {MAX_TITLE_BYTES} bytes together"
+                "the list is full: its titles may take at most {MAX_LIST_TITLE_BYTES} bytes together"
             ));
         }
         Ok(())
@@ -215,6 +217,15 @@ mod tests {
         assert_eq!(add(&mut list, "2023-12-19", "Gym").id, 3);
     }
 
+    /// Entry `id` of `list` with its title changed to `title`.
+    fn retitled(list: &TodoList, id: u64, title: &str) -> Entry {
+        let update = EntryUpdate {
+            date: None,
+            title: Some(title.to_string()),
+        };
+        list.updated_entry(id, update).expect("the entry exists")
+    }
+
     #[test]
     fn a_full_list_takes_nothing_that_would_grow_it() {
         let mut list = TodoList::default();
@@ -224,16 +235,7 @@ mod tests {
         let one_more = list.new_entry(date("2023-12-19"), "y".into());
         assert!(list.has_room_for(&one_more).is_err());
         // Changing an entry in place is fine; deleting makes room.
-        let renamed = list
-            .updated_entry(
-                1,
-                EntryUpdate {
-                    date: None,
-                    title: Some("z".into()),
-                },
-            )
-            .expect("entry 1");
-        assert!(list.has_room_for(&renamed).is_ok());
+        assert!(list.has_room_for(&retitled(&list, 1, "z")).is_ok());
         list.delete(2);
         assert!(list.has_room_for(&one_more).is_ok());
     }
@@ -242,22 +244,14 @@ mod tests {
     fn titles_are_bounded_all_together() {
         let mut list = TodoList::default();
         let long = "t".repeat(4096);
-        for _ in 0..MAX_TITLE_BYTES / 4096 {
+        for _ in 0..MAX_LIST_TITLE_BYTES / 4096 {
             let entry = list.new_entry(date("2023-12-19"), long.clone());
             assert!(list.has_room_for(&entry).is_ok());
             list.insert(entry);
         }
         let one_more = list.new_entry(date("2023-12-19"), "y".into());
         assert!(list.has_room_for(&one_more).is_err());
-        let shorter = list
-            .updated_entry(
-                1,
-                EntryUpdate {
-                    date: None,
-                    title: Some("short".into()),
-                },
-            )
-            .expect("entry 1");
+        let shorter = retitled(&list, 1, "short");
         assert!(
             list.has_room_for(&shorter).is_ok(),
             "shrinking is always fine"

@@ -553,9 +553,10 @@ mod tests {
     #[test]
     fn a_full_list_answers_409_on_both_apis_and_keeps_serving() {
         let lists = LocalLists::default();
+        // Titles as long as one may be, until they fill the list.
         let long = "t".repeat(MAX_TITLE_BYTES);
         let body = format!(r#"{{"date":"2023-01-01","title":"{long}"}}"#);
-        for _ in 0..crate::list::MAX_TITLE_BYTES / MAX_TITLE_BYTES {
+        for _ in 0..crate::list::MAX_LIST_TITLE_BYTES / MAX_TITLE_BYTES {
             assert_eq!(send(&lists, "POST", "/lists/full/entries", &body).0, 201);
         }
         let (status, text) = send(&lists, "POST", "/lists/full/entries", &body);

@@ -67,21 +67,46 @@ fn malformed_http_is_rejected_and_the_node_stays_up() {
     assert_eq!(node.get("/entries?list=a&date=2024-05-01").status, 200);
 }
 
-#[test]
-fn a_missing_component_file_is_a_clear_error() {
-    let out = run_host(&[
+/// Runs `host` with `args`, which must fail, saying `expected` on stderr.
+fn fails_saying(args: &[&str], expected: &str) {
+    let out = run_host(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "`host {}` succeeded", args.join(" "));
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+}
+
+/// Starts the Todo guest on 127.0.0.1 with `data` and `options`; it must
+/// fail, saying `expected`.
+fn todo_fails_saying(data: &std::path::Path, options: &[&str], expected: &str) {
+    let todo = wasm("guest_todo").display().to_string();
+    let data = data.display().to_string();
+    let mut args = vec![
         "run",
-        "/nonexistent/guest.wasm",
-        "--http-port",
-        "0",
+        &todo,
         "--http-host",
         "127.0.0.1",
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot read component /nonexistent/guest.wasm"),
-        "{stderr}"
+        "--data-dir",
+        &data,
+    ];
+    args.extend_from_slice(options);
+    fails_saying(&args, expected);
+}
+
+#[test]
+fn a_missing_component_file_is_a_clear_error() {
+    fails_saying(
+        &[
+            "run",
+            "/nonexistent/guest.wasm",
+            "--http-port",
+            "0",
+            "--http-host",
+            "127.0.0.1",
+        ],
+        "cannot read component /nonexistent/guest.wasm",
     );
 }
 
@@ -98,19 +123,19 @@ fn files_that_are_not_components_are_clear_errors() {
         (&text, "is not a WebAssembly file"),
         (&module, "is not a valid component"),
     ] {
-        let out = run_host(&[
-            "run",
-            &file.display().to_string(),
-            "--http-port",
-            "0",
-            "--http-host",
-            "127.0.0.1",
-            "--data-dir",
-            &data.display().to_string(),
-        ]);
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(expected), "{stderr}");
+        fails_saying(
+            &[
+                "run",
+                &file.display().to_string(),
+                "--http-port",
+                "0",
+                "--http-host",
+                "127.0.0.1",
+                "--data-dir",
+                &data.display().to_string(),
+            ],
+            expected,
+        );
     }
 }
 
@@ -119,29 +144,16 @@ fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port().to_string();
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = run_host(&[
-        "run",
-        &wasm("guest_todo").display().to_string(),
-        "--http-host",
-        "127.0.0.1",
-        "--http-port",
-        &port,
-        "--data-dir",
-        &dir.path().display().to_string(),
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("already in use"), "{stderr}");
+    todo_fails_saying(dir.path(), &["--http-port", &port], "already in use");
 }
 
 #[test]
 fn bad_options_are_explained() {
-    let out = run_host(&["run", "x.wasm", "--idle-timeout", "soon"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a duration"));
-    let out = run_host(&["run"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("<COMPONENT>"));
+    fails_saying(
+        &["run", "x.wasm", "--idle-timeout", "soon"],
+        "is not a duration",
+    );
+    fails_saying(&["run"], "<COMPONENT>");
 }
 
 /// Starts a node told its port only through the environment variables
@@ -205,45 +217,24 @@ fn the_port_comes_from_todo_port_then_todo_http_port() {
 #[test]
 fn a_call_grant_naming_an_unknown_component_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = run_host(&[
-        "run",
-        &wasm("guest_todo").display().to_string(),
-        "--http-port",
-        "0",
-        "--data-dir",
-        &dir.path().display().to_string(),
-        "--allow-call",
-        "guest_todo=nowhere",
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--allow-call guest_todo=nowhere: no component named `nowhere`"),
-        "{stderr}"
+    todo_fails_saying(
+        dir.path(),
+        &["--http-port", "0", "--allow-call", "guest_todo=nowhere"],
+        "--allow-call guest_todo=nowhere: no component named `nowhere`",
     );
-    let out = run_host(&["run", "x.wasm", "--allow-call", "no-equals-sign"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not FROM=TO"));
+    fails_saying(
+        &["run", "x.wasm", "--allow-call", "no-equals-sign"],
+        "is not FROM=TO",
+    );
 }
 
 #[test]
 fn a_data_dir_in_use_by_another_node_is_a_clear_error() {
     let data = tempfile::tempdir().expect("temp dir");
     let _running = NodeBuilder::todo().data_dir(data.path()).start();
-    let out = run_host(&[
-        "run",
-        &wasm("guest_todo").display().to_string(),
-        "--http-host",
-        "127.0.0.1",
-        "--http-port",
-        "0",
-        "--data-dir",
-        &data.path().display().to_string(),
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("in use by another running node"),
-        "{stderr}"
+    todo_fails_saying(
+        data.path(),
+        &["--http-port", "0"],
+        "in use by another running node",
     );
 }

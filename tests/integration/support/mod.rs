@@ -328,6 +328,7 @@ pub fn request(
 
 /// Like [`request`], for a server that may go away: `None` when the
 /// connection is refused or closed before a whole response head arrived.
+/// A response that arrived whole counts even if the connection broke after.
 pub fn try_request(
     port: u16,
     method: &str,
@@ -335,15 +336,8 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Option<HttpResponse> {
-    let raw = request_bytes(port, method, path, headers, body);
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .ok()?;
-    stream.write_all(&raw).ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    try_parse_response(&response)
+    let raw = try_send_raw(port, &request_bytes(port, method, path, headers, body))?;
+    try_parse_response(&raw)
 }
 
 fn request_bytes(
@@ -369,15 +363,21 @@ fn request_bytes(
 
 /// Writes `bytes` as they are and reads until the server closes.
 pub fn send_raw(port: u16, bytes: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    try_send_raw(port, bytes).unwrap_or_else(|| panic!("cannot connect to port {port}"))
+}
+
+/// Like [`send_raw`]; `None` when the connection is refused. Whatever
+/// arrived before the server closed (or went away) is returned.
+fn try_send_raw(port: u16, bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
+        .ok()?;
     // The server may answer (413) and close before it reads everything.
     let _ = stream.write_all(bytes);
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    response
+    Some(response)
 }
 
 pub fn parse_response(raw: &[u8]) -> HttpResponse {
