@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building needs on a fresh Debian/Ubuntu machine with rustup:
 # RocksDB (Debian's librocksdb-dev, linked statically into the host), libclang
-# for RocksDB's bindings, wrk and python3 for the load benchmark, and the
+# for RocksDB's bindings, wrk and python3 for the load benchmark, Erlang's
+# epmd (erlang-base: the port-mapper tests check ours against it), and the
 # wasm32-wasip2 target for the guests. Safe to run again: it installs only
 # what is missing.
 set -euo pipefail
 
-packages=(librocksdb-dev libclang-dev wrk curl)
+packages=(librocksdb-dev libclang-dev wrk curl erlang-base)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -27,6 +27,9 @@ pub enum Reply {
     Failed(String),
     /// The change would take the list past its limits.
     Full(String),
+    /// The change could not be stored for now (the cluster has no
+    /// majority); nothing changed.
+    Unavailable(String),
 }
 
 impl Request {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::list::{Entry, TodoList};
 use crate::protocol::{Reply, Request};
-use crate::store::{self, Store, Write};
+use crate::store::{self, Store, StoreError, Write};
 
 /// Entries read per storage scan while loading.
 const LOAD_PAGE: u32 = 1_000;
@@ -138,7 +138,12 @@ impl<S: Store> TodoServer<S> {
     ) -> Reply {
         match self.store.apply(writes) {
             Ok(()) => apply(&mut self.list),
-            Err(e) => Reply::Failed(format!("cannot store the change: {e}")),
+            Err(StoreError::Unavailable(reason)) => {
+                Reply::Unavailable(format!("cannot store the change: {reason}"))
+            }
+            Err(StoreError::Failed(reason)) => {
+                Reply::Failed(format!("cannot store the change: {reason}"))
+            }
         }
     }
 }
@@ -235,6 +240,33 @@ mod tests {
             update: EntryUpdate::default(),
         };
         assert_eq!(server.handle(update), Reply::NoSuchEntry);
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_stored_changes_nothing() {
+        let store = MemoryStore::default();
+        let mut server = TodoServer::load("l", store.clone()).expect("load");
+        add(&mut server, "2023-01-01", "Milk");
+        *store.failing.borrow_mut() = Some(StoreError::Unavailable("no majority".into()));
+        let reply = add(&mut server, "2023-01-01", "Eggs");
+        assert!(
+            matches!(&reply, Reply::Unavailable(reason) if reason.contains("no majority")),
+            "{reply:?}"
+        );
+        assert_eq!(
+            server.handle(Request::Delete { id: 1 }),
+            Reply::Unavailable("cannot store the change: no majority".into())
+        );
+        *store.failing.borrow_mut() = None;
+        let Reply::Entries(entries) = server.handle(Request::Entries { date: None }) else {
+            panic!("expected entries");
+        };
+        assert_eq!(entries.len(), 1, "neither the add nor the delete happened");
+        // The id the failed add would have used is still the next one.
+        let Reply::Entry(entry) = add(&mut server, "2023-01-01", "Bread") else {
+            panic!("added");
+        };
+        assert_eq!(entry.id, 2);
     }
 
     #[test]

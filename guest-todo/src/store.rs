@@ -20,6 +20,24 @@ pub enum Write {
 /// A key and its value, as a scan returns them.
 pub type Pair = (Vec<u8>, Vec<u8>);
 
+/// Why a change could not be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The host could not make it durable where it must (in a cluster: on a
+    /// majority of nodes). Nothing was written; later may work.
+    Unavailable(String),
+    /// Anything else.
+    Failed(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Unavailable(reason) | StoreError::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// Key-value storage as a list needs it.
 pub trait Store {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
@@ -30,7 +48,7 @@ pub trait Store {
         start_after: Option<&[u8]>,
         limit: u32,
     ) -> Result<Vec<Pair>, String>;
-    fn apply(&self, writes: Vec<Write>) -> Result<(), String>;
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError>;
 }
 
 fn list_prefix(list: &str) -> Vec<u8> {
@@ -91,8 +109,8 @@ impl Store for HostStore {
         guest_sdk::storage::scan_prefix(prefix, start_after, limit).map_err(|e| format!("{e:?}"))
     }
 
-    fn apply(&self, writes: Vec<Write>) -> Result<(), String> {
-        use guest_sdk::storage::Operation;
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        use guest_sdk::storage::{Operation, StorageError};
         let operations: Vec<Operation> = writes
             .into_iter()
             .map(|write| match write {
@@ -100,7 +118,10 @@ impl Store for HostStore {
                 Write::Delete(key) => Operation::Delete(key),
             })
             .collect();
-        guest_sdk::storage::batch(&operations).map_err(|e| format!("{e:?}"))
+        guest_sdk::storage::batch(&operations).map_err(|e| match e {
+            StorageError::Unavailable(reason) => StoreError::Unavailable(reason),
+            other => StoreError::Failed(format!("{other:?}")),
+        })
     }
 }
 
@@ -110,12 +131,14 @@ pub mod memory {
     use std::collections::BTreeMap;
     use std::rc::Rc;
 
-    use super::{Pair, Store, Write};
+    use super::{Pair, Store, StoreError, Write};
 
     /// A shared in-memory store for native tests.
     #[derive(Clone, Default)]
     pub struct MemoryStore {
         pub map: Rc<RefCell<BTreeMap<Vec<u8>, Vec<u8>>>>,
+        /// When set, every write fails with this error.
+        pub failing: Rc<RefCell<Option<StoreError>>>,
     }
 
     impl Store for MemoryStore {
@@ -140,7 +163,10 @@ pub mod memory {
                 .collect())
         }
 
-        fn apply(&self, writes: Vec<Write>) -> Result<(), String> {
+        fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+            if let Some(error) = self.failing.borrow().clone() {
+                return Err(error);
+            }
             let mut map = self.map.borrow_mut();
             for write in writes {
                 match write {

@@ -257,6 +257,7 @@ fn reply_failure(reply: Reply) -> Failure {
     match reply {
         Reply::Full(message) => failure(409, message),
         Reply::Failed(message) => failure(500, message),
+        Reply::Unavailable(message) => failure(503, message),
         other => failure(500, format!("unexpected reply from the list: {other:?}")),
     }
 }
@@ -575,6 +576,32 @@ mod tests {
         );
         assert_eq!(send(&lists, "DELETE", "/lists/full/entries/1", "").0, 204);
         assert_eq!(send(&lists, "POST", "/lists/full/entries", &body).0, 201);
+    }
+
+    #[test]
+    fn a_write_the_host_cannot_make_answers_503_with_the_reason() {
+        let lists = LocalLists::default();
+        *lists.store.failing.borrow_mut() = Some(crate::store::StoreError::Unavailable(
+            "this node is cut off from the cluster".into(),
+        ));
+        let (status, text) = send(
+            &lists,
+            "POST",
+            "/add_entry?list=a&date=2023-01-01&title=t",
+            "",
+        );
+        assert_eq!(status, 503, "{text}");
+        assert!(text.contains("cut off from the cluster"), "{text}");
+        let (status, text) = send(
+            &lists,
+            "POST",
+            "/lists/a/entries",
+            r#"{"date":"2023-01-01","title":"t"}"#,
+        );
+        assert_eq!(status, 503, "{text}");
+        assert!(text.contains("cut off"), "{text}");
+        // Reads are unaffected.
+        assert_eq!(send(&lists, "GET", "/lists/a/entries", "").0, 200);
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn processes(c: &mut Criterion) {
 
     c.bench_function("spawn: instantiate + init", |b| {
         b.to_async(&runtime).iter(|| async {
-            let state = InstanceState::new(&node, "minimal", Some("p"));
+            let state = InstanceState::new(&node, "minimal", Some("p"), None);
             let mut store = node.runtime().new_store(state);
             let instance = pre
                 .instantiate_async(&mut store)

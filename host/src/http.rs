@@ -347,7 +347,7 @@ async fn serve_request(
             let Some(pre) = component.http_pre() else {
                 wasmtime::bail!("component `{}` does not serve HTTP", component.name());
             };
-            let state = InstanceState::new(node, component.name(), None);
+            let state = InstanceState::new(node, component.name(), None, None);
             let mut store = node.runtime().new_store(state);
             let proxy = pre.instantiate_async(&mut store).await?;
             WarmHandler {

@@ -5,8 +5,10 @@
 
 pub mod bindings;
 pub mod capabilities;
+pub mod cluster;
 pub mod component;
 pub mod config;
+pub mod dist;
 pub mod http;
 pub mod mailbox;
 pub mod metrics;

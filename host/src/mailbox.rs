@@ -22,8 +22,16 @@ const MESSAGE_OVERHEAD_BYTES: usize = 64;
 pub type ReplyTo = oneshot::Sender<Result<Vec<u8>, CallError>>;
 
 pub enum Message {
-    Call { message: Vec<u8>, reply: ReplyTo },
-    Cast { message: Vec<u8> },
+    Call {
+        message: Vec<u8>,
+        reply: ReplyTo,
+    },
+    Cast {
+        message: Vec<u8>,
+    },
+    /// Wakes a process the node told to stop (`registry::StopFlag`); it
+    /// carries nothing and weighs nothing.
+    Stop,
 }
 
 impl Message {
@@ -31,15 +39,18 @@ impl Message {
     pub fn into_payload(self) -> Vec<u8> {
         match self {
             Message::Call { message, .. } | Message::Cast { message } => message,
+            Message::Stop => Vec::new(),
         }
     }
 
     /// What the message counts against its mailbox's limit.
     fn weight(&self) -> usize {
-        let payload = match self {
-            Message::Call { message, .. } | Message::Cast { message } => message.len(),
-        };
-        payload.saturating_add(MESSAGE_OVERHEAD_BYTES)
+        match self {
+            Message::Call { message, .. } | Message::Cast { message } => {
+                message.len().saturating_add(MESSAGE_OVERHEAD_BYTES)
+            }
+            Message::Stop => 0,
+        }
     }
 }
 
@@ -100,6 +111,11 @@ impl Mailbox {
             self.queued_bytes.fetch_sub(weight, Ordering::AcqRel);
             SendError::Closed(returned.0)
         })
+    }
+
+    /// Queues a message that weighs nothing (a wake-up), past the limit.
+    pub(crate) fn wake(&self, message: Message) {
+        let _ = self.sender.send(message);
     }
 }
 

@@ -22,6 +22,7 @@ pub struct Metrics {
     mailbox_full: AtomicU64,
     http_requests: AtomicU64,
     http_errors: AtomicU64,
+    nodes_down: AtomicU64,
 }
 
 impl Metrics {
@@ -43,6 +44,10 @@ impl Metrics {
     pub fn http_request(&self) {
         self.http_requests.fetch_add(1, Ordering::Relaxed);
     }
+    /// Another member of the cluster was declared down.
+    pub fn node_down(&self) {
+        self.nodes_down.fetch_add(1, Ordering::Relaxed);
+    }
     /// A request the host answered itself with an error (413, 503, 504, 500).
     pub fn http_error(&self) {
         self.http_errors.fetch_add(1, Ordering::Relaxed);
@@ -54,7 +59,7 @@ pub fn render(ingress: &Ingress) -> String {
     let node = ingress.node();
     let m = node.metrics();
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    let series: [(&str, &str, &str, u64); 9] = [
+    let mut series: Vec<(&str, &str, &str, u64)> = vec![
         (
             "host_processes",
             "gauge",
@@ -109,7 +114,16 @@ pub fn render(ingress: &Ingress) -> String {
             "HTTP handler instances waiting, warm, for their next request.",
             ingress.idle_handlers() as u64,
         ),
+        (
+            "host_cluster_nodes_down_total",
+            "counter",
+            "Times another member of the cluster was declared down (silent past --node-down-after).",
+            load(&m.nodes_down),
+        ),
     ];
+    if let Some(router) = node.router() {
+        series.extend(router.gauges());
+    }
     let node_name = node.name();
     let mut out = String::new();
     for (name, kind, help, value) in series {

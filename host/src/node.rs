@@ -1,18 +1,21 @@
 //! The node: everything one running `host` holds, and the call path that
 //! ties the registry, the supervisor and the processes together.
 //!
-//! Seam for distribution: `NodeCore::call` and `cast` take a name, never a
-//! location. When nodes connect, the registry answers with a mailbox that
-//! forwards to the peer holding the name, and nothing above this module
-//! changes.
+//! `NodeCore::call` and `cast` take a name, never a location. On a lone node
+//! they go to the local registry. Once the node is part of a cluster, they go
+//! to the [`Router`] (`crate::cluster`), which finds the node holding the
+//! name and comes back here through [`NodeCore::call_local`] on that node.
+//! That trait is the whole interface between the node and the cluster: the
+//! node knows nothing of links, Raft or placement.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures_util::future::BoxFuture;
 use tokio_util::task::TaskTracker;
 
 use crate::capabilities::CallError;
@@ -21,10 +24,37 @@ use crate::config::NodeConfig;
 use crate::mailbox::{Mailbox, Message, SendError};
 use crate::metrics::Metrics;
 use crate::process::{self, Exit, Pid};
-use crate::registry::{ProcessKey, Registration, Registry};
+use crate::registry::{Fence, ProcessKey, Registration, Registry, StopFlag, StopReason};
 use crate::runtime::Runtime;
 use crate::storage::Storage;
 use crate::supervisor::Supervisor;
+
+/// What a node that is part of a cluster adds to the call path.
+pub trait Router: Send + Sync {
+    /// Sends a call to process `name` of `component` wherever it lives.
+    fn call(
+        self: Arc<Self>,
+        component: &str,
+        name: &str,
+        message: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+
+    /// Sends a cast to process `name` of `component` wherever it lives.
+    fn cast(&self, component: &str, name: &str, message: Vec<u8>) -> Result<(), CallError>;
+
+    /// Resolves once this node has applied every write acknowledged in the
+    /// cluster before the call, and checks that `fence` is still current: a
+    /// process runs `init` only after it, so it sees every acknowledged
+    /// write, and never starts on a name that moved away meanwhile.
+    fn start_barrier(
+        self: Arc<Self>,
+        fence: Option<Fence>,
+    ) -> BoxFuture<'static, Result<(), StopReason>>;
+
+    /// The cluster's gauges for the metrics page: (name, type, help, value).
+    fn gauges(&self) -> Vec<(&'static str, &'static str, &'static str, u64)>;
+}
 
 /// Times a message is offered to a name whose process stops just as it is
 /// sent (idle expiry racing the send) before the call is refused.
@@ -53,6 +83,8 @@ pub struct NodeCore {
     metrics: Metrics,
     tasks: TaskTracker,
     next_pid: AtomicU64,
+    /// Set once, when the node founds or joins a cluster.
+    router: OnceLock<Arc<dyn Router>>,
 }
 
 impl NodeCore {
@@ -104,7 +136,22 @@ impl NodeCore {
             metrics: Metrics::default(),
             tasks: TaskTracker::new(),
             next_pid: AtomicU64::new(1),
+            router: OnceLock::new(),
         }))
+    }
+
+    /// Routes calls through `router` from now on. Processes started before
+    /// hold no fence, so they are stopped: their next message starts them
+    /// again, registered with the cluster.
+    pub fn join_cluster(&self, router: Arc<dyn Router>) {
+        if self.router.set(router).is_ok() {
+            self.registry.stop_where(&StopReason::Moved, |_, _| true);
+        }
+    }
+
+    /// The cluster's router, once this node is part of one.
+    pub fn router(&self) -> Option<&Arc<dyn Router>> {
+        self.router.get()
     }
 
     pub fn name(&self) -> Arc<str> {
@@ -140,7 +187,8 @@ impl NodeCore {
     }
 
     /// Sends `message` to process `name` of `component`, starting it if
-    /// needed, and waits up to `timeout` for the reply.
+    /// needed (wherever the cluster places it), and waits up to `timeout`
+    /// for the reply.
     pub async fn call(
         self: &Arc<Self>,
         component: &str,
@@ -148,9 +196,28 @@ impl NodeCore {
         message: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
+        match self.router.get() {
+            Some(router) => router.clone().call(component, name, message, timeout).await,
+            None => {
+                self.call_local(component, name, message, timeout, None)
+                    .await
+            }
+        }
+    }
+
+    /// Like [`NodeCore::call`], to a process of this node, registered under
+    /// `fence` (in a cluster; none on a lone node).
+    pub async fn call_local(
+        self: &Arc<Self>,
+        component: &str,
+        name: &str,
+        message: Vec<u8>,
+        timeout: Duration,
+        fence: Option<Fence>,
+    ) -> Result<Vec<u8>, CallError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut answer = None;
-        self.send(component, name, message, |message| {
+        self.send(component, name, fence, message, |message| {
             let (reply, receiver) = tokio::sync::oneshot::channel();
             answer = Some(receiver);
             Message::Call { message, reply }
@@ -190,16 +257,41 @@ impl NodeCore {
     }
 
     /// Puts `message` in the mailbox of process `name` of `component`,
-    /// starting it if needed.
+    /// starting it if needed (wherever the cluster places it).
     pub fn cast(
         self: &Arc<Self>,
         component: &str,
         name: &str,
         message: Vec<u8>,
     ) -> Result<(), CallError> {
-        self.send(component, name, message, |message| Message::Cast {
+        match self.router.get() {
+            Some(router) => router.cast(component, name, message),
+            None => self.cast_local(component, name, message, None),
+        }
+    }
+
+    /// Like [`NodeCore::cast`], to a process of this node, registered under
+    /// `fence`.
+    pub fn cast_local(
+        self: &Arc<Self>,
+        component: &str,
+        name: &str,
+        message: Vec<u8>,
+        fence: Option<Fence>,
+    ) -> Result<(), CallError> {
+        self.send(component, name, fence, message, |message| Message::Cast {
             message,
         })
+    }
+
+    /// Stops this node's processes whose registration matches (see
+    /// [`Registry::stop_where`]).
+    pub fn stop_processes_where(
+        &self,
+        reason: &StopReason,
+        matches: impl Fn(&ProcessKey, Option<&Fence>) -> bool,
+    ) -> usize {
+        self.registry.stop_where(reason, matches)
     }
 
     /// Puts `wrap(payload)` in the process's mailbox. A process that stops
@@ -209,12 +301,13 @@ impl NodeCore {
         self: &Arc<Self>,
         component: &str,
         name: &str,
+        fence: Option<Fence>,
         payload: Vec<u8>,
         mut wrap: impl FnMut(Vec<u8>) -> Message,
     ) -> Result<(), CallError> {
         let mut payload = payload;
         for _ in 0..DELIVERY_ATTEMPTS {
-            match self.mailbox(component, name)?.send(wrap(payload)) {
+            match self.mailbox(component, name, fence)?.send(wrap(payload)) {
                 Ok(()) => return Ok(()),
                 Err(SendError::Closed(returned)) => payload = returned.into_payload(),
                 Err(SendError::Full { message, limit }) => {
@@ -230,8 +323,14 @@ impl NodeCore {
         Err(stopped_during_delivery())
     }
 
-    /// The mailbox of the process holding the name, starting one if none does.
-    fn mailbox(self: &Arc<Self>, component: &str, name: &str) -> Result<Mailbox, CallError> {
+    /// The mailbox of the process holding the name under `fence`, starting
+    /// one if none does.
+    fn mailbox(
+        self: &Arc<Self>,
+        component: &str,
+        name: &str,
+        fence: Option<Fence>,
+    ) -> Result<Mailbox, CallError> {
         let loaded = self
             .by_name
             .get(component)
@@ -247,15 +346,22 @@ impl NodeCore {
             )));
         }
         let key = ProcessKey::new(component, name);
-        self.registry.lookup_or_start(&key, || {
+        self.registry.lookup_or_start(&key, fence, || {
             self.supervisor
                 .admit(&key)
                 .inspect_err(|_| self.metrics.refused())?;
             let pid: Pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
-            let mailbox = process::spawn(self, loaded.clone(), key.clone(), pid);
+            let stop = Arc::new(StopFlag::default());
+            let mailbox =
+                process::spawn(self, loaded.clone(), key.clone(), pid, fence, stop.clone());
             self.metrics.started();
             tracing::debug!(process = %key, pid, "process started");
-            Ok(Registration { pid, mailbox })
+            Ok(Registration {
+                pid,
+                mailbox,
+                fence,
+                stop,
+            })
         })
     }
 
@@ -263,6 +369,9 @@ impl NodeCore {
     pub(crate) fn process_exited(&self, key: &ProcessKey, pid: Pid, exit: &Exit) {
         match exit {
             Exit::Shutdown => tracing::debug!(process = %key, pid, "process stopped"),
+            Exit::Stopped(reason) => {
+                tracing::debug!(process = %key, pid, "process stopped by the node: {reason:?}")
+            }
             // Logs come before counters: whoever sees a counter move can
             // read the log line that explains it.
             Exit::Expired => {

@@ -20,7 +20,7 @@ use crate::capabilities::CallError;
 use crate::component::LoadedComponent;
 use crate::mailbox::{self, Inbox, Mailbox, Message, ReplyTo};
 use crate::node::NodeCore;
-use crate::registry::ProcessKey;
+use crate::registry::{Fence, ProcessKey, StopFlag, StopReason};
 use crate::state::InstanceState;
 
 /// A process id, unique within the node's lifetime.
@@ -37,15 +37,21 @@ pub enum Exit {
     Crashed(String),
     /// Could not be instantiated, or its `init` failed.
     InitFailed(String),
+    /// The node stopped it: its name moved, or the node is cut off.
+    Stopped(StopReason),
 }
 
 /// Starts process `key` of `component` as a task of `node` and returns its
 /// mailbox. The process instantiates itself; messages sent meanwhile wait.
+/// In a cluster, `fence` is its registration (its writes count only while
+/// it is current), and `stop` is how the node tells it to stop.
 pub fn spawn(
     node: &Arc<NodeCore>,
     component: Arc<LoadedComponent>,
     key: ProcessKey,
     pid: Pid,
+    fence: Option<Fence>,
+    stop: Arc<StopFlag>,
 ) -> Mailbox {
     let (mailbox, inbox) = mailbox::new(node.config().limits.max_mailbox_bytes);
     let process = Process {
@@ -54,7 +60,10 @@ pub fn spawn(
         key,
         pid,
         inbox,
+        fence,
+        stop,
         crashed_caller: None,
+        untaken: None,
     };
     node.tasks().spawn(process.run());
     mailbox
@@ -66,10 +75,15 @@ struct Process {
     key: ProcessKey,
     pid: Pid,
     inbox: Inbox,
+    fence: Option<Fence>,
+    stop: Arc<StopFlag>,
     /// The caller whose message crashed the process. It is answered only
     /// once the crash is recorded and the name released, so whatever it
     /// does next meets a fresh process (or a refusal), never this one.
     crashed_caller: Option<ReplyTo>,
+    /// A message taken from the mailbox but not handed to the guest, because
+    /// the node told the process to stop: answered with the queue.
+    untaken: Option<Message>,
 }
 
 impl Process {
@@ -89,11 +103,33 @@ impl Process {
             )),
             Exit::InitFailed(reason) => CallError::Refused(format!("init failed: {reason}")),
             Exit::Shutdown | Exit::Expired => CallError::Refused("the process stopped".into()),
+            Exit::Stopped(StopReason::Moved) => CallError::Moved,
+            Exit::Stopped(StopReason::CutOff(reason)) => CallError::Refused(reason.clone()),
         };
-        while let Some(message) = self.inbox.try_recv() {
-            if let Message::Call { reply, .. } = message {
-                let _ = reply.send(Err(refusal.clone()));
+        let mut dropped_casts = 0usize;
+        let untaken = self.untaken.take();
+        for message in untaken
+            .into_iter()
+            .chain(std::iter::from_fn(|| self.inbox.try_recv()))
+        {
+            match message {
+                Message::Call { reply, .. } => {
+                    let _ = reply.send(Err(refusal.clone()));
+                }
+                // A cast to a name that moved follows it; anywhere else it
+                // has nowhere to go.
+                Message::Cast { message } if exit == Exit::Stopped(StopReason::Moved) => {
+                    let (component, name) = (&self.key.component, &self.key.name);
+                    if self.node.cast(component, name, message).is_err() {
+                        dropped_casts += 1;
+                    }
+                }
+                Message::Cast { .. } => dropped_casts += 1,
+                Message::Stop => {}
             }
+        }
+        if dropped_casts > 0 {
+            tracing::warn!(process = %self.key, pid = self.pid, "{dropped_casts} casts dropped: the process ended before taking them");
         }
     }
 
@@ -103,7 +139,21 @@ impl Process {
         let Some(pre) = self.component.process_pre() else {
             return Exit::InitFailed("the component does not export the process behaviour".into());
         };
-        let state = InstanceState::new(&self.node, self.component.name(), Some(&self.key.name));
+        // In a cluster, nothing runs before this node has every write
+        // acknowledged so far. If that fails nothing ran, so there is no
+        // crash to count: waiting calls are answered with the reason, and
+        // those to a name that moved find it again.
+        if let Some(router) = self.node.router()
+            && let Err(reason) = router.clone().start_barrier(self.fence).await
+        {
+            return Exit::Stopped(reason);
+        }
+        let state = InstanceState::new(
+            &self.node,
+            self.component.name(),
+            Some(&self.key.name),
+            self.fence,
+        );
         let mut store = self.node.runtime().new_store(state);
         let instance = match guarded(deadline, pre.instantiate_async(&mut store)).await {
             Ok(instance) => instance,
@@ -137,6 +187,10 @@ impl Process {
                     continue;
                 }
             };
+            if let Some(reason) = self.stop.reason() {
+                self.untaken = Some(message);
+                return Exit::Stopped(reason.clone());
+            }
             if let Err(reason) = self.deliver(&mut store, behaviour, message, deadline).await {
                 return Exit::Crashed(reason);
             }
@@ -188,6 +242,7 @@ impl Process {
             Message::Cast { message } => {
                 guarded(deadline, behaviour.call_handle_cast(&mut *store, &message)).await
             }
+            Message::Stop => Ok(()),
         }
     }
 }

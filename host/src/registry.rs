@@ -1,16 +1,21 @@
-//! The registry: which process holds a name.
+//! The registry: which local process holds a name.
 //!
-//! A name is `component/process-name`, and is meant to be cluster-wide: the
-//! registry answers "where does this name live" with a mailbox, and today
-//! every mailbox is local. Distribution adds remote entries here (a mailbox
-//! that forwards to a peer node), so callers never learn where a process runs.
+//! A name is `component/process-name`, and is cluster-wide: in a cluster,
+//! the placement (`crate::cluster::placement`) says which node's registry
+//! holds it, and every registration there carries the [`Fence`] it was made
+//! under. A registration whose fence is no longer current (its slot moved
+//! away and maybe back) is stopped and replaced, never used; the cluster
+//! also stops registrations itself when their slot moves or the node is cut
+//! off ([`Registry::stop_where`]).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use serde::{Deserialize, Serialize};
 
 use crate::capabilities::CallError;
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Message};
 use crate::process::Pid;
 
 /// The cluster-wide name of a process.
@@ -35,10 +40,52 @@ impl fmt::Display for ProcessKey {
     }
 }
 
+/// Which registration of a name a process is, in a cluster: the slot of
+/// its name, the node that held the slot, and the log index at which that
+/// node got it. The cluster applies a process's writes only while its fence
+/// is current, so two processes of one name never both write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fence {
+    pub slot: u16,
+    pub node: u64,
+    pub epoch: u64,
+}
+
+/// Why a process was told to stop by the node (not by its own doing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// Its name is now held by another registration: waiting calls are
+    /// answered `Moved`, so their callers send them again, to the new one.
+    Moved,
+    /// The node is cut off from the cluster's majority.
+    CutOff(String),
+}
+
+/// Set once to make a process stop before its next message.
+#[derive(Default)]
+pub struct StopFlag(OnceLock<StopReason>);
+
+impl StopFlag {
+    pub fn reason(&self) -> Option<&StopReason> {
+        self.0.get()
+    }
+}
+
 /// A registered process: its id and where to send it messages.
 pub struct Registration {
     pub pid: Pid,
     pub mailbox: Mailbox,
+    pub fence: Option<Fence>,
+    pub stop: Arc<StopFlag>,
+}
+
+impl Registration {
+    /// Tells the process to stop before its next message, and wakes it.
+    fn stop(&self, reason: StopReason) {
+        if self.stop.0.set(reason).is_ok() {
+            self.mailbox.wake(Message::Stop);
+        }
+    }
 }
 
 pub struct Registry {
@@ -71,17 +118,25 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The mailbox of the process holding `key`, or of a new one made by
-    /// `start`. Concurrent first callers share one process: `start` runs
-    /// under the registry's lock, and only does a channel and a task spawn.
+    /// The mailbox of the process holding `key` under `fence`, or of a new
+    /// one made by `start`. Concurrent first callers share one process:
+    /// `start` runs under the registry's lock, and only does a channel and a
+    /// task spawn. A process registered under another fence is stopped and
+    /// replaced.
     pub fn lookup_or_start(
         &self,
         key: &ProcessKey,
+        fence: Option<Fence>,
         start: impl FnOnce() -> Result<Registration, CallError>,
     ) -> Result<Mailbox, CallError> {
         let mut inner = self.lock();
         if let Some(registration) = inner.processes.get(key) {
-            return Ok(registration.mailbox.clone());
+            if registration.fence == fence {
+                return Ok(registration.mailbox.clone());
+            }
+            if let Some(stale) = inner.processes.remove(key) {
+                stale.stop(StopReason::Moved);
+            }
         }
         if !inner.open {
             return Err(CallError::Refused("the node is shutting down".into()));
@@ -105,6 +160,31 @@ impl Registry {
         if inner.processes.get(key).is_some_and(|r| r.pid == pid) {
             inner.processes.remove(key);
         }
+    }
+
+    /// Stops every process whose registration matches, for `reason`, and
+    /// forgets them (their names are free at once). Returns how many.
+    pub fn stop_where(
+        &self,
+        reason: &StopReason,
+        matches: impl Fn(&ProcessKey, Option<&Fence>) -> bool,
+    ) -> usize {
+        let stopped: Vec<Registration> = {
+            let mut inner = self.lock();
+            let keys: Vec<ProcessKey> = inner
+                .processes
+                .iter()
+                .filter(|(key, registration)| matches(key, registration.fence.as_ref()))
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.iter()
+                .filter_map(|key| inner.processes.remove(key))
+                .collect()
+        };
+        for registration in &stopped {
+            registration.stop(reason.clone());
+        }
+        stopped.len()
     }
 
     /// Refuses new processes from now on and lets go of every mailbox, so

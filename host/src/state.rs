@@ -10,6 +10,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::{DenyOutgoingHttp, LogCapability, ProcessCapability, StorageCapability};
 use crate::node::NodeCore;
+use crate::registry::Fence;
 
 /// Host-side resources (streams, fields, pollables...) one instance may hold
 /// at once. They live in the host's memory, outside the guest's memory cap;
@@ -30,8 +31,14 @@ pub struct InstanceState {
 
 impl InstanceState {
     /// State for an instance of `component`, running process `process_name`
-    /// (none for an HTTP request handler).
-    pub fn new(node: &Arc<NodeCore>, component: &str, process_name: Option<&str>) -> Self {
+    /// (none for an HTTP request handler) registered under `fence` (in a
+    /// cluster).
+    pub fn new(
+        node: &Arc<NodeCore>,
+        component: &str,
+        process_name: Option<&str>,
+        fence: Option<Fence>,
+    ) -> Self {
         // No preopened directories, no sockets, no environment: WASI is
         // granted for clocks, randomness and stdio (which lands in the host's
         // stdout/stderr) only.
@@ -51,7 +58,7 @@ impl InstanceState {
             table,
             limits,
             process: ProcessCapability::new(node.clone(), component.clone(), process_name.clone()),
-            storage: StorageCapability::new(node.storage().namespace(&component)),
+            storage: StorageCapability::new(node.storage().namespace(&component).fenced(fence)),
             log: LogCapability::new(node.name(), component, process_name),
         }
     }

@@ -4,16 +4,46 @@
 //! Every key a guest writes is stored as `component name, 0x00, guest key`.
 //! Component names never hold a zero byte (see `component::validate_name`), so
 //! no guest key can reach into another component's range: a guest has no way
-//! to name a key outside its own prefix. Replication to other nodes (a later
-//! issue) hooks in here, below the namespaces, where writes are already bytes.
+//! to name a key outside its own prefix.
+//!
+//! On a node that is part of a cluster, writes are replicated: a namespace
+//! hands its batch (keys already prefixed) to the [`Replicator`] the cluster
+//! installed, which returns once a majority has it and this node has applied
+//! it. Reads stay local. The database has three column families: the data
+//! (`default`, the same layout whether the node is clustered or not, so a
+//! lone node's data becomes a cluster's without a migration), and the
+//! Raft log and metadata (`raft_log`, `raft_meta`), which only
+//! `crate::cluster` reads and writes.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
-use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use futures_util::future::BoxFuture;
+use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
 
 use crate::config::Durability;
+use crate::registry::Fence;
+
+/// The column family of the data guests write.
+pub const DATA_CF: &str = "default";
+/// The Raft log of a clustered node: index (8 bytes, big-endian) to entry.
+pub const RAFT_LOG_CF: &str = "raft_log";
+/// A clustered node's Raft metadata (vote, applied index, membership,
+/// placement, its node id).
+pub const RAFT_META_CF: &str = "raft_meta";
+/// In `raft_meta` of a node that left a cluster: which one. Removed by the
+/// first write it makes on its own, since its data is then no longer a copy
+/// of that cluster's.
+pub const LEFT_CLUSTER: &[u8] = b"left_cluster";
+
+/// What the local write path must do besides writing (see
+/// [`Storage::local_mode`]).
+const LOCAL_PLAIN: u8 = 0;
+const LOCAL_CLEARS_LEFT_MARK: u8 = 1;
+const LOCAL_PAUSED: u8 = 2;
 
 /// Longest key a guest may use.
 pub const MAX_KEY_BYTES: usize = 4 * 1024;
@@ -35,6 +65,10 @@ pub enum StorageError {
     TooLarge,
     #[error("storage engine: {0}")]
     Io(String),
+    /// The cluster could not make the write durable on a majority: this
+    /// node is cut off from it, or it has no leader. Not applied.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<rocksdb::Error> for StorageError {
@@ -47,10 +81,22 @@ impl From<rocksdb::Error> for StorageError {
 pub type Pair = (Vec<u8>, Vec<u8>);
 
 /// One change in an atomic batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
+}
+
+/// Where writes go once the node is part of a cluster.
+pub trait Replicator: Send + Sync {
+    /// Makes `operations` (keys already prefixed) durable on a majority of
+    /// the cluster and applied on this node; `fence` says which process's
+    /// registration the write comes from, if any.
+    fn write(
+        self: Arc<Self>,
+        operations: Vec<Operation>,
+        fence: Option<Fence>,
+    ) -> BoxFuture<'static, Result<(), StorageError>>;
 }
 
 /// The node's database.
@@ -58,6 +104,12 @@ pub enum Operation {
 pub struct Storage {
     db: Arc<DB>,
     durability: Durability,
+    /// Set once, when the node joins or founds a cluster.
+    replicator: Arc<OnceLock<Arc<dyn Replicator>>>,
+    /// What a local (unreplicated) write must do first: nothing, remove the
+    /// left-cluster mark, or fail because the node is joining a cluster
+    /// (whose snapshot will replace the data).
+    local_mode: Arc<AtomicU8>,
 }
 
 impl Storage {
@@ -67,8 +119,9 @@ impl Storage {
             .with_context(|| format!("cannot create storage directory {}", dir.display()))?;
         let mut options = Options::default();
         options.create_if_missing(true);
+        options.create_missing_column_families(true);
         options.set_keep_log_file_num(5);
-        let db = DB::open(&options, dir).map_err(|e| {
+        let db = DB::open_cf(&options, dir, [DATA_CF, RAFT_LOG_CF, RAFT_META_CF]).map_err(|e| {
             let message = e.into_string();
             if message.contains("lock") {
                 anyhow::anyhow!(
@@ -79,10 +132,41 @@ impl Storage {
                 anyhow::anyhow!("cannot open storage in {}: {message}", dir.display())
             }
         })?;
-        Ok(Self {
+        let storage = Self {
             db: Arc::new(db),
             durability,
-        })
+            replicator: Arc::default(),
+            local_mode: Arc::default(),
+        };
+        storage.reload_left_cluster_marker();
+        Ok(storage)
+    }
+
+    /// The id of the cluster this node left, if its data is still that
+    /// cluster's copy.
+    pub fn left_cluster_marker(&self) -> Option<Vec<u8>> {
+        let meta = self.db.cf_handle(RAFT_META_CF)?;
+        self.db.get_cf(meta, LEFT_CLUSTER).ok().flatten()
+    }
+
+    /// Reads the left-cluster mark again (after the cluster changed it).
+    pub fn reload_left_cluster_marker(&self) {
+        let mode = if self.left_cluster_marker().is_some() {
+            LOCAL_CLEARS_LEFT_MARK
+        } else {
+            LOCAL_PLAIN
+        };
+        self.local_mode.store(mode, Ordering::Release);
+    }
+
+    /// While `paused`, local writes fail: the node is joining a cluster,
+    /// whose data is about to replace its own.
+    pub fn pause_local_writes(&self, paused: bool) {
+        if paused {
+            self.local_mode.store(LOCAL_PAUSED, Ordering::Release);
+        } else {
+            self.reload_left_cluster_marker();
+        }
     }
 
     /// The part of the database that belongs to `component`.
@@ -92,7 +176,39 @@ impl Storage {
         Namespace {
             storage: self.clone(),
             prefix,
+            fence: None,
         }
+    }
+
+    /// From now on, every write goes through `replicator`. Set once.
+    pub fn replicate_through(&self, replicator: Arc<dyn Replicator>) {
+        let _ = self.replicator.set(replicator);
+    }
+
+    /// Whether writes are replicated (the node is part of a cluster).
+    pub fn is_replicated(&self) -> bool {
+        self.replicator.get().is_some()
+    }
+
+    /// Whether any guest data is stored.
+    pub fn has_data(&self) -> bool {
+        self.db.iterator(IteratorMode::Start).next().is_some()
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The database, for the cluster's log and state machine.
+    pub(crate) fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    /// A column family opened with the database (see [`Storage::open`]).
+    pub(crate) fn column_family(&self, name: &str) -> Result<&ColumnFamily, StorageError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::Io(format!("column family `{name}` is missing")))
     }
 
     /// Makes everything written so far durable and writes the memtables out,
@@ -105,15 +221,30 @@ impl Storage {
         Ok(())
     }
 
-    fn write_options(&self) -> WriteOptions {
+    pub(crate) fn write_options(&self) -> WriteOptions {
         let mut options = WriteOptions::default();
         options.set_sync(self.durability == Durability::Fsync);
         options
     }
 
-    /// Applies a batch. An fsynced write can take milliseconds, so it runs on
-    /// the blocking pool rather than on a runtime worker.
-    async fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    /// Applies a batch of a lone node. An fsynced write can take
+    /// milliseconds, so it runs on the blocking pool rather than on a
+    /// runtime worker.
+    async fn write(&self, mut batch: WriteBatch) -> Result<(), StorageError> {
+        match self.local_mode.load(Ordering::Acquire) {
+            LOCAL_PLAIN => {}
+            LOCAL_PAUSED => {
+                return Err(StorageError::Unavailable(
+                    "this node is joining a cluster; writes resume once it has".into(),
+                ));
+            }
+            _ => {
+                if let Some(meta) = self.db.cf_handle(RAFT_META_CF) {
+                    batch.delete_cf(meta, LEFT_CLUSTER);
+                }
+                self.local_mode.store(LOCAL_PLAIN, Ordering::Release);
+            }
+        }
         let options = self.write_options();
         if self.durability == Durability::Fsync {
             let db = self.db.clone();
@@ -132,6 +263,9 @@ impl Storage {
 pub struct Namespace {
     storage: Storage,
     prefix: Vec<u8>,
+    /// The registration of the process writing through this namespace (in a
+    /// cluster): its writes count only while it holds its name.
+    fence: Option<Fence>,
 }
 
 impl Namespace {
@@ -143,6 +277,13 @@ impl Namespace {
         full.extend_from_slice(&self.prefix);
         full.extend_from_slice(key);
         Ok(full)
+    }
+
+    /// The same keys, written on behalf of the process registered as
+    /// `fence`.
+    pub fn fenced(mut self, fence: Option<Fence>) -> Self {
+        self.fence = fence;
+        self
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
@@ -160,21 +301,37 @@ impl Namespace {
 
     /// Applies every operation or none.
     pub async fn batch(&self, operations: Vec<Operation>) -> Result<(), StorageError> {
+        let operations = self.prefixed(operations)?;
+        if let Some(replicator) = self.storage.replicator.get() {
+            return replicator.clone().write(operations, self.fence).await;
+        }
         let mut batch = WriteBatch::default();
-        let mut bytes = 0usize;
         for operation in &operations {
             match operation {
+                Operation::Put(key, value) => batch.put(key, value),
+                Operation::Delete(key) => batch.delete(key),
+            }
+        }
+        self.storage.write(batch).await
+    }
+
+    /// The operations with their keys in this namespace, checked against
+    /// the key and size limits.
+    fn prefixed(&self, operations: Vec<Operation>) -> Result<Vec<Operation>, StorageError> {
+        let mut bytes = 0usize;
+        operations
+            .into_iter()
+            .map(|operation| match operation {
                 Operation::Put(key, value) => {
                     bytes = bytes.saturating_add(key.len() + value.len());
                     if bytes > MAX_VALUE_BYTES {
                         return Err(StorageError::TooLarge);
                     }
-                    batch.put(self.full_key(key)?, value);
+                    Ok(Operation::Put(self.full_key(&key)?, value))
                 }
-                Operation::Delete(key) => batch.delete(self.full_key(key)?),
-            }
-        }
-        self.storage.write(batch).await
+                Operation::Delete(key) => Ok(Operation::Delete(self.full_key(&key)?)),
+            })
+            .collect()
     }
 
     /// Up to `limit` pairs (at most [`MAX_SCAN_PAIRS`], and fewer once they

@@ -183,6 +183,7 @@ fn port_from_env(names: &[&str]) -> (String, u16) {
             .arg(dir.path())
             .env_remove("TODO_PORT")
             .env_remove("TODO_HTTP_PORT")
+            .env("RELEASE_DISTRIBUTION", "none")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
         for (name, port) in names.iter().zip(&ports) {

@@ -9,9 +9,15 @@ mod support;
 
 mod bad_input;
 mod book_routes;
+mod cluster_catch_up;
+mod cluster_failover;
+mod cluster_partition;
+mod cluster_seed;
 mod concurrency;
+mod dist_bad_input;
 mod isolation;
 mod json_api;
 mod lifecycle;
 mod persistence;
+mod port_mapper;
 mod shutdown;

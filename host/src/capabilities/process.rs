@@ -11,7 +11,7 @@ use crate::state::InstanceState;
 
 /// Why a call or cast failed, as the host sees it. Mirrors the WIT
 /// `call-error`, so the host's own callers (HTTP, console) use it too.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CallError {
     #[error("no component named `{0}` is loaded")]
     NoSuchComponent(String),
@@ -21,6 +21,11 @@ pub enum CallError {
     Crashed(String),
     #[error("refused: {0}")]
     Refused(String),
+    /// The process's name moved to another node before it took the message
+    /// (the message was not handled). The cluster sends it again to the
+    /// name's new node; a caller sees it only if that runs out of time.
+    #[error("refused: the process moved to another node before taking the message")]
+    Moved,
 }
 
 impl From<CallError> for types::CallError {
@@ -30,6 +35,7 @@ impl From<CallError> for types::CallError {
             CallError::TimedOut => types::CallError::TimedOut,
             CallError::Crashed(reason) => types::CallError::Crashed(reason),
             CallError::Refused(reason) => types::CallError::Refused(reason),
+            CallError::Moved => types::CallError::Refused(CallError::Moved.to_string()),
         }
     }
 }

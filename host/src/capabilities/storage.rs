@@ -24,6 +24,7 @@ impl From<StorageError> for WitStorageError {
             StorageError::InvalidKey => WitStorageError::InvalidKey,
             StorageError::TooLarge => WitStorageError::TooLarge,
             StorageError::Io(message) => WitStorageError::Io(message),
+            StorageError::Unavailable(reason) => WitStorageError::Unavailable(reason),
         }
     }
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod cluster;
+
 /// How long a node may take to print its ready line (the first start
 /// compiles the components).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -45,9 +47,12 @@ pub fn host_binary() -> &'static str {
 pub struct NodeBuilder {
     components: Vec<String>,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
     metrics: bool,
     log_filter: String,
+    /// `name@127.0.0.1` when distribution is on.
+    node_name: Option<String>,
 }
 
 impl NodeBuilder {
@@ -70,10 +75,22 @@ impl NodeBuilder {
         Self {
             components: components.to_vec(),
             args: Vec::new(),
+            envs: Vec::new(),
             data_dir: None,
             metrics: false,
-            log_filter: "info".to_string(),
+            log_filter: "info,openraft=warn".to_string(),
+            node_name: None,
         }
+    }
+
+    /// Distribution on, as node `name@127.0.0.1`, registered with `epmd`,
+    /// with `cookie` (given as RELEASE_COOKIE, never on the command line).
+    pub fn clustered(mut self, name: &str, epmd: &Epmd, cookie: &str) -> Self {
+        self.node_name = Some(format!("{name}@127.0.0.1"));
+        self.envs
+            .push(("ERL_EPMD_PORT".into(), epmd.port.to_string()));
+        self.envs.push(("RELEASE_COOKIE".into(), cookie.into()));
+        self
     }
 
     pub fn arg(mut self, arg: &str) -> Self {
@@ -109,24 +126,24 @@ impl NodeBuilder {
         command
             .arg("run")
             .args(&self.components)
-            .args([
-                "--http-host",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--node",
-                "test",
-            ])
+            .args(["--http-host", "127.0.0.1", "--http-port", "0"])
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(&self.args)
             .env_remove("TODO_PORT")
             .env_remove("TODO_HTTP_PORT")
             .env_remove("TODO_SERVER_EXPIRY")
+            .env_remove("RELEASE_COOKIE")
             .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
+        match &self.node_name {
+            Some(name) => command.args(["--node", name]),
+            None => command.args(["--node", "test", "--distribution", "none"]),
+        };
+        command
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)));
         if self.metrics {
             command.args(["--metrics-port", "0"]);
         }
@@ -152,26 +169,25 @@ impl NodeBuilder {
                 );
             }
         };
-        let ports = ports_in(&line);
         Node {
             child,
-            port: ports[0],
-            metrics_port: ports.get(1).copied(),
+            port: port_after(&line, "HTTP listening on http://127.0.0.1:")
+                .unwrap_or_else(|| panic!("no HTTP port in {line:?}")),
+            metrics_port: port_after(&line, "metrics on http://127.0.0.1:"),
+            dist_port: port_after(&line, "distribution on 127.0.0.1:"),
+            name: self.node_name.unwrap_or_else(|| "test".into()),
             stderr_path,
-            _temp: temp,
+            data_dir,
+            temp: Some(temp),
         }
     }
 }
 
-/// The ports named in the ready line, in order.
-fn ports_in(line: &str) -> Vec<u16> {
-    line.split("127.0.0.1:")
-        .skip(1)
-        .filter_map(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
-        })
-        .collect()
+/// The port right after `marker` in the ready line.
+fn port_after(line: &str, marker: &str) -> Option<u16> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// A running `host run`.
@@ -179,8 +195,14 @@ pub struct Node {
     child: Child,
     pub port: u16,
     pub metrics_port: Option<u16>,
+    /// The distribution listener's port, when distribution is on.
+    pub dist_port: Option<u16>,
+    /// Its node name (`name@127.0.0.1` when clustered).
+    pub name: String,
     stderr_path: PathBuf,
-    _temp: TempDir,
+    pub data_dir: PathBuf,
+    /// The node's temp dir (logs, and its data unless given one).
+    temp: Option<TempDir>,
 }
 
 impl Node {
@@ -244,6 +266,14 @@ impl Node {
         let _ = self.child.wait();
     }
 
+    /// SIGKILL, keeping the node's data dir for the test to read: it lasts
+    /// as long as the returned guard.
+    pub fn kill_keeping_data(mut self) -> (PathBuf, Option<TempDir>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (self.data_dir.clone(), self.temp.take())
+    }
+
     fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -276,15 +306,121 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
-/// Runs `host` with `args` to completion, for start-up failures.
+/// Runs `host` with `args` to completion, for start-up failures; with
+/// distribution off unless `args` say otherwise.
 pub fn run_host(args: &[&str]) -> std::process::Output {
-    Command::new(host_binary())
+    run_host_with(args, &[("RELEASE_DISTRIBUTION", "none")])
+}
+
+/// Runs `host` with `args` and the environment `envs`, to completion
+/// (bounded: a command that hangs fails the test).
+pub fn run_host_with(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut child = Command::new(host_binary())
         .args(args)
         .env_remove("TODO_PORT")
         .env_remove("TODO_HTTP_PORT")
+        .env_remove("RELEASE_COOKIE")
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
-        .output()
-        .expect("run host")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run host");
+    let deadline = Instant::now() + Duration::from_secs(360);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`host {}` did not finish", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port mapper (`host epmd`) of the test's own, on a free port: the
+/// nodes of one test register with it and nothing else does.
+pub struct Epmd {
+    /// None for a port mapper the test did not start (Erlang's own).
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Epmd {
+    pub fn start() -> Self {
+        for _ in 0..10 {
+            let port = free_port();
+            let mut child = Command::new(host_binary())
+                .args([
+                    "epmd",
+                    "--address",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start host epmd");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken meanwhile: try another
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self {
+                        child: Some(child),
+                        port,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("no port mapper started");
+    }
+
+    /// A port mapper someone else runs on `port`.
+    pub fn external(port: u16) -> Self {
+        Self { child: None, port }
+    }
+
+    /// `host epmd --names` against it: the registered names.
+    pub fn names(&self) -> Vec<String> {
+        let port = self.port.to_string();
+        let out = run_host(&["epmd", "--names", "--port", &port]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.strip_prefix("name "))
+            .filter_map(|rest| rest.split(' ').next())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Epmd {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 #[derive(Debug)]

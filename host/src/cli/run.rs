@@ -1,0 +1,430 @@
+//! `host run`: starts a node, and with distribution on, its part in a
+//! cluster.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::dist::DistArgs;
+use host::cluster::{Cluster, Settings};
+use host::component::{name_from_path, validate_name};
+use host::config::{
+    Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity, parse_duration, parse_size,
+};
+use host::dist::NodeName;
+use host::dist::epmd;
+use host::dist::link::Liveness;
+use host::dist::mesh::{Dialer, Mesh};
+use host::http::{self, Ingress};
+use host::metrics;
+use host::node::{ComponentSource, NodeCore};
+use host::shutdown::StopSignals;
+
+/// What a node with distribution on is told.
+struct Distribution {
+    dialer: Dialer,
+    listen: SocketAddr,
+    settings: Settings,
+    join: Option<NodeName>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Components to run, as PATH or NAME=PATH (the name defaults to the file
+    /// name without `.wasm`). The first serves HTTP at `/`; each other one
+    /// that serves HTTP is mounted at `/NAME/`.
+    #[arg(required = true, value_name = "COMPONENT")]
+    components: Vec<String>,
+
+    /// This node's name, NAME@HOST (a bare NAME is NAME@ this machine's
+    /// host name). It is in every log line and metric; peers and tools find
+    /// the node by it, through the port mapper on HOST.
+    #[arg(long, env = "RELEASE_NODE", default_value = "node")]
+    node: String,
+
+    /// `name`: start distribution (a listener for peers and tools, and the
+    /// name registered with this host's port mapper, started if none runs).
+    /// `none`: neither; the node can neither join a cluster nor be reached
+    /// by tools. (`sname` is taken as `name`.)
+    #[arg(long, env = "RELEASE_DISTRIBUTION", default_value = "name",
+          value_parser = ["name", "sname", "none"])]
+    distribution: String,
+
+    /// Address the distribution listener binds. [default: the address the
+    /// host part of --node resolves to, so node_a@127.0.0.1 listens on
+    /// loopback only]
+    #[arg(long)]
+    dist_host: Option<IpAddr>,
+
+    /// Port of the distribution listener (0: any free port; peers learn it
+    /// from the port mapper).
+    #[arg(long, default_value_t = 0)]
+    dist_port: u16,
+
+    /// Join the cluster of NODE (NAME@HOST) at start, as `host connect`
+    /// does at run time. A node that is already a member resumes instead.
+    #[arg(long, value_name = "NODE")]
+    join: Option<String>,
+
+    /// A member silent this long is declared down: its names start on the
+    /// other nodes. A node cut off from the majority stops its processes
+    /// after half of it, before its names can be taken over.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    node_down_after: Duration,
+
+    /// Most voters in the cluster's Raft group (an odd number is kept; the
+    /// other members are learners: full replicas that do not vote).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
+    voters: u8,
+
+    #[command(flatten)]
+    dist: DistArgs,
+
+    /// Address HTTP listens on.
+    #[arg(long, env = "HOST_HTTP_HOST", default_value = "0.0.0.0")]
+    http_host: IpAddr,
+
+    /// Port HTTP listens on (0 picks a free one). Also read from TODO_PORT or
+    /// TODO_HTTP_PORT, as in the book. [default: 5454]
+    #[arg(long, env = "TODO_PORT")]
+    http_port: Option<u16>,
+
+    /// Directory for storage and the compiled-component cache.
+    /// [default: data/NODE]
+    #[arg(long, env = "HOST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Stop a process idle this long (its state stays in storage). A bare
+    /// number is seconds, as the book's TODO_SERVER_EXPIRY.
+    #[arg(long, env = "TODO_SERVER_EXPIRY", value_parser = parse_duration, default_value = "60s")]
+    idle_timeout: Duration,
+
+    /// Longest a process may spend on one message or on init before it is
+    /// ended.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    call_deadline: Duration,
+
+    /// Longest an HTTP request may take; past it the client gets 504.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    request_deadline: Duration,
+
+    /// Largest HTTP request body; larger ones get 413.
+    #[arg(long, value_parser = parse_size, default_value = "1MiB")]
+    max_body: usize,
+
+    /// Memory cap of each process and request handler; past it, it is ended.
+    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+    process_memory: usize,
+
+    /// Processes alive at once on this node.
+    #[arg(long, default_value_t = 10_000)]
+    max_processes: u32,
+
+    /// Bytes of messages one process's mailbox may hold; past it, calls and
+    /// casts to that process are refused (the sender gets `refused`).
+    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+    mailbox_limit: usize,
+
+    /// HTTP request handlers running at once; more requests wait.
+    #[arg(long, default_value_t = 1024)]
+    max_concurrent_requests: u32,
+
+    /// Requests one HTTP handler instance may serve before it is replaced
+    /// (1: a fresh instance for every request). An instance that traps or
+    /// runs past its deadline is never reused.
+    #[arg(long, default_value_t = 128)]
+    http_instance_reuse: u32,
+
+    /// Crashes of one process name allowed within --restart-period; one more
+    /// and the name is refused for --restart-cooldown.
+    #[arg(long, default_value_t = 3)]
+    restart_intensity: u32,
+
+    /// Window in which crashes count against --restart-intensity.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    restart_period: Duration,
+
+    /// How long a name that crashed too often is refused.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    restart_cooldown: Duration,
+
+    /// Fsync every write before acknowledging it (survives power loss;
+    /// concurrent writes share an fsync). Without it a write is in the
+    /// write-ahead log before it is acknowledged (survives the host being
+    /// killed).
+    #[arg(long)]
+    fsync: bool,
+
+    /// Serve Prometheus metrics on this port (same address as HTTP).
+    #[arg(long)]
+    metrics_port: Option<u16>,
+
+    /// Let component FROM call processes of component TO (the guest's
+    /// `call-component`). Without it a component may call only its own
+    /// processes, since a process answers whoever calls it. Repeatable.
+    #[arg(long, value_name = "FROM=TO", value_parser = parse_grant)]
+    allow_call: Vec<(String, String)>,
+
+    /// Write /tmp/perf-PID.map as guests are compiled, so `perf report`
+    /// names guest functions instead of showing bare JIT addresses.
+    #[arg(long)]
+    perfmap: bool,
+}
+
+impl RunArgs {
+    fn node_name(&self) -> anyhow::Result<NodeName> {
+        NodeName::parse(&self.node).map_err(|e| anyhow::anyhow!("--node: {e}"))
+    }
+
+    /// What distribution needs, unless it is off.
+    fn distribution(&self) -> anyhow::Result<Option<Distribution>> {
+        if self.distribution == "none" {
+            if self.join.is_some() {
+                anyhow::bail!("--join needs distribution: drop --distribution none");
+            }
+            return Ok(None);
+        }
+        let me = self.node_name()?;
+        let settings = Settings {
+            node_down_after: self.node_down_after.max(Duration::from_millis(200)),
+            max_voters: usize::from(self.voters),
+            write_timeout: (self.node_down_after * 2).max(Duration::from_secs(1)),
+        };
+        let liveness = Liveness {
+            ping_every: settings.tick(),
+            silence_limit: settings.node_down_after,
+        };
+        let host = match self.dist_host {
+            Some(host) => host,
+            None => me
+                .resolve_host(0)
+                .map_err(|e| anyhow::anyhow!("{e}: give --dist-host"))?[0]
+                .ip(),
+        };
+        let join = match &self.join {
+            Some(other) => {
+                Some(NodeName::parse(other).map_err(|e| anyhow::anyhow!("--join: {e}"))?)
+            }
+            None => None,
+        };
+        Ok(Some(Distribution {
+            dialer: self.dist.dialer(me, liveness)?,
+            listen: SocketAddr::new(host, self.dist_port),
+            settings,
+            join,
+        }))
+    }
+
+    fn node_config(&self) -> anyhow::Result<NodeConfig> {
+        let port = match self.http_port {
+            Some(port) => port,
+            None => match std::env::var("TODO_HTTP_PORT") {
+                Ok(text) => text
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("TODO_HTTP_PORT=`{text}` is not a port number"))?,
+                Err(_) => HttpConfig::default().port,
+            },
+        };
+        let name = self.node_name()?;
+        Ok(NodeConfig {
+            node_name: name.to_string(),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("data").join(name.alive())),
+            http: HttpConfig {
+                host: self.http_host,
+                port,
+                max_body_bytes: self.max_body,
+                request_deadline: self.request_deadline,
+                max_concurrent_requests: self.max_concurrent_requests.max(1),
+                instance_reuse: self.http_instance_reuse.max(1),
+            },
+            limits: ProcessLimits {
+                idle_timeout: self.idle_timeout,
+                call_deadline: self.call_deadline,
+                max_memory_bytes: self.process_memory,
+                max_processes: self.max_processes.max(1),
+                max_mailbox_bytes: self.mailbox_limit,
+            },
+            restarts: RestartIntensity {
+                max_restarts: self.restart_intensity,
+                period: self.restart_period,
+                cooldown: self.restart_cooldown,
+            },
+            durability: if self.fsync {
+                Durability::Fsync
+            } else {
+                Durability::Wal
+            },
+            metrics_addr: self.metrics_port.map(|port| (self.http_host, port)),
+            perfmap: self.perfmap,
+            call_grants: self.allow_call.clone(),
+        })
+    }
+
+    fn sources(&self) -> anyhow::Result<Vec<ComponentSource>> {
+        self.components
+            .iter()
+            .map(|spec| {
+                let (name, path) = match spec.split_once('=') {
+                    Some((name, path)) => (name.to_string(), PathBuf::from(path)),
+                    None => (name_from_path(spec.as_ref()), PathBuf::from(spec)),
+                };
+                validate_name(&name)
+                    .with_context(|| format!("in `{spec}`: name it with NAME=PATH"))?;
+                Ok(ComponentSource { name, path })
+            })
+            .collect()
+    }
+}
+
+/// `FROM=TO`, two component names.
+fn parse_grant(text: &str) -> Result<(String, String), String> {
+    let (from, to) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not FROM=TO"))?;
+    for name in [from, to] {
+        validate_name(name).map_err(|e| e.to_string())?;
+    }
+    Ok((from.to_string(), to.to_string()))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.node_config()?;
+    let sources = args.sources()?;
+    let distribution = args.distribution()?;
+    let stop_signals = StopSignals::install()?;
+    let http_addr = SocketAddr::new(config.http.host, config.http.port);
+    let http_listener = http::bind(http_addr, "HTTP").await?;
+    let metrics_listener = match config.metrics_addr {
+        Some((host, port)) => Some(http::bind(SocketAddr::new(host, port), "metrics").await?),
+        None => None,
+    };
+    let dist_listener = match &distribution {
+        Some(distribution) => Some(http::bind(distribution.listen, "distribution").await?),
+        None => None,
+    };
+    let drain = config.http.request_deadline;
+    let call_deadline = config.limits.call_deadline;
+    // Compiling components is CPU work: keep it off the async workers.
+    let node = tokio::task::spawn_blocking(move || NodeCore::start(config, &sources))
+        .await
+        .context("node start-up panicked")??;
+    for component in node.components() {
+        tracing::info!(
+            node = %node.name(),
+            component = %component.name(),
+            code = %component.code_origin(),
+            processes = component.process_pre().is_some(),
+            http = component.http_pre().is_some(),
+            "component loaded"
+        );
+    }
+    let stop = CancellationToken::new();
+    let (cluster, dist_line) = match (distribution, dist_listener) {
+        (Some(distribution), Some(listener)) => {
+            let addr = listener.local_addr()?;
+            let cluster = start_cluster(&node, distribution, listener, stop.clone()).await?;
+            (Some(cluster), format!(", distribution on {addr}"))
+        }
+        _ => (None, String::new()),
+    };
+
+    let mut servers = Vec::new();
+    let ingress = Ingress::new(node.clone());
+    let metrics_line = match metrics_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let ingress = ingress.clone();
+            let service = move |request| metrics::handle(ingress.clone(), request);
+            servers.push(tokio::spawn(http::serve(
+                listener,
+                service,
+                stop.clone(),
+                drain,
+            )));
+            format!(", metrics on http://{addr}/metrics")
+        }
+        None => String::new(),
+    };
+    let http_addr = http_listener.local_addr()?;
+    let service = move |request| Arc::clone(&ingress).handle(request);
+    servers.push(tokio::spawn(http::serve(
+        http_listener,
+        service,
+        stop.clone(),
+        drain,
+    )));
+    println!(
+        "node {}: HTTP listening on http://{http_addr}{metrics_line}{dist_line}",
+        node.name()
+    );
+
+    let why = match &cluster {
+        Some(cluster) => tokio::select! {
+            signal = stop_signals.recv() => signal,
+            _ = cluster.stop_requested() => "left its cluster",
+        },
+        None => stop_signals.recv().await,
+    };
+    tracing::info!(node = %node.name(), "{why}: stopping; in-flight requests finish first");
+    if let Some(cluster) = &cluster
+        && cluster.is_member()
+    {
+        match cluster.leave().await {
+            Ok(done) => tracing::info!(node = %node.name(), "{done}"),
+            Err(e) => {
+                tracing::warn!(node = %node.name(), "could not leave the cluster gracefully: {e}")
+            }
+        }
+    }
+    stop.cancel();
+    for server in servers {
+        let _ = server.await;
+    }
+    node.stop_processes(call_deadline * 2).await;
+    if let Some(cluster) = &cluster {
+        cluster.shut_down().await;
+    }
+    node.storage().flush()?;
+    tracing::info!(node = %node.name(), "stopped");
+    Ok(())
+}
+
+/// Starts this node's part in a cluster: the mesh on `listener`, the name
+/// with the port mapper, membership resumed or (`--join`) acquired.
+async fn start_cluster(
+    node: &Arc<NodeCore>,
+    distribution: Distribution,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> anyhow::Result<Arc<Cluster>> {
+    let me = distribution.dialer.me.clone();
+    let epmd_port = distribution.dialer.epmd_port;
+    let port = listener.local_addr()?.port();
+    let mesh = Mesh::new(distribution.dialer);
+    let cluster = Cluster::start(node.clone(), mesh.clone(), distribution.settings).await?;
+    tokio::spawn(mesh.clone().serve(listener));
+    epmd::register_and_keep(epmd_port, me.alive().to_string(), port, stop)
+        .await
+        .with_context(|| {
+            format!("cannot register {me} with the port mapper on port {epmd_port}")
+        })?;
+    if let Some(other) = distribution.join {
+        if cluster.is_member() {
+            tracing::info!(node = %me, "already a member of a cluster: --join {other} is not needed");
+        } else {
+            let joined = cluster.join(&other).await.map_err(|e| anyhow::anyhow!(e))?;
+            tracing::info!(node = %me, "{joined}");
+        }
+    }
+    Ok(cluster)
+}

@@ -1,0 +1,174 @@
+//! One-shot commands that reach a running node over a hidden link (`host
+//! nodes`, `host connect`, `host leave`), and the port mapper (`host epmd`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Args;
+
+use super::dist::DistArgs;
+use host::cluster::tool;
+use host::cluster::wire::{NodeInfo, Role, ToolReply, ToolRequest};
+use host::dist::link::Liveness;
+use host::dist::{NodeName, epmd};
+
+/// Longest a tool waits for its answer (a join may move a snapshot).
+const TOOL_TIMEOUT: Duration = Duration::from_secs(330);
+
+#[derive(Args)]
+pub struct NodesArgs {
+    /// The node to ask, NAME@HOST.
+    node: String,
+    #[command(flatten)]
+    dist: DistArgs,
+}
+
+#[derive(Args)]
+pub struct ConnectArgs {
+    /// The node that joins, NAME@HOST.
+    node: String,
+    /// A member of the cluster it joins (or a lone node: they form one).
+    other: String,
+    #[command(flatten)]
+    dist: DistArgs,
+}
+
+#[derive(Args)]
+pub struct LeaveArgs {
+    /// The node that leaves, NAME@HOST.
+    node: String,
+    #[command(flatten)]
+    dist: DistArgs,
+}
+
+#[derive(Args)]
+pub struct EpmdArgs {
+    /// Port to serve on (or to ask, with --names and --kill).
+    /// [default: ERL_EPMD_PORT, else 4369]
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to serve on; registrations are accepted from this host only.
+    #[arg(long, default_value = "0.0.0.0")]
+    address: IpAddr,
+    /// List the names registered with the running port mapper, as `epmd -names`.
+    #[arg(long, conflicts_with = "kill")]
+    names: bool,
+    /// Stop the running port mapper, as `epmd -kill` (refused while nodes
+    /// are registered).
+    #[arg(long)]
+    kill: bool,
+}
+
+/// Sends `request` to `node` as a hidden tool and returns its reply.
+async fn ask(node: &str, dist: &DistArgs, request: ToolRequest) -> anyhow::Result<ToolReply> {
+    let node = NodeName::parse(node).map_err(|e| anyhow::anyhow!(e))?;
+    let me = NodeName::parse(&format!("tool_{}", std::process::id()))
+        .or_else(|_| NodeName::parse(&format!("tool_{}@localhost", std::process::id())))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let liveness = Liveness {
+        ping_every: Duration::from_secs(1),
+        silence_limit: TOOL_TIMEOUT,
+    };
+    let dialer = dist.dialer(me, liveness)?;
+    tool::ask(&dialer, &node, request, TOOL_TIMEOUT)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn done(reply: ToolReply) -> anyhow::Result<()> {
+    match reply {
+        ToolReply::Done(message) => {
+            println!("{message}");
+            Ok(())
+        }
+        ToolReply::Failed(reason) => Err(anyhow::anyhow!(reason)),
+        ToolReply::Nodes(_) => Err(anyhow::anyhow!("unexpected answer: a node list")),
+    }
+}
+
+pub async fn nodes(args: NodesArgs) -> anyhow::Result<()> {
+    match ask(&args.node, &args.dist, ToolRequest::Nodes).await? {
+        ToolReply::Nodes(nodes) => {
+            print!("{}", render_nodes(&nodes));
+            Ok(())
+        }
+        other => done(other),
+    }
+}
+
+pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
+    let other = NodeName::parse(&args.other).map_err(|e| anyhow::anyhow!(e))?;
+    done(ask(&args.node, &args.dist, ToolRequest::Connect { other }).await?)
+}
+
+pub async fn leave(args: LeaveArgs) -> anyhow::Result<()> {
+    done(ask(&args.node, &args.dist, ToolRequest::Leave).await?)
+}
+
+/// One line per node: name, role, status, link, leader.
+fn render_nodes(nodes: &[NodeInfo]) -> String {
+    let width = nodes
+        .iter()
+        .map(|node| node.name.to_string().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!(
+        "{:width$}  {:8}  {:6}  {:9}  LEADER\n",
+        "NODE", "ROLE", "STATUS", "LINK"
+    );
+    for node in nodes {
+        let role = match node.role {
+            Role::Voter => "voter",
+            Role::Learner => "learner",
+            Role::Joining => "joining",
+            Role::Alone => "alone",
+        };
+        out.push_str(&format!(
+            "{:width$}  {:8}  {:6}  {:9}  {}\n",
+            node.name.to_string(),
+            role,
+            if node.up { "up" } else { "down" },
+            if node.linked { "linked" } else { "no link" },
+            if node.leader { "leader" } else { "" },
+        ));
+    }
+    out
+}
+
+pub async fn epmd(args: EpmdArgs) -> anyhow::Result<()> {
+    let port = match args.port {
+        Some(port) => port,
+        None => epmd::port_from_env().map_err(|e| anyhow::anyhow!(e))?,
+    };
+    let local = SocketAddr::from(([127, 0, 0, 1], port));
+    if args.names {
+        println!("epmd: up and running on port {port} with data:");
+        for (name, node_port) in epmd::names(local).await? {
+            println!("name {name} at port {node_port}");
+        }
+        return Ok(());
+    }
+    if args.kill {
+        return match epmd::kill(local).await? {
+            true => {
+                println!("Killed");
+                Ok(())
+            }
+            false => Err(anyhow::anyhow!(
+                "the port mapper refused: nodes are still registered"
+            )),
+        };
+    }
+    let addr = SocketAddr::new(args.address, port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("the port mapper cannot listen on {addr}: {e}"))?;
+    tracing::info!("port mapper listening on {addr}");
+    let stop = host::shutdown::StopSignals::install()?;
+    tokio::select! {
+        served = epmd::serve(listener, false) => served?,
+        signal = stop.recv() => tracing::info!("port mapper: {signal}, stopping"),
+    }
+    Ok(())
+}

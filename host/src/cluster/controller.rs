@@ -1,0 +1,348 @@
+//! Keeping the cluster in shape. Runs on every member, every tick
+//! (`--node-down-after` / 10):
+//!
+//! - **Liveness**: when each member was last heard from (any frame on its
+//!   link counts).
+//! - **The lease**: a node that has not heard from a majority of voters
+//!   (itself included, if it votes) within the lease (`--node-down-after` /
+//!   2) is cut off: it stops every process and refuses writes and calls
+//!   until it hears from them again. The leader declares a node down only
+//!   after `--node-down-after` of silence, so a cut-off node has stopped its
+//!   processes before its names are given to another node.
+//! - **Following the placement**: when the applied placement moves slots
+//!   away from this node, their processes stop (their waiting callers send
+//!   again, to the new holder); the mesh is told which members to keep
+//!   linked; changes of members are logged on every node.
+//! - **On the leader only**, one change per tick, through Raft: declare
+//!   silent members down and give their slots to the others; bring members
+//!   that answer again back up; keep an odd number of voters (at most
+//!   `--voters`), preferring members that are up; spread the slots evenly.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{ChangeMembers, ServerState};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::placement::balance;
+use super::replica::Replica;
+use super::types::{ClusterState, Command, NodeChange, NodeId, Outcome, PlacementChange};
+use crate::dist::NodeName;
+use crate::registry::StopReason;
+
+/// Proposals retried when the placement changed under them.
+const PROPOSAL_ATTEMPTS: usize = 5;
+
+/// Starts the controller's tasks for `replica`, until `stop`.
+pub(super) fn start(replica: Arc<Replica>, stop: CancellationToken) {
+    tokio::spawn(follow_placement(replica.clone(), stop.clone()));
+    tokio::spawn(tick_loop(replica, stop));
+}
+
+/// When each member was last heard from.
+struct Liveness {
+    started: Instant,
+    last_heard: HashMap<NodeId, Instant>,
+}
+
+impl Liveness {
+    fn silent_for(&self, id: NodeId, now: Instant) -> Duration {
+        let heard = self.last_heard.get(&id).copied().unwrap_or(self.started);
+        now.saturating_duration_since(heard)
+    }
+}
+
+async fn tick_loop(replica: Arc<Replica>, stop: CancellationToken) {
+    let mut liveness = Liveness {
+        started: Instant::now(),
+        last_heard: HashMap::new(),
+    };
+    let mut ticks = tokio::time::interval(replica.settings.tick());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let view = replica.view();
+        let now = Instant::now();
+        for (id, record) in &view.nodes {
+            if let Some(link) = replica.mesh.link(&record.name) {
+                liveness
+                    .last_heard
+                    .insert(*id, now.checked_sub(link.silent_for()).unwrap_or(now));
+            }
+        }
+        check_lease(&replica);
+        if replica.is_leader()
+            && replica.fenced().is_none()
+            && let Err(error) = lead(&replica, &view, &liveness).await
+        {
+            tracing::debug!(node = %replica.name, "leader's placement step: {error}");
+        }
+    }
+}
+
+/// Whether this node hears from a majority of the voters.
+pub(super) fn check_lease(replica: &Replica) {
+    let metrics = replica.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let lease = replica.settings.lease();
+    let heard = voters
+        .iter()
+        .filter(|id| {
+            **id == replica.me
+                || membership
+                    .get_node(id)
+                    .and_then(|member| NodeName::parse(&member.name).ok())
+                    .and_then(|name| replica.mesh.link(&name))
+                    .is_some_and(|link| link.silent_for() < lease)
+        })
+        .count();
+    let in_contact = !voters.is_empty() && heard * 2 > voters.len();
+    match (in_contact, replica.fenced()) {
+        (true, Some(_)) => {
+            tracing::info!(node = %replica.name, "back in contact with a majority of the cluster's voters: serving again");
+            replica.set_fenced(None);
+        }
+        (false, None) => {
+            let reason = format!(
+                "{} is cut off from the cluster's majority (it heard from {heard} of {} voters \
+                 within {:.1}s): its names are served by the other side",
+                replica.name,
+                voters.len(),
+                lease.as_secs_f64()
+            );
+            tracing::error!(node = %replica.name, "{reason}; stopping its processes and refusing writes until it is back");
+            replica.set_fenced(Some(reason.clone()));
+            let stopped = replica
+                .node
+                .stop_processes_where(&StopReason::CutOff(reason), |_, _| true);
+            tracing::info!(node = %replica.name, "stopped {stopped} processes");
+        }
+        _ => {}
+    }
+}
+
+/// The leader's step: at most one change.
+async fn lead(replica: &Replica, view: &ClusterState, liveness: &Liveness) -> Result<(), String> {
+    let now = Instant::now();
+    let down_after = replica.settings.node_down_after;
+    let recently = replica.settings.tick() * 3;
+    let mut down = BTreeSet::new();
+    let mut back = BTreeMap::new();
+    for (id, record) in &view.nodes {
+        if *id == replica.me {
+            continue;
+        }
+        let silent = liveness.silent_for(*id, now);
+        if record.up && silent > down_after {
+            tracing::warn!(
+                node = %replica.name,
+                peer = %record.name,
+                "declaring {} down: silent for {:.1}s",
+                record.name,
+                silent.as_secs_f64()
+            );
+            down.insert(*id);
+        } else if !record.up && silent < recently {
+            back.insert(*id, record.name.clone());
+        }
+    }
+    if !down.is_empty() || !back.is_empty() {
+        propose_placement(replica, |state| {
+            let mut nodes: Vec<(NodeId, NodeChange)> =
+                down.iter().map(|id| (*id, NodeChange::Down)).collect();
+            nodes.extend(
+                back.iter()
+                    .map(|(id, name)| (*id, NodeChange::Up { name: name.clone() })),
+            );
+            let up: Vec<NodeId> = state
+                .nodes
+                .iter()
+                .filter(|(id, record)| (record.up && !down.contains(id)) || back.contains_key(id))
+                .map(|(id, _)| *id)
+                .collect();
+            Some(PlacementChange {
+                based_on: state.version,
+                nodes,
+                moves: balance(&state.slots, &up),
+            })
+        })
+        .await?;
+        return Ok(());
+    }
+    if let Some(voters) = desired_voters(replica, view) {
+        tracing::info!(node = %replica.name, "voters become {}", names(view, &voters));
+        replica
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), true)
+            .await
+            .map_err(|e| format!("cannot change the voters: {e}"))?;
+        return Ok(());
+    }
+    let up = up_nodes(view);
+    if !balance(&view.slots, &up).is_empty() {
+        propose_placement(replica, |state| {
+            let moves = balance(&state.slots, &up_nodes(state));
+            (!moves.is_empty()).then(|| PlacementChange {
+                based_on: state.version,
+                nodes: Vec::new(),
+                moves,
+            })
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+fn up_nodes(state: &ClusterState) -> Vec<NodeId> {
+    state
+        .nodes
+        .iter()
+        .filter(|(_, record)| record.up)
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+fn names(view: &ClusterState, ids: &BTreeSet<NodeId>) -> String {
+    ids.iter()
+        .map(|id| {
+            view.name_of(*id)
+                .map_or_else(|| id.to_string(), NodeName::to_string)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The voters the cluster should have, when they differ from the current
+/// ones: an odd number, at most `--voters`, preferring members that are up,
+/// then those that vote already (no churn), then the oldest ids.
+fn desired_voters(replica: &Replica, view: &ClusterState) -> Option<BTreeSet<NodeId>> {
+    let metrics = replica.raft.metrics().borrow().clone();
+    if metrics.state != ServerState::Leader {
+        return None;
+    }
+    let membership = metrics.membership_config.membership();
+    // One change at a time: wait until the last one is done.
+    if membership.get_joint_config().len() > 1 {
+        return None;
+    }
+    let current: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let mut candidates: Vec<NodeId> = membership
+        .nodes()
+        .map(|(id, _)| *id)
+        .filter(|id| view.nodes.contains_key(id))
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    let mut target = replica.settings.max_voters.min(candidates.len()).max(1);
+    if target.is_multiple_of(2) {
+        target -= 1;
+    }
+    candidates.sort_by_key(|id| {
+        let up = view.nodes.get(id).is_some_and(|record| record.up);
+        (!up, !current.contains(id), *id)
+    });
+    let desired: BTreeSet<NodeId> = candidates.into_iter().take(target).collect();
+    (desired != current).then_some(desired)
+}
+
+/// Proposes the placement change `compute` makes from the current state,
+/// again if the state changed meanwhile. `Ok(false)` when there was nothing
+/// to change.
+pub(super) async fn propose_placement(
+    replica: &Replica,
+    compute: impl Fn(&ClusterState) -> Option<PlacementChange>,
+) -> Result<bool, String> {
+    for _ in 0..PROPOSAL_ATTEMPTS {
+        let Some(change) = compute(&replica.view()) else {
+            return Ok(false);
+        };
+        let response = replica
+            .raft
+            .client_write(Command::Placement(change))
+            .await
+            .map_err(|e| format!("cannot change the placement: {e}"))?;
+        match response.data {
+            Outcome::Applied => {
+                let deadline = Instant::now() + replica.settings.write_timeout;
+                replica.wait_applied(response.log_id.index, deadline).await;
+                return Ok(true);
+            }
+            Outcome::Refused(_) => {
+                let deadline = Instant::now() + replica.settings.write_timeout;
+                replica.wait_applied(response.log_id.index, deadline).await;
+            }
+        }
+    }
+    Err("the placement kept changing; will try again".into())
+}
+
+/// Acts on each newly applied placement: stops the processes of slots that
+/// moved away, keeps the mesh linked to the members, logs member changes.
+async fn follow_placement(replica: Arc<Replica>, stop: CancellationToken) {
+    let mut view = replica.published.view.subscribe();
+    let mut previous = view.borrow_and_update().clone();
+    want_members(&replica, &previous);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = view.changed() => if changed.is_err() { return },
+        }
+        let current = view.borrow_and_update().clone();
+        let lost: HashSet<u16> = previous
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(index, before)| {
+                before.node == replica.me && current.slots.get(*index) != Some(before)
+            })
+            .map(|(index, _)| index as u16)
+            .collect();
+        if !lost.is_empty() {
+            let stopped = replica
+                .node
+                .stop_processes_where(&StopReason::Moved, |_, fence| {
+                    fence.is_some_and(|fence| lost.contains(&fence.slot))
+                });
+            tracing::debug!(node = %replica.name, "{} slots moved away; {stopped} processes stopped", lost.len());
+        }
+        log_member_changes(&replica, &previous, &current);
+        want_members(&replica, &current);
+        previous = current;
+    }
+}
+
+fn want_members(replica: &Replica, state: &ClusterState) {
+    replica
+        .mesh
+        .want(state.nodes.values().map(|record| record.name.clone()));
+}
+
+fn log_member_changes(replica: &Replica, before: &ClusterState, after: &ClusterState) {
+    for (id, record) in &after.nodes {
+        match before.nodes.get(id) {
+            None => {
+                tracing::info!(node = %replica.name, peer = %record.name, "{} joined the cluster", record.name)
+            }
+            Some(old) if old.up && !record.up => {
+                replica.node.metrics().node_down();
+                tracing::warn!(node = %replica.name, peer = %record.name, "{} is down: its names start on the other nodes", record.name);
+            }
+            Some(old) if !old.up && record.up => {
+                tracing::info!(node = %replica.name, peer = %record.name, "{} is back up", record.name)
+            }
+            _ => {}
+        }
+    }
+    for (id, record) in &before.nodes {
+        if !after.nodes.contains_key(id) {
+            tracing::info!(node = %replica.name, peer = %record.name, "{} left the cluster", record.name);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Who this data directory is in a cluster, kept in `raft_meta`: its node
+//! id and name while it is a member, or which cluster it left (and that its
+//! data is unchanged since).
+
+use rocksdb::WriteBatch;
+
+use super::log_store::{decode, encode, read_meta, write_error};
+use super::snapshot;
+use super::types::{NodeId, StorageError};
+use super::wire::DataState;
+use crate::dist::NodeName;
+use crate::storage::{LEFT_CLUSTER, RAFT_LOG_CF, RAFT_META_CF, Storage};
+
+const NODE_ID: &[u8] = b"node_id";
+const NODE_NAME: &[u8] = b"node_name";
+
+/// The id and name of the member this data directory belongs to, if it is
+/// one.
+pub fn stored(storage: &Storage) -> Result<Option<(NodeId, NodeName)>, StorageError> {
+    let id: Option<NodeId> = read_meta(storage, NODE_ID)?;
+    let name: Option<NodeName> = read_meta(storage, NODE_NAME)?;
+    Ok(id.zip(name))
+}
+
+/// A new random node id (never 0).
+pub fn new_id() -> Result<NodeId, String> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a node id: {e}"))?;
+    Ok(u64::from_le_bytes(bytes).max(1))
+}
+
+/// A new random cluster id.
+pub fn new_cluster_id() -> Result<u128, String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a cluster id: {e}"))?;
+    Ok(u128::from_le_bytes(bytes))
+}
+
+/// Forgets that this data was a copy of a cluster it left: it is now the
+/// data of the cluster it founded. (Local writes are paused meanwhile, and
+/// resuming them reads the mark again.)
+pub fn clear_left_mark(storage: &Storage) -> Result<(), StorageError> {
+    let meta = storage.column_family(RAFT_META_CF).map_err(write_error)?;
+    storage
+        .db()
+        .delete_cf(meta, LEFT_CLUSTER)
+        .map_err(write_error)
+}
+
+/// Records that this data directory is member `id`, named `name`.
+pub fn store(storage: &Storage, id: NodeId, name: &NodeName) -> Result<(), StorageError> {
+    let meta = storage.column_family(RAFT_META_CF).map_err(write_error)?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(meta, NODE_ID, encode(&id)?);
+    batch.put_cf(meta, NODE_NAME, encode(name)?);
+    storage.db().write(batch).map_err(write_error)?;
+    storage.db().flush_wal(true).map_err(write_error)
+}
+
+/// What this data directory holds, for a join.
+pub fn data_state(storage: &Storage) -> Result<DataState, StorageError> {
+    if let Some(bytes) = storage.left_cluster_marker() {
+        return Ok(DataState::LeftCluster {
+            cluster_id: decode(&bytes)?,
+        });
+    }
+    Ok(if storage.has_data() {
+        DataState::OwnData
+    } else {
+        DataState::Empty
+    })
+}
+
+/// Forgets every trace of membership (the Raft log, vote, state machine
+/// metadata, snapshots), keeping the data. With `left`, marks the data as
+/// the copy of that cluster, so the node may rejoin it; without, a mark
+/// made earlier stays.
+pub fn forget(
+    storage: &Storage,
+    data_dir: &std::path::Path,
+    left: Option<u128>,
+) -> Result<(), StorageError> {
+    let log = storage.column_family(RAFT_LOG_CF).map_err(write_error)?;
+    let meta = storage.column_family(RAFT_META_CF).map_err(write_error)?;
+    let mut batch = WriteBatch::default();
+    batch.delete_range_cf(log, &[][..], &[0xff; 9][..]);
+    let keys: Vec<Box<[u8]>> = storage
+        .db()
+        .iterator_cf(meta, rocksdb::IteratorMode::Start)
+        .filter_map(Result::ok)
+        .map(|(key, _)| key)
+        .collect();
+    for key in keys.iter().filter(|key| &key[..] != LEFT_CLUSTER) {
+        batch.delete_cf(meta, key);
+    }
+    if let Some(cluster_id) = left {
+        batch.put_cf(meta, LEFT_CLUSTER, encode(&cluster_id)?);
+    }
+    storage.db().write(batch).map_err(write_error)?;
+    storage.db().flush_wal(true).map_err(write_error)?;
+    storage.reload_left_cluster_marker();
+    let dir = snapshot::directory(data_dir);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(write_error)?;
+    }
+    Ok(())
+}

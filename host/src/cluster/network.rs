@@ -1,0 +1,160 @@
+//! Raft's network: its RPCs as requests on the links of the mesh.
+//!
+//! A peer with no link is `Unreachable` (Raft backs off; the mesh redials
+//! it meanwhile), a link that breaks under a request is a network error, and
+//! a batch of entries too large for one frame asks Raft for fewer.
+
+use std::sync::Arc;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, RPCTypes};
+
+use super::types::{Member, NodeId, TypeConfig};
+use super::wire::{self, RaftRpc, Request, Response};
+use crate::dist::NodeName;
+use crate::dist::frame::MAX_FRAME;
+use crate::dist::link::LinkError;
+use crate::dist::mesh::Mesh;
+
+/// Room left in a frame for the envelope around a request.
+const FRAME_MARGIN: usize = 64 * 1024;
+
+type RpcError<E = RaftError<NodeId>> = RPCError<NodeId, Member, E>;
+
+/// Makes a [`RaftPeer`] for each node Raft talks to.
+pub struct RaftNetworkOverLinks {
+    pub me: NodeId,
+    pub mesh: Arc<Mesh>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for RaftNetworkOverLinks {
+    type Network = RaftPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> RaftPeer {
+        RaftPeer {
+            me: self.me,
+            target,
+            name: NodeName::parse(&node.name).ok(),
+            mesh: self.mesh.clone(),
+        }
+    }
+}
+
+pub struct RaftPeer {
+    me: NodeId,
+    target: NodeId,
+    name: Option<NodeName>,
+    mesh: Arc<Mesh>,
+}
+
+impl RaftPeer {
+    /// Sends an encoded request and decodes the answer.
+    async fn ask<E: std::error::Error>(
+        &self,
+        kind: RPCTypes,
+        body: &[u8],
+        option: &RPCOption,
+    ) -> Result<Response, RpcError<E>> {
+        let unreachable =
+            |reason: String| RPCError::Unreachable(Unreachable::new(&AnyError::error(reason)));
+        let Some(name) = &self.name else {
+            return Err(unreachable(format!(
+                "node {} has no valid name",
+                self.target
+            )));
+        };
+        let Some(link) = self.mesh.link(name) else {
+            return Err(unreachable(format!("no link to {name}")));
+        };
+        let timeout = option.hard_ttl();
+        match link.request(body, timeout).await {
+            Ok(answer) => wire::decode::<Response>(&answer)
+                .map_err(|e| RPCError::Network(NetworkError::new(&AnyError::error(e)))),
+            Err(LinkError::NotSent(_)) => Err(unreachable(format!("no link to {name}"))),
+            Err(LinkError::TimedOut(..)) => Err(RPCError::Timeout(Timeout {
+                action: kind,
+                id: self.me,
+                target: self.target,
+                timeout,
+            })),
+            Err(error @ LinkError::Lost(_)) => Err(RPCError::Network(NetworkError::new(&error))),
+        }
+    }
+
+    fn encode(&self, rpc: RaftRpc) -> Vec<u8> {
+        wire::encode(&Request::Raft {
+            to: self.target,
+            rpc,
+        })
+    }
+
+    fn unexpected<E: std::error::Error>(&self, response: Response) -> RpcError<E> {
+        let reason = match response {
+            Response::Refused(reason) => reason,
+            other => format!("unexpected answer: {other:?}"),
+        };
+        RPCError::Network(NetworkError::new(&AnyError::error(reason)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for RaftPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        let entries = rpc.entries.len() as u64;
+        let body = self.encode(RaftRpc::AppendEntries(rpc));
+        if entries > 1 && body.len() > MAX_FRAME - FRAME_MARGIN {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries / 2),
+            ));
+        }
+        match self.ask(RPCTypes::AppendEntries, &body, &option).await? {
+            Response::AppendEntries(Ok(answer)) => Ok(answer),
+            Response::AppendEntries(Err(error)) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, error)))
+            }
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<RaftError<NodeId, InstallSnapshotError>>>
+    {
+        let body = self.encode(RaftRpc::InstallSnapshot(rpc));
+        match self.ask(RPCTypes::InstallSnapshot, &body, &option).await? {
+            Response::InstallSnapshot(Ok(answer)) => Ok(answer),
+            Response::InstallSnapshot(Err(error)) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, error)))
+            }
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
+        let body = self.encode(RaftRpc::Vote(rpc));
+        match self.ask(RPCTypes::Vote, &body, &option).await? {
+            Response::Vote(Ok(answer)) => Ok(answer),
+            Response::Vote(Err(error)) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, error)))
+            }
+            other => Err(self.unexpected(other)),
+        }
+    }
+}

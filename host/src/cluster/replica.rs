@@ -1,0 +1,691 @@
+//! A replica: this node as a member of a cluster. It owns the Raft instance
+//! (log and state machine on the node's RocksDB), and it is what the node's
+//! call path and storage go through once the node is clustered:
+//!
+//! - as the node's [`Router`]: a call goes to the node holding the name's
+//!   slot (this one, or another over its link), and is sent again elsewhere
+//!   only when it certainly was not delivered (no link, or the other node
+//!   says the name is not there);
+//! - as storage's [`Replicator`]: a write goes to the leader, is committed
+//!   by a majority, and returns once this node has applied it, so reads
+//!   stay local and see the process's own writes;
+//! - as the start barrier of processes: before `init`, a process waits until
+//!   this node has applied everything committed when it started (the
+//!   leader's read index, fetched once for all the processes starting at
+//!   that moment).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use openraft::{Config, SnapshotPolicy};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use super::log_store::LogStore;
+use super::network::RaftNetworkOverLinks;
+use super::placement::slot_of;
+use super::state_machine::{Published, StateMachine};
+use super::types::{ClusterState, Command, NodeId, Outcome, Raft, Write};
+use super::wire::{self, CallReply, OneWay, Request, Response, WriteReply};
+use crate::capabilities::CallError;
+use crate::dist::NodeName;
+use crate::dist::link::{Link, LinkError};
+use crate::dist::mesh::Mesh;
+use crate::node::{NodeCore, Router};
+use crate::registry::{Fence, StopReason};
+use crate::storage::{Operation, Replicator, StorageError};
+
+/// How often a caller waiting for a leader, a link or a new placement looks
+/// again.
+const RETRY_EVERY: Duration = Duration::from_millis(20);
+/// Times a cast is passed on while chasing a name that moves.
+const MAX_CAST_HOPS: u8 = 3;
+
+/// Timing and sizes of a clustered node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A member silent this long is declared down (`--node-down-after`).
+    pub node_down_after: Duration,
+    /// Most voters (`--voters`): 3 by default, 5 at most.
+    pub max_voters: usize,
+    /// Longest a write waits for a leader and a majority.
+    pub write_timeout: Duration,
+}
+
+impl Settings {
+    /// A node that has not heard from a majority of voters for this long
+    /// stops its processes and refuses writes: shorter than
+    /// `node_down_after`, so it has stopped before its names are given to
+    /// others.
+    pub fn lease(&self) -> Duration {
+        self.node_down_after / 2
+    }
+
+    /// How often liveness and placement are looked at.
+    pub fn tick(&self) -> Duration {
+        (self.node_down_after / 10).max(Duration::from_millis(20))
+    }
+
+    fn raft_config(&self) -> anyhow::Result<Config> {
+        let election_min = (self.node_down_after / 4).max(Duration::from_millis(100));
+        let config = Config {
+            cluster_name: "otp-wasm".into(),
+            heartbeat_interval: (election_min / 4).as_millis() as u64,
+            election_timeout_min: election_min.as_millis() as u64,
+            election_timeout_max: (election_min * 2).as_millis() as u64,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: 512,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            purge_batch_size: 256,
+            ..Config::default()
+        };
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid Raft configuration: {e}"))
+    }
+}
+
+pub struct Replica {
+    pub(super) me: NodeId,
+    pub(super) name: NodeName,
+    pub(super) node: Arc<NodeCore>,
+    pub(super) mesh: Arc<Mesh>,
+    pub(super) raft: Raft,
+    pub(super) settings: Settings,
+    pub(super) published: Arc<Published>,
+    view: watch::Receiver<Arc<ClusterState>>,
+    applied: watch::Receiver<u64>,
+    /// Set, with the reason, while the node is cut off from the majority.
+    fenced: watch::Sender<Option<String>>,
+    barrier: Mutex<BarrierState>,
+}
+
+#[derive(Default)]
+struct BarrierState {
+    running: bool,
+    waiters: Vec<oneshot::Sender<Result<u64, String>>>,
+}
+
+impl Replica {
+    /// Opens this node's Raft instance (resuming whatever its data
+    /// directory holds) as node `me`.
+    pub async fn open(
+        node: Arc<NodeCore>,
+        mesh: Arc<Mesh>,
+        me: NodeId,
+        settings: Settings,
+    ) -> anyhow::Result<Arc<Self>> {
+        let storage = node.storage().clone();
+        let (state_machine, published) =
+            StateMachine::open(storage.clone(), &node.config().data_dir)
+                .map_err(|e| anyhow::anyhow!("cannot open the cluster state: {e}"))?;
+        let network = RaftNetworkOverLinks {
+            me,
+            mesh: mesh.clone(),
+        };
+        let config = Arc::new(settings.raft_config()?);
+        let raft = Raft::new(me, config, network, LogStore::new(storage), state_machine)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start Raft: {e}"))?;
+        let (fenced, _) = watch::channel(None);
+        Ok(Arc::new(Self {
+            me,
+            name: mesh.me().clone(),
+            view: published.view.subscribe(),
+            applied: published.applied.subscribe(),
+            node,
+            mesh,
+            raft,
+            settings,
+            published,
+            fenced,
+            barrier: Mutex::default(),
+        }))
+    }
+
+    /// The cluster state as of the last applied entry.
+    pub fn view(&self) -> Arc<ClusterState> {
+        self.view.borrow().clone()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// The leader, as Raft last knew it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.me)
+    }
+
+    /// Why the node is cut off, while it is.
+    pub fn fenced(&self) -> Option<String> {
+        self.fenced.borrow().clone()
+    }
+
+    pub(super) fn set_fenced(&self, reason: Option<String>) {
+        self.fenced.send_replace(reason);
+    }
+
+    /// The open link to node `id`.
+    pub(super) fn link_to(&self, id: NodeId) -> Option<Arc<Link>> {
+        let view = self.view();
+        let name = view.name_of(id)?;
+        self.mesh.link(name)
+    }
+
+    /// Waits until this node has applied the log up to `index`.
+    pub async fn wait_applied(&self, index: u64, deadline: Instant) -> bool {
+        let mut applied = self.applied.clone();
+        loop {
+            if *applied.borrow_and_update() >= index {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Waits until the applied cluster state satisfies `condition`; false
+    /// at `deadline`.
+    pub async fn wait_view(
+        &self,
+        deadline: Instant,
+        condition: impl Fn(&ClusterState) -> bool,
+    ) -> bool {
+        let mut view = self.view.clone();
+        loop {
+            if condition(&view.borrow_and_update()) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, view.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Waits a moment before trying again; `Err` once past `deadline` or
+    /// cut off.
+    async fn pause(&self, deadline: Instant, what: &str) -> Result<(), String> {
+        if let Some(reason) = self.fenced() {
+            return Err(reason);
+        }
+        if Instant::now() + RETRY_EVERY > deadline {
+            return Err(format!("{what} within the time allowed"));
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+        Ok(())
+    }
+
+    /// Submits a write on this node, as the leader. Bounded by the fence:
+    /// a leader cut off from the majority gives up instead of waiting.
+    pub(super) async fn submit(&self, write: Write) -> WriteReply {
+        if let Some(reason) = self.fenced() {
+            return WriteReply::Refused(reason);
+        }
+        let mut fenced = self.fenced.subscribe();
+        let submitted = self.raft.client_write(Command::Write(write));
+        tokio::select! {
+            result = submitted => match result {
+                Ok(response) => WriteReply::Committed {
+                    index: response.log_id.index,
+                    outcome: response.data,
+                },
+                Err(error) => match error.forward_to_leader() {
+                    Some(forward) => {
+                        let leader = forward
+                            .leader_node
+                            .as_ref()
+                            .and_then(|member| NodeName::parse(&member.name).ok());
+                        WriteReply::NotLeader(leader)
+                    }
+                    None => WriteReply::Failed(error.to_string()),
+                },
+            },
+            _ = fenced.wait_for(Option::is_some) => WriteReply::Failed(
+                "this node was cut off from the cluster's majority before the write was confirmed".into(),
+            ),
+        }
+    }
+
+    /// Replicates `write` through the leader and waits until this node has
+    /// applied it.
+    async fn replicate(&self, write: Write) -> Result<(), StorageError> {
+        let deadline = Instant::now() + self.settings.write_timeout;
+        loop {
+            let reply = match self.leader() {
+                Some(leader) if leader == self.me => Some(self.submit(write.clone()).await),
+                Some(leader) => match self.link_to(leader) {
+                    Some(link) => {
+                        let body = wire::encode(&Request::Write(write.clone()));
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        match link.request(&body, remaining).await {
+                            Ok(answer) => match wire::decode::<Response>(&answer) {
+                                Ok(Response::Write(reply)) => Some(reply),
+                                Ok(other) => {
+                                    Some(WriteReply::Failed(format!("unexpected answer {other:?}")))
+                                }
+                                Err(e) => Some(WriteReply::Failed(e)),
+                            },
+                            Err(LinkError::NotSent(_)) => None,
+                            Err(error) => Some(WriteReply::Failed(error.to_string())),
+                        }
+                    }
+                    None => None,
+                },
+                None => None,
+            };
+            match reply {
+                Some(WriteReply::Committed { index, outcome }) => {
+                    if !self.wait_applied(index, deadline).await {
+                        return Err(StorageError::Unavailable(format!(
+                            "the write was committed at index {index} but this node did not apply it in time"
+                        )));
+                    }
+                    return match outcome {
+                        Outcome::Applied => Ok(()),
+                        Outcome::Refused(reason) => Err(StorageError::Unavailable(reason)),
+                    };
+                }
+                Some(WriteReply::Refused(reason)) => return Err(StorageError::Unavailable(reason)),
+                Some(WriteReply::Failed(reason)) => {
+                    return Err(StorageError::Unavailable(format!(
+                        "the write may or may not have been made: {reason}"
+                    )));
+                }
+                Some(WriteReply::NotLeader(_)) | None => self
+                    .pause(deadline, "no leader was reachable")
+                    .await
+                    .map_err(StorageError::Unavailable)?,
+            }
+        }
+    }
+
+    /// On the leader: the index every write acknowledged until now is at
+    /// or below (Raft's read index: leadership confirmed by a quorum).
+    pub(super) async fn local_read_index(&self) -> Result<u64, String> {
+        let timeout = self.settings.write_timeout;
+        match tokio::time::timeout(timeout, self.raft.get_read_log_id()).await {
+            Ok(Ok((read, _applied))) => Ok(read.map_or(0, |id| id.index)),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no quorum confirmed the leader within {timeout:?}")),
+        }
+    }
+
+    /// The index this node must have applied to have seen every write
+    /// acknowledged until now: the leader's read index.
+    async fn read_index(&self) -> Result<u64, String> {
+        let deadline = Instant::now() + self.settings.write_timeout;
+        loop {
+            match self.leader() {
+                Some(leader) if leader == self.me => {
+                    if let Ok(index) = self.local_read_index().await {
+                        return Ok(index);
+                    }
+                }
+                Some(leader) => {
+                    if let Some(link) = self.link_to(leader) {
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        // Asking again is harmless: it reads, it writes nothing.
+                        if let Ok(answer) = link
+                            .request(&wire::encode(&Request::ReadIndex), remaining)
+                            .await
+                            && let Ok(Response::ReadIndex(Ok(index))) =
+                                wire::decode::<Response>(&answer)
+                        {
+                            return Ok(index);
+                        }
+                    }
+                }
+                None => {}
+            }
+            self.pause(deadline, "no leader confirmed the cluster's state")
+                .await?;
+        }
+    }
+
+    /// The read index, asked once for every caller waiting at the moment.
+    async fn shared_read_index(self: &Arc<Self>) -> Result<u64, String> {
+        let (answer, receiver) = oneshot::channel();
+        let start = {
+            let mut state = self.barrier.lock().unwrap_or_else(|p| p.into_inner());
+            state.waiters.push(answer);
+            !std::mem::replace(&mut state.running, true)
+        };
+        if start {
+            let replica = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let waiters = {
+                        let mut state = replica.barrier.lock().unwrap_or_else(|p| p.into_inner());
+                        if state.waiters.is_empty() {
+                            state.running = false;
+                            return;
+                        }
+                        std::mem::take(&mut state.waiters)
+                    };
+                    let index = replica.read_index().await;
+                    for waiter in waiters {
+                        let _ = waiter.send(index.clone());
+                    }
+                }
+            });
+        }
+        receiver
+            .await
+            .unwrap_or_else(|_| Err("the node is stopping".into()))
+    }
+
+    /// The fence a process of slot `slot` gets on this node, if this node
+    /// holds the slot.
+    fn fence_here(&self, view: &ClusterState, slot: u16) -> Option<Fence> {
+        let held = view.slots.get(usize::from(slot))?;
+        (held.node == self.me).then_some(Fence {
+            slot,
+            node: self.me,
+            epoch: held.epoch,
+        })
+    }
+
+    /// Answers a call sent here by another node.
+    pub(super) async fn serve_call(
+        &self,
+        component: String,
+        name: String,
+        message: Vec<u8>,
+        timeout: Duration,
+    ) -> CallReply {
+        let view = self.view();
+        let Some(fence) = self.fence_here(&view, slot_of(&component, &name)) else {
+            return CallReply::NotHere;
+        };
+        if let Some(reason) = self.fenced() {
+            return CallReply::Answer(Err(CallError::Refused(reason)));
+        }
+        match self
+            .node
+            .call_local(&component, &name, message, timeout, Some(fence))
+            .await
+        {
+            Err(CallError::Moved) => CallReply::NotHere,
+            answer => CallReply::Answer(answer),
+        }
+    }
+
+    /// Takes a cast sent here by another node, passing it on if the name
+    /// is elsewhere now.
+    pub(super) fn serve_cast(&self, component: String, name: String, message: Vec<u8>, hops: u8) {
+        let view = self.view();
+        match self.fence_here(&view, slot_of(&component, &name)) {
+            Some(fence) => {
+                if let Err(error) = self
+                    .node
+                    .cast_local(&component, &name, message, Some(fence))
+                {
+                    tracing::debug!(node = %self.name, "cast to {component}/{name} refused: {error}");
+                }
+            }
+            None if hops < MAX_CAST_HOPS => {
+                if let Err(error) = self.send_cast(&view, &component, &name, message, hops + 1) {
+                    tracing::warn!(node = %self.name, "cast to {component}/{name} dropped: {error}");
+                }
+            }
+            None => {
+                tracing::warn!(node = %self.name, "cast to {component}/{name} dropped after {hops} hops: its name keeps moving")
+            }
+        }
+    }
+
+    fn send_cast(
+        &self,
+        view: &ClusterState,
+        component: &str,
+        name: &str,
+        message: Vec<u8>,
+        hops: u8,
+    ) -> Result<(), CallError> {
+        let slot = slot_of(component, name);
+        if let Some(fence) = self.fence_here(view, slot) {
+            return self.node.cast_local(component, name, message, Some(fence));
+        }
+        let owner = view
+            .slots
+            .get(usize::from(slot))
+            .ok_or_else(|| CallError::Refused("the cluster has no placement yet".into()))?;
+        let peer = view
+            .name_of(owner.node)
+            .ok_or_else(|| CallError::Refused(format!("node {} is unknown", owner.node)))?;
+        let link = self.mesh.link(peer).ok_or_else(|| {
+            CallError::Refused(format!(
+                "no link to {peer}, which holds `{component}/{name}`"
+            ))
+        })?;
+        let cast = OneWay::Cast {
+            component: component.to_string(),
+            name: name.to_string(),
+            message,
+            hops,
+        };
+        if link.send(&wire::encode(&cast)) {
+            Ok(())
+        } else {
+            Err(CallError::Refused(format!("the link to {peer} closed")))
+        }
+    }
+
+    /// Routes a call to wherever the name's slot is held, again while it
+    /// certainly was not delivered (the name moved, its node is out of
+    /// reach), until `timeout`.
+    async fn route_call(
+        self: Arc<Self>,
+        component: String,
+        name: String,
+        message: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let deadline = Instant::now() + timeout;
+        let slot = slot_of(&component, &name);
+        loop {
+            if let Some(reason) = self.fenced() {
+                return Err(CallError::Refused(reason));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(CallError::TimedOut);
+            }
+            let view = self.view();
+            let Some(owner) = view.slots.get(usize::from(slot)).copied() else {
+                return Err(CallError::Refused(
+                    "the cluster has no placement yet".into(),
+                ));
+            };
+            let delivered = if owner.node == self.me {
+                let fence = Fence {
+                    slot,
+                    node: self.me,
+                    epoch: owner.epoch,
+                };
+                match self
+                    .node
+                    .call_local(&component, &name, message.clone(), remaining, Some(fence))
+                    .await
+                {
+                    Err(CallError::Moved) => None,
+                    answer => Some(answer),
+                }
+            } else if let Some(link) = view
+                .name_of(owner.node)
+                .and_then(|peer| self.mesh.link(peer))
+            {
+                let request = Request::Call {
+                    component: component.clone(),
+                    name: name.clone(),
+                    message: message.clone(),
+                    timeout_ms: u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX),
+                };
+                call_over(&link, &request, remaining).await
+            } else {
+                None
+            };
+            if let Some(answer) = delivered {
+                return answer;
+            }
+            if Instant::now() + RETRY_EVERY > deadline {
+                return Err(CallError::TimedOut);
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
+    }
+
+    /// Waits for the barrier (see the module doc), then checks that
+    /// `fence` is still this node's.
+    async fn barrier(self: Arc<Self>, fence: Option<Fence>) -> Result<(), StopReason> {
+        let unavailable =
+            |reason: String| StopReason::CutOff(format!("the process could not start: {reason}"));
+        let index = self.shared_read_index().await.map_err(unavailable)?;
+        let deadline = Instant::now() + self.settings.write_timeout;
+        if !self.wait_applied(index, deadline).await {
+            return Err(unavailable(format!(
+                "this node has not applied the cluster's log up to {index} in time"
+            )));
+        }
+        match fence {
+            Some(fence) if !self.view().fence_holds(&fence) => Err(StopReason::Moved),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Sends a call over `link`. `None` when it certainly was not handled
+/// there (no link, or the peer does not hold the name): it may go elsewhere.
+async fn call_over(
+    link: &Link,
+    request: &Request,
+    timeout: Duration,
+) -> Option<Result<Vec<u8>, CallError>> {
+    match link.request(&wire::encode(request), timeout).await {
+        Ok(answer) => match wire::decode::<Response>(&answer) {
+            Ok(Response::Call(CallReply::Answer(answer))) => Some(answer),
+            Ok(Response::Call(CallReply::NotHere)) => None,
+            Ok(other) => Some(Err(CallError::Refused(format!(
+                "{} answered the call with {other:?}",
+                link.peer()
+            )))),
+            Err(e) => Some(Err(CallError::Refused(e))),
+        },
+        Err(LinkError::NotSent(_)) => None,
+        Err(LinkError::TimedOut(..)) => Some(Err(CallError::TimedOut)),
+        Err(LinkError::Lost(peer)) => Some(Err(CallError::Crashed(format!(
+            "the link to {peer} broke while the call was there: it may or may not have been handled"
+        )))),
+    }
+}
+
+impl Router for Replica {
+    fn call(
+        self: Arc<Self>,
+        component: &str,
+        name: &str,
+        message: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+        Box::pin(self.route_call(component.to_string(), name.to_string(), message, timeout))
+    }
+
+    fn cast(&self, component: &str, name: &str, message: Vec<u8>) -> Result<(), CallError> {
+        if let Some(reason) = self.fenced() {
+            return Err(CallError::Refused(reason));
+        }
+        self.send_cast(&self.view(), component, name, message, 0)
+    }
+
+    fn start_barrier(
+        self: Arc<Self>,
+        fence: Option<Fence>,
+    ) -> BoxFuture<'static, Result<(), StopReason>> {
+        Box::pin(self.barrier(fence))
+    }
+
+    fn gauges(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+        let view = self.view();
+        let up = view.nodes.values().filter(|record| record.up).count();
+        let linked = view
+            .nodes
+            .values()
+            .filter(|record| record.name != self.name && self.mesh.link(&record.name).is_some())
+            .count();
+        let slots = view
+            .slots
+            .iter()
+            .filter(|slot| slot.node == self.me)
+            .count();
+        vec![
+            (
+                "host_cluster_members",
+                "gauge",
+                "Members of the cluster, up or down.",
+                view.nodes.len() as u64,
+            ),
+            (
+                "host_cluster_members_up",
+                "gauge",
+                "Members of the cluster not declared down.",
+                up as u64,
+            ),
+            (
+                "host_cluster_links",
+                "gauge",
+                "Open links to other members.",
+                linked as u64,
+            ),
+            (
+                "host_cluster_slots_held",
+                "gauge",
+                "Slots of the name space this node holds.",
+                slots as u64,
+            ),
+            (
+                "host_cluster_leader",
+                "gauge",
+                "1 while this node is the Raft leader.",
+                u64::from(self.is_leader()),
+            ),
+            (
+                "host_cluster_cut_off",
+                "gauge",
+                "1 while this node is cut off from the majority (fenced).",
+                u64::from(self.fenced().is_some()),
+            ),
+            (
+                "host_cluster_applied_index",
+                "gauge",
+                "Last log index applied on this node.",
+                self.applied_index(),
+            ),
+        ]
+    }
+}
+
+impl Replicator for Replica {
+    fn write(
+        self: Arc<Self>,
+        operations: Vec<Operation>,
+        fence: Option<Fence>,
+    ) -> BoxFuture<'static, Result<(), StorageError>> {
+        let replica = self;
+        Box::pin(async move {
+            if let Some(reason) = replica.fenced() {
+                return Err(StorageError::Unavailable(reason));
+            }
+            replica.replicate(Write { operations, fence }).await
+        })
+    }
+}

@@ -1,0 +1,270 @@
+//! The state machine: applies the committed log to this node's RocksDB.
+//!
+//! Each call to `apply` writes one RocksDB batch: the data of every write
+//! whose fence holds, the cluster state if a placement entry changed it, and
+//! the last applied log id, so a node that dies mid-way restarts exactly
+//! where its data stands. Afterwards it publishes the cluster state (who
+//! holds which slot) and the applied index, which the call path and the
+//! writers waiting for their entry read.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+use rocksdb::WriteBatch;
+use tokio::sync::watch;
+
+use super::log_store::{encode, read_error, read_meta, write, write_error};
+use super::snapshot::{self, APPLIED, CLUSTER, CURRENT, INSTALLING, INSTALLING_FILE, MEMBERSHIP};
+use super::types::{
+    ClusterState, Command, Entry, LogId, Outcome, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
+};
+use crate::storage::{DATA_CF, Operation, RAFT_META_CF, Storage};
+
+/// What the state machine tells the rest of the node.
+pub struct Published {
+    /// The cluster state as of the last applied entry.
+    pub view: watch::Sender<Arc<ClusterState>>,
+    /// The index of the last applied entry (0 before any).
+    pub applied: watch::Sender<u64>,
+}
+
+pub struct StateMachine {
+    storage: Storage,
+    dir: PathBuf,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    cluster: ClusterState,
+    published: Arc<Published>,
+    /// The file the snapshot being received is written to.
+    incoming: Option<PathBuf>,
+    /// Held while a snapshot file is written or installed.
+    files: Arc<Mutex<()>>,
+}
+
+impl StateMachine {
+    /// Opens the state machine kept in `storage`, finishing a snapshot
+    /// install a previous run left half done.
+    pub fn open(
+        storage: Storage,
+        data_dir: &std::path::Path,
+    ) -> Result<(Self, Arc<Published>), StorageError> {
+        let dir = snapshot::directory(data_dir);
+        if read_meta::<u8>(&storage, INSTALLING)?.is_some() {
+            tracing::warn!("finishing a snapshot install that a previous run left half done");
+            snapshot::install(&storage, &dir)?;
+        }
+        let last_applied: Option<LogId> = read_meta::<Option<LogId>>(&storage, APPLIED)?.flatten();
+        let membership: StoredMembership = read_meta(&storage, MEMBERSHIP)?.unwrap_or_default();
+        let cluster: ClusterState = read_meta(&storage, CLUSTER)?.unwrap_or_default();
+        let published = Arc::new(Published {
+            view: watch::Sender::new(Arc::new(cluster.clone())),
+            applied: watch::Sender::new(last_applied.map_or(0, |id| id.index)),
+        });
+        Ok((
+            Self {
+                storage,
+                dir,
+                last_applied,
+                membership,
+                cluster,
+                published: published.clone(),
+                incoming: None,
+                files: Arc::default(),
+            },
+            published,
+        ))
+    }
+
+    fn publish(&self, cluster_changed: bool) {
+        if cluster_changed {
+            self.published
+                .view
+                .send_replace(Arc::new(self.cluster.clone()));
+        }
+        let applied = self.last_applied.map_or(0, |id| id.index);
+        self.published.applied.send_replace(applied);
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let data = self.storage.column_family(DATA_CF).map_err(write_error)?;
+        let meta = self
+            .storage
+            .column_family(RAFT_META_CF)
+            .map_err(write_error)?;
+        let mut batch = WriteBatch::default();
+        let mut outcomes = Vec::new();
+        let (mut membership_changed, mut cluster_changed) = (false, false);
+        for entry in entries {
+            self.last_applied = Some(entry.log_id);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::Applied,
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    membership_changed = true;
+                    Outcome::Applied
+                }
+                EntryPayload::Normal(command) => {
+                    let outcome = self.cluster.apply(entry.log_id.index, &command);
+                    match (&outcome, command) {
+                        (Outcome::Applied, Command::Write(write)) => {
+                            for operation in write.operations {
+                                match operation {
+                                    Operation::Put(key, value) => batch.put_cf(data, key, value),
+                                    Operation::Delete(key) => batch.delete_cf(data, key),
+                                }
+                            }
+                        }
+                        (Outcome::Applied, _) => cluster_changed = true,
+                        (Outcome::Refused(_), _) => {}
+                    }
+                    outcome
+                }
+            };
+            outcomes.push(outcome);
+        }
+        batch.put_cf(meta, APPLIED, encode(&self.last_applied)?);
+        if membership_changed {
+            batch.put_cf(meta, MEMBERSHIP, encode(&self.membership)?);
+        }
+        if cluster_changed {
+            batch.put_cf(meta, CLUSTER, encode(&self.cluster)?);
+        }
+        write(&self.storage, batch).await?;
+        self.publish(cluster_changed);
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            storage: self.storage.clone(),
+            dir: self.dir.clone(),
+            files: self.files.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(write_error)?;
+        let path = self
+            .dir
+            .join(format!("incoming-{}.snapshot", std::process::id()));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(write_error)?;
+        self.incoming = Some(path);
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        snapshot.sync_all().await.map_err(write_error)?;
+        drop(snapshot);
+        let incoming = self
+            .incoming
+            .take()
+            .ok_or_else(|| write_error("no snapshot was being received"))?;
+        let (storage, dir, files) = (self.storage.clone(), self.dir.clone(), self.files.clone());
+        let expected = meta.snapshot_id.clone();
+        let header = tokio::task::spawn_blocking(move || {
+            let _files = files.lock().unwrap_or_else(|p| p.into_inner());
+            let received = snapshot::read_header(&incoming)?;
+            if received.meta.snapshot_id != expected {
+                return Err(write_error(format!(
+                    "received snapshot {} but was asked to install {expected}",
+                    received.meta.snapshot_id
+                )));
+            }
+            std::fs::rename(&incoming, dir.join(INSTALLING_FILE)).map_err(write_error)?;
+            let meta = storage.column_family(RAFT_META_CF).map_err(write_error)?;
+            let mut mark = WriteBatch::default();
+            mark.put_cf(meta, INSTALLING, encode(&1u8)?);
+            storage.db().write(mark).map_err(write_error)?;
+            storage.db().flush_wal(true).map_err(write_error)?;
+            snapshot::install(&storage, &dir)
+        })
+        .await
+        .map_err(write_error)??;
+        tracing::info!(
+            snapshot = %header.meta.snapshot_id,
+            "installed a snapshot of the cluster's state"
+        );
+        self.last_applied = header.meta.last_log_id;
+        self.membership = header.meta.last_membership;
+        self.cluster = header.cluster;
+        self.publish(true);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let (dir, files) = (self.dir.clone(), self.files.clone());
+        tokio::task::spawn_blocking(move || {
+            let _files = files.lock().unwrap_or_else(|p| p.into_inner());
+            let path = dir.join(CURRENT);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let header = snapshot::read_header(&path)?;
+            let file = std::fs::File::open(&path).map_err(read_error)?;
+            Ok(Some(Snapshot {
+                meta: header.meta,
+                snapshot: Box::new(tokio::fs::File::from_std(file)),
+            }))
+        })
+        .await
+        .map_err(read_error)?
+    }
+}
+
+/// Writes a snapshot off the state machine's task (from a RocksDB snapshot,
+/// so applying goes on meanwhile).
+pub struct SnapshotBuilder {
+    storage: Storage,
+    dir: PathBuf,
+    files: Arc<Mutex<()>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (storage, dir, files) = (self.storage.clone(), self.dir.clone(), self.files.clone());
+        let made = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let (header, file) = tokio::task::spawn_blocking(move || {
+            let _files = files.lock().unwrap_or_else(|p| p.into_inner());
+            let header = snapshot::build(&storage, &dir, format!("snapshot-{made}"))?;
+            let file = std::fs::File::open(dir.join(CURRENT)).map_err(read_error)?;
+            Ok::<_, StorageError>((header, file))
+        })
+        .await
+        .map_err(write_error)??;
+        tracing::debug!(snapshot = %header.meta.snapshot_id, "built a snapshot");
+        Ok(Snapshot {
+            meta: header.meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        })
+    }
+}

@@ -1,0 +1,601 @@
+//! The port mapper: Erlang's EPMD protocol, the subset that node names need.
+//!
+//! A node registers its alive name and distribution port with the port
+//! mapper of its own host (`ALIVE2_REQ`) and keeps that connection open: the
+//! registration ends when the connection closes, so a node killed with -9
+//! disappears at once. Anyone looks a name up (`PORT_PLEASE2_REQ`) or lists
+//! them (`NAMES_REQ`) on the host's port mapper, which listens on 4369 (or
+//! `ERL_EPMD_PORT`).
+//!
+//! The same wire format serves both ways: our nodes register with Erlang's
+//! own `epmd` when one runs, and our daemon (`host epmd`, [`serve`]) answers
+//! Erlang's `epmd -names` and `epmd -kill`.
+//!
+//! Every request is `[length: u16][request byte][payload]`, one request per
+//! connection; see the Erlang distribution protocol documentation.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The port mapper's port when `ERL_EPMD_PORT` does not say otherwise.
+pub const DEFAULT_PORT: u16 = 4369;
+
+const ALIVE2_REQ: u8 = 120;
+const ALIVE2_RESP: u8 = 121;
+const ALIVE2_X_RESP: u8 = 118;
+const PORT_PLEASE2_REQ: u8 = 122;
+const PORT2_RESP: u8 = 119;
+const NAMES_REQ: u8 = 110;
+const KILL_REQ: u8 = 107;
+
+/// "A normal node" (as opposed to 72, hidden) and "TCP over IPv4".
+const NODE_TYPE_NORMAL: u8 = 77;
+const PROTOCOL_TCP: u8 = 0;
+/// The distribution versions a registration announces. Erlang's epmd
+/// answers a highest version of 6 or more with the 4-byte creation reply.
+const HIGHEST_VERSION: u16 = 6;
+const LOWEST_VERSION: u16 = 5;
+/// The "extra" field of our registrations: lets a lookup tell our nodes
+/// from Erlang ones.
+pub const EXTRA: &[u8] = b"otp-wasm";
+
+/// Longest request the daemon reads.
+const MAX_REQUEST: usize = 1024;
+/// Longest name the daemon registers (as epmd: 255 characters).
+const MAX_NAME_BYTES: usize = 255;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client waits for the port mapper.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The port mapper's port from the environment (`ERL_EPMD_PORT`), as
+/// Erlang reads it.
+pub fn port_from_env() -> Result<u16, String> {
+    match std::env::var("ERL_EPMD_PORT") {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("ERL_EPMD_PORT=`{text}` is not a port number")),
+        Err(_) => Ok(DEFAULT_PORT),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EpmdError {
+    #[error("no port mapper is running on {0}")]
+    NotRunning(SocketAddr),
+    #[error("the name `{0}` is already registered on this host (is a node of that name running?)")]
+    NameTaken(String),
+    #[error("the port mapper on {addr}: {reason}")]
+    Protocol { addr: SocketAddr, reason: String },
+}
+
+fn request(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 + payload.len());
+    out.extend_from_slice(&((payload.len() + 1) as u16).to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+    out
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, EpmdError> {
+    match tokio::time::timeout(CLIENT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(_)) => Err(EpmdError::NotRunning(addr)),
+        Err(_) => Err(EpmdError::Protocol {
+            addr,
+            reason: "did not accept the connection in time".into(),
+        }),
+    }
+}
+
+/// Sends one request and reads the whole answer (the port mapper closes
+/// after answering).
+async fn ask(addr: SocketAddr, kind: u8, payload: &[u8]) -> Result<Vec<u8>, EpmdError> {
+    let protocol = |reason: String| EpmdError::Protocol { addr, reason };
+    let mut stream = connect(addr).await?;
+    let exchange = async {
+        stream.write_all(&request(kind, payload)).await?;
+        let mut answer = Vec::new();
+        (&mut stream).take(1 << 20).read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    match tokio::time::timeout(CLIENT_TIMEOUT, exchange).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(protocol(e.to_string())),
+        Err(_) => Err(protocol("did not answer in time".into())),
+    }
+}
+
+/// The distribution port of `alive` on the port mapper at `addr`; `None`
+/// when no node of that name is registered there.
+pub async fn port_please(addr: SocketAddr, alive: &str) -> Result<Option<u16>, EpmdError> {
+    let answer = ask(addr, PORT_PLEASE2_REQ, alive.as_bytes()).await?;
+    match answer.as_slice() {
+        [PORT2_RESP, 0, high, low, ..] => Ok(Some(u16::from_be_bytes([*high, *low]))),
+        [PORT2_RESP, _, ..] => Ok(None),
+        _ => Err(EpmdError::Protocol {
+            addr,
+            reason: "unexpected answer to a lookup".into(),
+        }),
+    }
+}
+
+/// The names registered on the port mapper at `addr`, with their ports.
+pub async fn names(addr: SocketAddr) -> Result<Vec<(String, u16)>, EpmdError> {
+    let answer = ask(addr, NAMES_REQ, &[]).await?;
+    if answer.len() < 4 {
+        return Err(EpmdError::Protocol {
+            addr,
+            reason: "short answer to a names request".into(),
+        });
+    }
+    let text = String::from_utf8_lossy(&answer[4..]);
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("name ")?;
+            let (name, port) = rest.rsplit_once(" at port ")?;
+            Some((name.to_string(), port.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// A name held on a port mapper: dropping it (or the process ending) ends
+/// the registration.
+pub struct Registration {
+    stream: TcpStream,
+    pub creation: u32,
+}
+
+impl Registration {
+    /// Resolves when the port mapper closes the registration (it stopped).
+    pub async fn lost(&mut self) {
+        let mut byte = [0u8; 1];
+        let _ = self.stream.read(&mut byte).await;
+    }
+}
+
+/// Registers `alive` with distribution port `port` on the port mapper at
+/// `addr`.
+pub async fn register(addr: SocketAddr, alive: &str, port: u16) -> Result<Registration, EpmdError> {
+    let protocol = |reason: String| EpmdError::Protocol { addr, reason };
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&port.to_be_bytes());
+    payload.push(NODE_TYPE_NORMAL);
+    payload.push(PROTOCOL_TCP);
+    payload.extend_from_slice(&HIGHEST_VERSION.to_be_bytes());
+    payload.extend_from_slice(&LOWEST_VERSION.to_be_bytes());
+    payload.extend_from_slice(&(alive.len() as u16).to_be_bytes());
+    payload.extend_from_slice(alive.as_bytes());
+    payload.extend_from_slice(&(EXTRA.len() as u16).to_be_bytes());
+    payload.extend_from_slice(EXTRA);
+    let mut stream = connect(addr).await?;
+    let exchange = async {
+        stream.write_all(&request(ALIVE2_REQ, &payload)).await?;
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head).await?;
+        let creation = match head[0] {
+            ALIVE2_X_RESP => {
+                let mut creation = [0u8; 4];
+                stream.read_exact(&mut creation).await?;
+                u32::from_be_bytes(creation)
+            }
+            _ => {
+                let mut creation = [0u8; 2];
+                stream.read_exact(&mut creation).await?;
+                u32::from(u16::from_be_bytes(creation))
+            }
+        };
+        Ok::<_, std::io::Error>((head, creation))
+    };
+    let (head, creation) = match tokio::time::timeout(CLIENT_TIMEOUT, exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return Err(protocol(format!("registration failed: {e}"))),
+        Err(_) => return Err(protocol("did not answer the registration in time".into())),
+    };
+    match head {
+        [ALIVE2_X_RESP | ALIVE2_RESP, 0] => Ok(Registration { stream, creation }),
+        [ALIVE2_X_RESP | ALIVE2_RESP, _] => Err(EpmdError::NameTaken(alive.to_string())),
+        _ => Err(protocol("unexpected answer to a registration".into())),
+    }
+}
+
+/// How long a node waits for a port mapper it started to come up.
+const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Registers `alive` on this host's port mapper (port `epmd_port`),
+/// starting one (`host epmd`, detached, as `erl` starts `epmd`) when none
+/// runs. Then keeps the name registered until `stop`: should the port
+/// mapper go away, the node registers again once one runs again (it does
+/// not start one itself then: whoever stopped it may mean it).
+pub async fn register_and_keep(
+    epmd_port: u16,
+    alive: String,
+    port: u16,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(), EpmdError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], epmd_port));
+    let mut registration = register_starting_daemon(addr, &alive, port).await?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = registration.lost() => {}
+            }
+            tracing::warn!("the port mapper on {addr} went away: registering `{alive}` again");
+            registration = loop {
+                match register(addr, &alive, port).await {
+                    Ok(registration) => break registration,
+                    Err(e) => {
+                        tracing::debug!("cannot register `{alive}` with the port mapper: {e}");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            };
+        }
+    });
+    Ok(())
+}
+
+async fn register_starting_daemon(
+    addr: SocketAddr,
+    alive: &str,
+    port: u16,
+) -> Result<Registration, EpmdError> {
+    match register(addr, alive, port).await {
+        Err(EpmdError::NotRunning(_)) => {}
+        other => return other,
+    }
+    start_daemon(addr.port()).map_err(|reason| EpmdError::Protocol { addr, reason })?;
+    let deadline = tokio::time::Instant::now() + DAEMON_START_TIMEOUT;
+    loop {
+        match register(addr, alive, port).await {
+            Err(EpmdError::NotRunning(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Starts `host epmd --port PORT` in the background, in a process group of
+/// its own (a Ctrl-C meant for the node does not reach it), with nothing
+/// inherited but the environment: it outlives the node, as epmd does.
+fn start_daemon(port: u16) -> Result<(), String> {
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find the host binary to start a port mapper: {e}"))?;
+    let mut child = std::process::Command::new(exe)
+        .args(["epmd", "--port", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start a port mapper: {e}"))?;
+    tracing::info!(
+        pid = child.id(),
+        "started a port mapper (host epmd) on port {port}"
+    );
+    // Reap it if it ends while the node runs (another one won the port).
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}
+
+/// Asks the port mapper at `addr` to stop. `Ok(false)` when it refused
+/// (nodes are still registered).
+pub async fn kill(addr: SocketAddr) -> Result<bool, EpmdError> {
+    let answer = ask(addr, KILL_REQ, &[]).await?;
+    Ok(answer.as_slice() == b"OK")
+}
+
+/// One registered node, as the daemon keeps it.
+#[derive(Clone)]
+struct Entry {
+    port: u16,
+    node_type: u8,
+    protocol: u8,
+    highest: u16,
+    lowest: u16,
+    extra: Vec<u8>,
+    /// Which connection holds it.
+    holder: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    nodes: Vec<(String, Entry)>,
+    next_holder: u64,
+    creation: u32,
+}
+
+/// The port mapper daemon (`host epmd`): answers until killed (SIGTERM, or
+/// a `KILL_REQ` from the local host when no node is registered, or always
+/// when `relaxed`).
+pub async fn serve(listener: TcpListener, relaxed: bool) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
+    let table = Arc::new(Mutex::new(Table {
+        creation: initial_creation(),
+        ..Table::default()
+    }));
+    let (killed, mut kill_requested) = tokio::sync::mpsc::channel::<()>(1);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = kill_requested.recv() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("port mapper: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let local = stream.local_addr().map(|a| a.ip()).ok();
+        let table = table.clone();
+        let killed = killed.clone();
+        tokio::spawn(async move {
+            let is_local = is_local_peer(peer.ip(), local);
+            if let Some(kill) = answer(stream, &table, port, is_local, relaxed).await
+                && kill
+            {
+                let _ = killed.send(()).await;
+            }
+        });
+    }
+}
+
+fn initial_creation() -> u32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(1);
+    now.max(4)
+}
+
+/// Registration and kill are for the local host only, as in epmd.
+fn is_local_peer(peer: IpAddr, local: Option<IpAddr>) -> bool {
+    peer.is_loopback()
+        || Some(peer) == local
+        || matches!(peer, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+}
+
+/// Serves one connection. Returns `Some(true)` when it asked the daemon to
+/// stop.
+async fn answer(
+    mut stream: TcpStream,
+    table: &Mutex<Table>,
+    own_port: u16,
+    is_local: bool,
+    relaxed: bool,
+) -> Option<bool> {
+    let packet = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream))
+        .await
+        .ok()??;
+    let (&kind, body) = packet.split_first()?;
+    match kind {
+        ALIVE2_REQ if is_local => {
+            alive2(stream, table, body).await;
+            None
+        }
+        PORT_PLEASE2_REQ => {
+            let name =
+                String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into_owned();
+            let reply = lock(table)
+                .nodes
+                .iter()
+                .find(|(registered, _)| *registered == name)
+                .map(|(name, entry)| port2_reply(name, entry))
+                .unwrap_or_else(|| vec![PORT2_RESP, 1]);
+            let _ = stream.write_all(&reply).await;
+            None
+        }
+        NAMES_REQ => {
+            let mut reply = u32::from(own_port).to_be_bytes().to_vec();
+            for (name, entry) in lock(table).nodes.iter().rev() {
+                reply.extend_from_slice(format!("name {name} at port {}\n", entry.port).as_bytes());
+            }
+            let _ = stream.write_all(&reply).await;
+            None
+        }
+        KILL_REQ if is_local => {
+            let allowed = relaxed || lock(table).nodes.is_empty();
+            let _ = stream.write_all(if allowed { b"OK" } else { b"NO" }).await;
+            Some(allowed)
+        }
+        _ => None,
+    }
+}
+
+async fn read_request<R: AsyncRead + Unpin>(stream: &mut R) -> Option<Vec<u8>> {
+    let mut length = [0u8; 2];
+    stream.read_exact(&mut length).await.ok()?;
+    let length = usize::from(u16::from_be_bytes(length));
+    if length == 0 || length > MAX_REQUEST {
+        return None;
+    }
+    let mut packet = vec![0u8; length];
+    stream.read_exact(&mut packet).await.ok()?;
+    Some(packet)
+}
+
+fn port2_reply(name: &str, entry: &Entry) -> Vec<u8> {
+    let mut reply = vec![PORT2_RESP, 0];
+    reply.extend_from_slice(&entry.port.to_be_bytes());
+    reply.push(entry.node_type);
+    reply.push(entry.protocol);
+    reply.extend_from_slice(&entry.highest.to_be_bytes());
+    reply.extend_from_slice(&entry.lowest.to_be_bytes());
+    reply.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    reply.extend_from_slice(name.as_bytes());
+    reply.extend_from_slice(&(entry.extra.len() as u16).to_be_bytes());
+    reply.extend_from_slice(&entry.extra);
+    reply
+}
+
+/// An `ALIVE2_REQ` body, parsed.
+fn parse_alive2(body: &[u8]) -> Option<(String, Entry)> {
+    let u16_at = |at: usize| Some(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]));
+    let port = u16_at(0)?;
+    let node_type = *body.get(2)?;
+    let protocol = *body.get(3)?;
+    let highest = u16_at(4)?;
+    let lowest = u16_at(6)?;
+    let name_len = usize::from(u16_at(8)?);
+    let name = body.get(10..10 + name_len)?;
+    let extra_len = usize::from(u16_at(10 + name_len)?);
+    let extra = body.get(12 + name_len..12 + name_len + extra_len)?;
+    let name = std::str::from_utf8(name).ok()?;
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.contains('\0') {
+        return None;
+    }
+    Some((
+        name.to_string(),
+        Entry {
+            port,
+            node_type,
+            protocol,
+            highest,
+            lowest,
+            extra: extra.to_vec(),
+            holder: 0,
+        },
+    ))
+}
+
+/// Registers a node for as long as its connection stays open.
+async fn alive2(mut stream: TcpStream, table: &Mutex<Table>, body: &[u8]) {
+    let Some((name, mut entry)) = parse_alive2(body) else {
+        return;
+    };
+    let highest = entry.highest;
+    let registered = {
+        let mut table = lock(table);
+        if table
+            .nodes
+            .iter()
+            .any(|(registered, _)| *registered == name)
+        {
+            None
+        } else {
+            table.next_holder += 1;
+            table.creation = table.creation.wrapping_add(1).max(4);
+            entry.holder = table.next_holder;
+            let creation = table.creation;
+            table.nodes.push((name.clone(), entry.clone()));
+            Some((entry.holder, creation))
+        }
+    };
+    let (result, creation) = match registered {
+        Some((_, creation)) => (0u8, creation),
+        None => (1u8, 99),
+    };
+    let reply = if highest >= 6 {
+        let mut reply = vec![ALIVE2_X_RESP, result];
+        reply.extend_from_slice(&creation.to_be_bytes());
+        reply
+    } else {
+        let mut reply = vec![ALIVE2_RESP, result];
+        reply.extend_from_slice(&((creation % 3 + 1) as u16).to_be_bytes());
+        reply
+    };
+    let _ = stream.write_all(&reply).await;
+    // Held until the node closes it; anything it sends ends it too.
+    let mut byte = [0u8; 1];
+    let _ = stream.read(&mut byte).await;
+    if let Some((holder, _)) = registered {
+        lock(table)
+            .nodes
+            .retain(|(_, entry)| entry.holder != holder);
+    }
+}
+
+fn lock(table: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
+    table.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn daemon(relaxed: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(serve(listener, relaxed));
+        addr
+    }
+
+    #[tokio::test]
+    async fn names_are_registered_looked_up_and_released_on_close() {
+        let addr = daemon(false).await;
+        let registration = register(addr, "node_a", 5555).await.expect("registered");
+        assert_eq!(
+            port_please(addr, "node_a").await.expect("lookup"),
+            Some(5555)
+        );
+        assert_eq!(port_please(addr, "node_b").await.expect("lookup"), None);
+        assert!(matches!(
+            register(addr, "node_a", 6666).await,
+            Err(EpmdError::NameTaken(_))
+        ));
+        assert_eq!(
+            names(addr).await.expect("names"),
+            vec![("node_a".to_string(), 5555)]
+        );
+        assert!(
+            !kill(addr).await.expect("answered"),
+            "refused while a node is registered"
+        );
+        drop(registration);
+        for _ in 0..100 {
+            if names(addr).await.expect("names").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(names(addr).await.expect("names").is_empty());
+        assert!(kill(addr).await.expect("answered"));
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_are_closed_without_an_answer() {
+        let addr = daemon(false).await;
+        for bytes in [
+            &[0u8, 0][..],
+            &[0xff, 0xff, 1, 2],
+            &[0, 3, ALIVE2_REQ, 1, 2],
+            &[0, 1, 99],
+        ] {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(bytes).await.expect("write");
+            stream.shutdown().await.expect("shutdown");
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            assert!(answer.is_empty(), "{bytes:?} got {answer:?}");
+        }
+        assert!(names(addr).await.expect("still serving").is_empty());
+    }
+
+    #[test]
+    fn an_alive2_body_parses_as_erlang_sends_it() {
+        // A registration of `foo` on port 5555, versions 6..5, no extra, as
+        // captured from Erlang's own client.
+        let body = [
+            0x15, 0xb3, 0x4d, 0x00, 0x00, 0x06, 0x00, 0x05, 0x00, 0x03, b'f', b'o', b'o', 0x00,
+            0x00,
+        ];
+        let (name, entry) = parse_alive2(&body).expect("valid");
+        assert_eq!(name, "foo");
+        assert_eq!(entry.port, 5555);
+        assert_eq!(entry.highest, 6);
+        assert!(parse_alive2(&body[..12]).is_none(), "truncated");
+    }
+}

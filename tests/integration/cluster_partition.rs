@@ -1,0 +1,255 @@
+//! A partition: one node of three cut off (every link through a proxy the
+//! test black-holes) while clients write on both sides. The minority
+//! refuses writes quickly, the majority keeps serving, and after the heal
+//! no acknowledged write is missing anywhere and each name has one holder.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::cluster::{COOKIE, Proxy, connect, stored_entries, wait_for_members};
+use crate::support::{Epmd, Node, NodeBuilder, eventually, free_port, try_request};
+
+const LISTS: usize = 12;
+
+struct Outcome {
+    acked: Vec<(String, String)>,
+    /// How long the slowest refused write on the minority took.
+    slowest_refusal: Duration,
+    /// Writes the minority acknowledged while it was cut off.
+    minority_acks_while_cut: usize,
+}
+
+/// Adds to lists l0..l11 through `port` until `stop`; records what was
+/// acknowledged and how long refusals took.
+fn client(
+    port: u16,
+    tag: String,
+    stop: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
+    outcome: Arc<Mutex<Outcome>>,
+) {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let list = format!("l{}", n % LISTS);
+        let title = format!("{tag}-{n}");
+        let body = format!(r#"{{"date":"2024-03-03","title":"{title}"}}"#);
+        let was_cut = cut.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let response = try_request(
+            port,
+            "POST",
+            &format!("/lists/{list}/entries"),
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        );
+        let took = started.elapsed();
+        let mut outcome = outcome.lock().expect("lock");
+        match response {
+            Some(response) if response.status == 201 => {
+                if was_cut && tag.starts_with("minority") {
+                    outcome.minority_acks_while_cut += 1;
+                }
+                outcome.acked.push((list, title));
+            }
+            Some(response) if was_cut && tag.starts_with("minority") => {
+                assert!(
+                    response.status == 503 || response.status == 500 || response.status == 504,
+                    "{}",
+                    response.text()
+                );
+                outcome.slowest_refusal = outcome.slowest_refusal.max(took);
+            }
+            _ => {}
+        }
+        drop(outcome);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
+    let epmd = Epmd::start();
+    let names = ["n1", "n2", "n3"];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    // proxies[from][to]: how node `from` reaches node `to`.
+    let proxies: Vec<Vec<Option<Proxy>>> = (0..3)
+        .map(|from| {
+            (0..3)
+                .map(|to| (from != to).then(|| Proxy::start(ports[to])))
+                .collect()
+        })
+        .collect();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let mut builder = NodeBuilder::todo()
+                .clustered(names[i], &epmd, COOKIE)
+                .metrics()
+                .arg("--dist-port")
+                .arg(&ports[i].to_string());
+            for to in (0..3).filter(|to| *to != i) {
+                let proxy = proxies[i][to].as_ref().expect("proxy");
+                builder = builder
+                    .arg("--peer-address")
+                    .arg(&format!("{}@127.0.0.1=127.0.0.1:{}", names[to], proxy.port));
+            }
+            builder.start()
+        })
+        .collect();
+    connect(&epmd, &nodes[1], &nodes[0]);
+    connect(&epmd, &nodes[2], &nodes[0]);
+    let all: Vec<&Node> = nodes.iter().collect();
+    for node in &nodes {
+        wait_for_members(&epmd, node, &all);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let cut = Arc::new(AtomicBool::new(false));
+    let outcome = Arc::new(Mutex::new(Outcome {
+        acked: Vec::new(),
+        slowest_refusal: Duration::ZERO,
+        minority_acks_while_cut: 0,
+    }));
+    let tags = ["majority-a", "majority-b", "minority"];
+    let clients: Vec<_> = nodes
+        .iter()
+        .zip(tags)
+        .map(|(node, tag)| {
+            let (port, stop, cut, outcome) =
+                (node.port, stop.clone(), cut.clone(), outcome.clone());
+            std::thread::spawn(move || client(port, tag.to_string(), stop, cut, outcome))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Cut n3 off from n1 and n2, both ways.
+    let minority = 2;
+    for (from, row) in proxies.iter().enumerate() {
+        for (to, proxy) in row.iter().enumerate() {
+            if let Some(proxy) = proxy
+                && (from == minority || to == minority)
+            {
+                proxy.cut();
+            }
+        }
+    }
+    // Writes acknowledged by n3 before it knew are fine; give it its lease.
+    std::thread::sleep(Duration::from_secs(2));
+    cut.store(true, Ordering::Relaxed);
+    eventually(Duration::from_secs(15), "n3 knows it is cut off", || {
+        nodes[minority].metric("host_cluster_cut_off") == 1
+    });
+    // The majority declares n3 down and serves all the lists.
+    eventually(
+        Duration::from_secs(20),
+        "the majority serves every list",
+        || {
+            (0..LISTS).all(|i| {
+                try_request(
+                    nodes[0].port,
+                    "GET",
+                    &format!("/lists/l{i}/entries"),
+                    &[],
+                    b"",
+                )
+                .is_some_and(|response| response.status == 200)
+            })
+        },
+    );
+    let acked_before = outcome.lock().expect("lock").acked.len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        outcome.lock().expect("lock").acked.len() > acked_before + 10,
+        "the majority kept acknowledging writes"
+    );
+    cut.store(false, Ordering::Relaxed);
+
+    // Heal.
+    for row in &proxies {
+        for proxy in row.iter().flatten() {
+            proxy.heal();
+        }
+    }
+    let healed_at = Instant::now();
+    eventually(Duration::from_secs(30), "n3 is back and serving", || {
+        nodes[minority].metric("host_cluster_cut_off") == 0
+            && nodes
+                .iter()
+                .all(|node| node.metric("host_cluster_members_up") == 3)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("client");
+    }
+    // One holder per name: every list answers, and the lists alive across
+    // the three nodes are exactly the lists.
+    eventually(Duration::from_secs(5), "one holder per list", || {
+        for i in 0..LISTS {
+            let answered = try_request(
+                nodes[2].port,
+                "GET",
+                &format!("/lists/l{i}/entries"),
+                &[],
+                b"",
+            );
+            if answered.is_none_or(|response| response.status != 200) {
+                return false;
+            }
+        }
+        nodes
+            .iter()
+            .map(|node| node.metric("host_processes"))
+            .sum::<u64>()
+            == LISTS as u64
+    });
+    assert!(healed_at.elapsed() < Duration::from_secs(40));
+    let outcome = outcome.lock().expect("lock");
+    assert_eq!(
+        outcome.minority_acks_while_cut, 0,
+        "a cut-off node acknowledged a write"
+    );
+    assert!(
+        outcome.slowest_refusal < Duration::from_secs(7),
+        "a refused write on the minority took {:?}",
+        outcome.slowest_refusal
+    );
+
+    // Every node, the minority included, holds every acknowledged add.
+    eventually(
+        Duration::from_secs(10),
+        "every node applied the same log",
+        || {
+            let applied: Vec<u64> = nodes
+                .iter()
+                .map(|node| node.metric("host_cluster_applied_index"))
+                .collect();
+            applied.iter().all(|index| *index == applied[0])
+        },
+    );
+    let kept: Vec<_> = nodes.into_iter().map(Node::kill_keeping_data).collect();
+    let mut by_list: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (list, title) in &outcome.acked {
+        by_list.entry(list.clone()).or_default().push(title.clone());
+    }
+    for (dir, _guard) in &kept {
+        for (list, titles) in &by_list {
+            let stored = stored_entries(dir, list);
+            let mut stored_titles: Vec<&str> =
+                stored.iter().map(|entry| entry.title.as_str()).collect();
+            let count = stored_titles.len();
+            stored_titles.sort_unstable();
+            stored_titles.dedup();
+            assert_eq!(stored_titles.len(), count, "no duplicate in {list}");
+            for title in titles {
+                assert!(
+                    stored_titles.binary_search(&title.as_str()).is_ok(),
+                    "{title} was acknowledged but is missing from {list} in {}",
+                    dir.display()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The port mapper: our nodes register with `host epmd` and with Erlang's
+//! own `epmd`, and a node killed with -9 disappears from both.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::cluster::COOKIE;
+use crate::support::{Epmd, NodeBuilder, eventually, free_port, run_host_with};
+
+#[test]
+fn nodes_register_with_host_epmd_and_vanish_when_killed() {
+    let epmd = Epmd::start();
+    let a = NodeBuilder::todo()
+        .clustered("node_a", &epmd, COOKIE)
+        .start();
+    let b = NodeBuilder::todo()
+        .clustered("node_b", &epmd, COOKIE)
+        .start();
+    let mut names = epmd.names();
+    names.sort();
+    assert_eq!(names, ["node_a", "node_b"]);
+    a.kill();
+    eventually(Duration::from_secs(5), "node_a is gone", || {
+        epmd.names() == ["node_b"]
+    });
+    // A second node of the same name on this host is refused.
+    let port = epmd.port.to_string();
+    let out = run_host_with(
+        &[
+            "run",
+            &crate::support::wasm("guest_todo").display().to_string(),
+            "--http-port",
+            "0",
+            "--http-host",
+            "127.0.0.1",
+            "--node",
+            "node_b@127.0.0.1",
+            "--data-dir",
+            &tempfile::tempdir()
+                .expect("temp")
+                .path()
+                .display()
+                .to_string(),
+        ],
+        &[("ERL_EPMD_PORT", &port), ("RELEASE_COOKIE", COOKIE)],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already registered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(b);
+}
+
+/// Erlang's `epmd` on a port of the test's own, stopped at the end.
+struct ErlangEpmd {
+    port: u16,
+}
+
+impl ErlangEpmd {
+    fn start() -> Self {
+        let port = free_port();
+        let status = Command::new("epmd")
+            .args(["-daemon", "-port", &port.to_string()])
+            .status()
+            .expect("Erlang's epmd is missing: scripts/setup.sh installs erlang-base");
+        assert!(status.success());
+        let epmd = Self { port };
+        eventually(Duration::from_secs(10), "epmd is up", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        epmd
+    }
+
+    /// `epmd -names`: the names Erlang's own tool lists.
+    fn names(&self) -> Vec<String> {
+        let out = Command::new("epmd")
+            .args(["-port", &self.port.to_string(), "-names"])
+            .output()
+            .expect("epmd -names");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.strip_prefix("name "))
+            .filter_map(|rest| rest.split(' ').next())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for ErlangEpmd {
+    fn drop(&mut self) {
+        let _ = Command::new("epmd")
+            .args(["-port", &self.port.to_string(), "-kill"])
+            .output();
+    }
+}
+
+#[test]
+fn nodes_register_with_erlangs_epmd_and_vanish_when_killed() {
+    let erlang = ErlangEpmd::start();
+    let ours = Epmd::external(erlang.port);
+    let a = NodeBuilder::todo()
+        .clustered("node_a", &ours, COOKIE)
+        .start();
+    let b = NodeBuilder::todo()
+        .clustered("node_b", &ours, COOKIE)
+        .start();
+    let mut names = erlang.names();
+    names.sort();
+    assert_eq!(names, ["node_a", "node_b"]);
+    // Our tools find nodes through it too.
+    let members = crate::support::cluster::tool_ok(&ours, &["nodes", &a.name]);
+    assert!(members.contains("node_a@127.0.0.1"), "{members}");
+    b.kill();
+    eventually(Duration::from_secs(5), "node_b is gone", || {
+        erlang.names() == ["node_a"]
+    });
+    drop(a);
+    eventually(Duration::from_secs(5), "no names left", || {
+        erlang.names().is_empty()
+    });
+}

@@ -1,0 +1,278 @@
+//! What cluster tests share: running the tools, reading a stopped node's
+//! storage, a TCP proxy that can black-hole a link, and TLS certificates.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{Epmd, Node, NodeBuilder, eventually, run_host_with};
+
+/// The cookie the cluster tests share, unless a test says otherwise.
+pub const COOKIE: &str = "monster";
+
+/// Runs `host ARGS` as a tool against the nodes registered with `epmd`,
+/// with `cookie`.
+pub fn tool(epmd: &Epmd, cookie: &str, args: &[&str]) -> std::process::Output {
+    let port = epmd.port.to_string();
+    run_host_with(
+        args,
+        &[("ERL_EPMD_PORT", &port), ("RELEASE_COOKIE", cookie)],
+    )
+}
+
+/// Like [`tool`], which must succeed; returns its stdout.
+pub fn tool_ok(epmd: &Epmd, args: &[&str]) -> String {
+    let out = tool(epmd, COOKIE, args);
+    assert!(
+        out.status.success(),
+        "`host {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `host connect JOINER OTHER`, which must succeed.
+pub fn connect(epmd: &Epmd, joiner: &Node, other: &Node) {
+    tool_ok(epmd, &["connect", &joiner.name, &other.name]);
+}
+
+/// The rows of `host nodes NODE`: name to the rest of its line.
+pub fn nodes(epmd: &Epmd, node: &Node) -> BTreeMap<String, String> {
+    tool_ok(epmd, &["nodes", &node.name])
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(' '))
+        .map(|(name, rest)| {
+            (
+                name.to_string(),
+                rest.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `node` sees exactly `expected` members, all up and linked.
+pub fn wait_for_members(epmd: &Epmd, node: &Node, expected: &[&Node]) {
+    let want: Vec<&str> = expected.iter().map(|node| node.name.as_str()).collect();
+    eventually(
+        Duration::from_secs(30),
+        &format!("{} sees {want:?}", node.name),
+        || {
+            let rows = nodes(epmd, node);
+            rows.len() == want.len()
+                && want.iter().all(|name| {
+                    rows.get(*name).is_some_and(|row| {
+                        row.contains(" up ") && row.contains("linked") && !row.contains("no link")
+                    })
+                })
+        },
+    );
+}
+
+/// Starts `count` Todo nodes named n1, n2... and joins them into one
+/// cluster through the first.
+pub fn todo_cluster(epmd: &Epmd, count: usize, extra: &[&str]) -> Vec<Node> {
+    let nodes: Vec<Node> = (1..=count)
+        .map(|i| {
+            let mut builder = NodeBuilder::todo()
+                .clustered(&format!("n{i}"), epmd, COOKIE)
+                .metrics();
+            for arg in extra {
+                builder = builder.arg(arg);
+            }
+            builder.start()
+        })
+        .collect();
+    for joiner in &nodes[1..] {
+        connect(epmd, joiner, &nodes[0]);
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    for node in &nodes {
+        wait_for_members(epmd, node, &all);
+    }
+    nodes
+}
+
+/// One entry as the Todo guest stores it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+pub struct StoredEntry {
+    pub id: u64,
+    pub date: String,
+    pub title: String,
+}
+
+/// The entries of `list` in the storage of a node that is not running,
+/// read straight from its RocksDB: what that node itself holds.
+pub fn stored_entries(data_dir: &Path, list: &str) -> Vec<StoredEntry> {
+    let storage = host::storage::Storage::open(&data_dir.join("db"), host::config::Durability::Wal)
+        .expect("open the stopped node's storage");
+    let namespace = storage.namespace("guest_todo");
+    let mut prefix = b"list\0".to_vec();
+    prefix.extend_from_slice(list.as_bytes());
+    prefix.extend_from_slice(b"\0e");
+    let mut entries = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = namespace
+            .scan_prefix(&prefix, after.as_deref(), 1000)
+            .expect("scan");
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (_, value) in &page {
+            entries.push(serde_json::from_slice(value).expect("a stored entry"));
+        }
+    }
+    entries
+}
+
+/// A TCP proxy to `127.0.0.1:target` that the test can black-hole: while
+/// cut, whatever either side sends vanishes (and new connections hang),
+/// as when a network drops packets; on heal, the connections it black-holed
+/// are closed, so both sides notice and reconnect.
+pub struct Proxy {
+    pub port: u16,
+    cut: Arc<AtomicBool>,
+    /// Bumped on every heal: connections of an older generation close.
+    generation: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(target: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let proxy = Self {
+            port,
+            cut: Arc::default(),
+            generation: Arc::default(),
+            stop: Arc::default(),
+            connections: Arc::default(),
+        };
+        let (cut, generation, stop, connections) = (
+            proxy.cut.clone(),
+            proxy.generation.clone(),
+            proxy.stop.clone(),
+            proxy.connections.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let born = generation.load(Ordering::Relaxed);
+                for stream in [&client, &server] {
+                    if let Ok(clone) = stream.try_clone() {
+                        connections.lock().expect("lock").push(clone);
+                    }
+                }
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
+                        continue;
+                    };
+                    let (cut, generation) = (cut.clone(), generation.clone());
+                    std::thread::spawn(move || pump(from, to, &cut, &generation, born));
+                }
+            }
+        });
+        proxy
+    }
+
+    /// Black-holes every connection through the proxy, and new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets bytes through again; connections that were black-holed close.
+    pub fn heal(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cut.store(false, Ordering::SeqCst);
+        for stream in self.connections.lock().expect("lock").drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for stream in self.connections.lock().expect("lock").drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    cut: &AtomicBool,
+    generation: &AtomicU64,
+    born: u64,
+) {
+    let mut buffer = [0u8; 64 * 1024];
+    loop {
+        let read = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        if generation.load(Ordering::SeqCst) != born {
+            break;
+        }
+        if cut.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buffer[..read]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, as PEM files in `dir`:
+/// `ca.pem`, `node.pem`, `node.key`.
+pub fn make_certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("node key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("node params");
+    let cert = params
+        .signed_by(&key, &ca, &ca_key)
+        .expect("node certificate");
+    std::fs::create_dir_all(dir).expect("cert dir");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join("node.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.join("node.key"), key.serialize_pem()).expect("write");
+}
+
+/// The TLS options for the certificates [`make_certificates`] wrote.
+pub fn tls_args(dir: &Path) -> Vec<String> {
+    vec![
+        "--tls-cert".into(),
+        dir.join("node.pem").display().to_string(),
+        "--tls-key".into(),
+        dir.join("node.key").display().to_string(),
+        "--tls-ca".into(),
+        dir.join("ca.pem").display().to_string(),
+    ]
+}
