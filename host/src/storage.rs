@@ -69,6 +69,12 @@ pub enum StorageError {
     /// node is cut off from it, or it has no leader. Not applied.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The write may or may not have been made (the link to the leader
+    /// broke after sending it, or it was committed but not yet applied
+    /// here). The writing process can no longer trust that its memory
+    /// matches storage, so it is ended and restarts from storage.
+    #[error("storage write of unknown outcome: {0}")]
+    Indeterminate(String),
 }
 
 impl From<rocksdb::Error> for StorageError {

@@ -40,6 +40,7 @@ fn two_nodes_share_a_list_and_one_keeps_serving_after_the_other_leaves() {
     wait_for_members(&epmd, &a, &[&a, &b]);
     wait_for_members(&epmd, &b, &[&a, &b]);
     let roles = nodes(&epmd, &a);
+    assert_eq!(roles.len(), 2, "tools are never members: {roles:?}");
     assert!(roles["node_a@127.0.0.1"].starts_with("voter"), "{roles:?}");
     assert!(
         roles["node_b@127.0.0.1"].starts_with("learner"),

@@ -18,28 +18,35 @@ impl StorageCapability {
     }
 }
 
-impl From<StorageError> for WitStorageError {
-    fn from(error: StorageError) -> Self {
-        match error {
-            StorageError::InvalidKey => WitStorageError::InvalidKey,
-            StorageError::TooLarge => WitStorageError::TooLarge,
-            StorageError::Io(message) => WitStorageError::Io(message),
-            StorageError::Unavailable(reason) => WitStorageError::Unavailable(reason),
-        }
+/// What a guest's storage call returns: its result, an error the guest
+/// handles, or a trap. A write whose outcome is unknown traps: the process
+/// cannot know whether its memory matches storage any more, so it ends and
+/// its next start reads storage again (as Erlang lets a process crash
+/// rather than go on with a state it cannot trust).
+type Answer<T> = wasmtime::Result<Result<T, WitStorageError>>;
+
+fn answer<T>(result: Result<T, StorageError>) -> Answer<T> {
+    match result {
+        Ok(value) => Ok(Ok(value)),
+        Err(StorageError::InvalidKey) => Ok(Err(WitStorageError::InvalidKey)),
+        Err(StorageError::TooLarge) => Ok(Err(WitStorageError::TooLarge)),
+        Err(StorageError::Io(message)) => Ok(Err(WitStorageError::Io(message))),
+        Err(StorageError::Unavailable(reason)) => Ok(Err(WitStorageError::Unavailable(reason))),
+        Err(error @ StorageError::Indeterminate(_)) => Err(wasmtime::Error::msg(error.to_string())),
     }
 }
 
 impl storage::Host for StorageCapability {
-    async fn get(&mut self, key: Vec<u8>) -> Result<Option<Vec<u8>>, WitStorageError> {
-        Ok(self.namespace.get(&key)?)
+    async fn get(&mut self, key: Vec<u8>) -> Answer<Option<Vec<u8>>> {
+        answer(self.namespace.get(&key))
     }
 
-    async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), WitStorageError> {
-        Ok(self.namespace.put(&key, &value).await?)
+    async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Answer<()> {
+        answer(self.namespace.put(&key, &value).await)
     }
 
-    async fn delete(&mut self, key: Vec<u8>) -> Result<(), WitStorageError> {
-        Ok(self.namespace.delete(&key).await?)
+    async fn delete(&mut self, key: Vec<u8>) -> Answer<()> {
+        answer(self.namespace.delete(&key).await)
     }
 
     async fn scan_prefix(
@@ -47,14 +54,15 @@ impl storage::Host for StorageCapability {
         prefix: Vec<u8>,
         start_after: Option<Vec<u8>>,
         limit: u32,
-    ) -> Result<Vec<db::Pair>, WitStorageError> {
+    ) -> Answer<Vec<db::Pair>> {
         let limit = usize::try_from(limit).unwrap_or(db::MAX_SCAN_PAIRS);
-        Ok(self
-            .namespace
-            .scan_prefix(&prefix, start_after.as_deref(), limit)?)
+        answer(
+            self.namespace
+                .scan_prefix(&prefix, start_after.as_deref(), limit),
+        )
     }
 
-    async fn batch(&mut self, operations: Vec<Operation>) -> Result<(), WitStorageError> {
+    async fn batch(&mut self, operations: Vec<Operation>) -> Answer<()> {
         let operations = operations
             .into_iter()
             .map(|operation| match operation {
@@ -62,7 +70,7 @@ impl storage::Host for StorageCapability {
                 Operation::Delete(key) => db::Operation::Delete(key),
             })
             .collect();
-        Ok(self.namespace.batch(operations).await?)
+        answer(self.namespace.batch(operations).await)
     }
 }
 

@@ -105,7 +105,7 @@ pub(super) fn check_lease(replica: &Replica) {
     let in_contact = !voters.is_empty() && heard * 2 > voters.len();
     match (in_contact, replica.fenced()) {
         (true, Some(_)) => {
-            tracing::info!(node = %replica.name, "back in contact with a majority of the cluster's voters: serving again");
+            tracing::info!(node = %replica.name, "in contact with a majority of the cluster's voters: serving");
             replica.set_fenced(None);
         }
         (false, None) => {

@@ -192,6 +192,7 @@ impl Cluster {
         }
         self.node.join_cluster(replica.clone());
         self.node.storage().replicate_through(replica.clone());
+        controller::check_lease(&replica);
         controller::start(replica, self.stop.clone());
     }
 

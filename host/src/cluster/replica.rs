@@ -129,7 +129,12 @@ impl Replica {
         let raft = Raft::new(me, config, network, LogStore::new(storage), state_machine)
             .await
             .map_err(|e| anyhow::anyhow!("cannot start Raft: {e}"))?;
-        let (fenced, _) = watch::channel(None);
+        // Until it hears from a majority of the voters, a node serves
+        // nothing: it may have been cut off before it stopped.
+        let (fenced, _) = watch::channel(Some(format!(
+            "{} is starting: it has not heard from a majority of its cluster's voters yet",
+            mesh.me()
+        )));
         Ok(Arc::new(Self {
             me,
             name: mesh.me().clone(),
@@ -286,7 +291,7 @@ impl Replica {
             match reply {
                 Some(WriteReply::Committed { index, outcome }) => {
                     if !self.wait_applied(index, deadline).await {
-                        return Err(StorageError::Unavailable(format!(
+                        return Err(StorageError::Indeterminate(format!(
                             "the write was committed at index {index} but this node did not apply it in time"
                         )));
                     }
@@ -297,7 +302,7 @@ impl Replica {
                 }
                 Some(WriteReply::Refused(reason)) => return Err(StorageError::Unavailable(reason)),
                 Some(WriteReply::Failed(reason)) => {
-                    return Err(StorageError::Unavailable(format!(
+                    return Err(StorageError::Indeterminate(format!(
                         "the write may or may not have been made: {reason}"
                     )));
                 }

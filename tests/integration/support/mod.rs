@@ -103,6 +103,17 @@ impl NodeBuilder {
         self
     }
 
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.envs.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// No cookie given: the node reads (or makes) its cookie file.
+    pub fn without_cookie(mut self) -> Self {
+        self.envs.retain(|(name, _)| name != "RELEASE_COOKIE");
+        self
+    }
+
     /// `RUST_LOG` for the node.
     pub fn log_filter(mut self, filter: &str) -> Self {
         self.log_filter = filter.to_string();

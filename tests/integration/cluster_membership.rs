@@ -1,0 +1,153 @@
+//! Who votes, who comes back, and where the cookie comes from.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
+
+use crate::support::cluster::{COOKIE, connect, nodes, todo_cluster};
+use crate::support::{Epmd, Node, NodeBuilder, eventually};
+
+fn voters_up(epmd: &Epmd, node: &Node) -> usize {
+    nodes(epmd, node)
+        .values()
+        .filter(|row| row.starts_with("voter up"))
+        .count()
+}
+
+#[test]
+fn three_of_four_vote_and_a_learner_replaces_a_dead_voter() {
+    let epmd = Epmd::start();
+    let mut cluster = todo_cluster(&epmd, 4, &[]);
+    eventually(
+        Duration::from_secs(20),
+        "three voters and a learner",
+        || {
+            let rows = nodes(&epmd, &cluster[0]);
+            rows.values().filter(|row| row.starts_with("voter")).count() == 3
+                && rows
+                    .values()
+                    .filter(|row| row.starts_with("learner"))
+                    .count()
+                    == 1
+        },
+    );
+    let rows = nodes(&epmd, &cluster[0]);
+    let voter = cluster
+        .iter()
+        .position(|node| {
+            rows[&node.name].starts_with("voter") && !rows[&node.name].ends_with("leader")
+        })
+        .expect("a voter that does not lead");
+    cluster.remove(voter).kill();
+    eventually(Duration::from_secs(20), "the learner is promoted", || {
+        voters_up(&epmd, &cluster[0]) == 3
+    });
+    // The three that are left serve and store.
+    let added = cluster[0].post(
+        "/lists/after/entries",
+        r#"{"date":"2024-05-05","title":"t"}"#,
+    );
+    assert_eq!(added.status, 201, "{}", added.text());
+}
+
+#[test]
+fn a_node_killed_and_restarted_resumes_and_catches_up() {
+    let epmd = Epmd::start();
+    let mut cluster = todo_cluster(&epmd, 3, &[]);
+    let data = tempfile::tempdir().expect("temp dir");
+    // A fourth node with a data dir of the test's, to restart it on.
+    let fourth = |epmd: &Epmd| {
+        NodeBuilder::todo()
+            .clustered("n4", epmd, COOKIE)
+            .metrics()
+            .data_dir(data.path())
+            .start()
+    };
+    let node = fourth(&epmd);
+    connect(&epmd, &node, &cluster[0]);
+    node.kill();
+    for i in 0..200 {
+        let added = cluster[i % 3].post(
+            &format!("/lists/l{}/entries", i % 7),
+            &format!(r#"{{"date":"2024-05-05","title":"t{i}"}}"#),
+        );
+        assert_eq!(added.status, 201, "{}", added.text());
+    }
+    let node = fourth(&epmd);
+    assert!(
+        node.logs().contains("resuming as a member of its cluster"),
+        "{}",
+        node.logs()
+    );
+    eventually(Duration::from_secs(20), "it caught up", || {
+        node.metric("host_cluster_applied_index") >= cluster[0].metric("host_cluster_applied_index")
+            && node.metric("host_cluster_members_up") == 4
+            && node.metric("host_cluster_cut_off") == 0
+    });
+    let total: usize = (0..7)
+        .map(|list| {
+            let response = node.get(&format!("/lists/l{list}/entries"));
+            assert_eq!(response.status, 200, "{}", response.text());
+            response.json().as_array().map_or(0, Vec::len)
+        })
+        .sum();
+    assert_eq!(total, 200);
+    cluster.push(node);
+    assert_eq!(nodes(&epmd, &cluster[0]).len(), 4);
+}
+
+#[test]
+fn the_default_cookie_file_is_created_private_and_a_readable_one_is_refused() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let epmd = Epmd::start();
+    let node = NodeBuilder::todo()
+        .clustered("a", &epmd, COOKIE)
+        .without_cookie()
+        .env("HOME", &home.path().display().to_string())
+        .start();
+    let file = home.path().join(".erlang.cookie");
+    let mode = std::fs::metadata(&file)
+        .expect("created")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o400);
+    let cookie = std::fs::read_to_string(&file).expect("read");
+    // A tool with that cookie gets in; the cookie shows in no log line.
+    let port = epmd.port.to_string();
+    let out = crate::support::run_host_with(
+        &["nodes", &node.name],
+        &[("ERL_EPMD_PORT", &port), ("RELEASE_COOKIE", &cookie)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!node.logs().contains(&cookie));
+    drop(node);
+
+    // Readable by others: refused, saying why and what to run.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = crate::support::run_host_with(
+        &[
+            "run",
+            &crate::support::wasm("guest_todo").display().to_string(),
+            "--http-port",
+            "0",
+            "--node",
+            "b@127.0.0.1",
+            "--data-dir",
+            &home.path().join("data").display().to_string(),
+        ],
+        &[
+            ("ERL_EPMD_PORT", &port),
+            ("HOME", &home.path().display().to_string()),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("can be read by other users") && stderr.contains("chmod 400"),
+        "{stderr}"
+    );
+}
