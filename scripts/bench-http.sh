@@ -17,38 +17,17 @@ source scripts/lib.sh
 target_dir="$(target_dir)"
 
 work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'stop_servers; rm -rf "$work"' EXIT
 
-# Starts a server in the background and prints the port from its first line.
-start() {
-  local log="$1"; shift
-  "$@" >"$log.out" 2>"$log.err" &
-  pids+=($!)
-  for _ in $(seq 1 600); do
-    if grep -q '127.0.0.1:' "$log.out" 2>/dev/null; then
-      grep -o '127.0.0.1:[0-9]*' "$log.out" | head -1 | cut -d: -f2
-      return
-    fi
-    sleep 0.1
-  done
-  echo "server did not start: $(cat "$log.err")" >&2
-  exit 1
-}
-
-hello_port="$(start "$work/hello" "$target_dir/$PROFILE/examples/hyper_hello" 0)"
+hello_port="$(start_server "$work/hello" "$target_dir/$PROFILE/examples/hyper_hello" 0)"
 
 # A fresh Todo node whose 1,000 lists each hold the same entries (and whose
 # list processes are all started), so no workload sees another's writes.
 fresh_todo_node() {
   local name="$1"
   local port
-  port="$(start "$work/$name" "$target_dir/$PROFILE/host" run "$target_dir/wasm32-wasip2/release/guest_todo.wasm" \
-    --node bench --http-host 127.0.0.1 --http-port 0 --data-dir "$work/$name-data" --idle-timeout 1h)"
+  port="$(start_server "$work/$name" "$target_dir/$PROFILE/host" run "$target_dir/wasm32-wasip2/release/guest_todo.wasm" \
+    --node bench --distribution none --http-host 127.0.0.1 --http-port 0 --data-dir "$work/$name-data" --idle-timeout 1h)"
   python3 scripts/wrk/prefill.py "$port" "${PREFILL_ENTRIES:-3}"
   echo "$port"
 }

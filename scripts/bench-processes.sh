@@ -11,7 +11,7 @@ target_dir="$(target_dir)"
 work="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 "$target_dir/release/host" run "$target_dir/wasm32-wasip2/release/minimal.wasm" --node bench \
-  --http-host 127.0.0.1 --http-port 0 --data-dir "$work/data" --idle-timeout 1h \
+  --distribution none --http-host 127.0.0.1 --http-port 0 --data-dir "$work/data" --idle-timeout 1h \
   --max-processes "$((COUNT + 100))" >"$work/out" 2>"$work/err" &
 pid=$!
 for _ in $(seq 1 600); do grep -q '127.0.0.1:' "$work/out" 2>/dev/null && break; sleep 0.1; done

@@ -20,7 +20,7 @@ use host::config::{
 use host::dist::NodeName;
 use host::dist::epmd;
 use host::dist::link::Liveness;
-use host::dist::mesh::{Dialer, Mesh};
+use host::dist::mesh::{DialError, Dialer, Mesh};
 use host::http::{self, Ingress};
 use host::metrics;
 use host::node::{ComponentSource, NodeCore};
@@ -399,6 +399,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long `--join` waits for its peer to come up (nodes started together
+/// by a supervisor come up in any order).
+const JOIN_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until `other` can be reached; a peer that is not running (yet)
+/// is waited for, anything else (a wrong cookie) fails at once.
+async fn wait_for_peer(mesh: &Arc<Mesh>, other: &NodeName) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + JOIN_WAIT;
+    let mut said = false;
+    loop {
+        match mesh.connect(other).await {
+            Ok(_) => return Ok(()),
+            Err(e @ (DialError::NotFound { .. } | DialError::Connect { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    tracing::info!(node = %mesh.me(), "waiting for {other} to join it: {e}");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => anyhow::bail!("--join {other}: {e}"),
+        }
+    }
+}
+
 /// Starts this node's part in a cluster: the mesh on `listener`, the name
 /// with the port mapper, membership resumed or (`--join`) acquired.
 async fn start_cluster(
@@ -422,6 +448,7 @@ async fn start_cluster(
         if cluster.is_member() {
             tracing::info!(node = %me, "already a member of a cluster: --join {other} is not needed");
         } else {
+            wait_for_peer(&mesh, &other).await?;
             let joined = cluster.join(&other).await.map_err(|e| anyhow::anyhow!(e))?;
             tracing::info!(node = %me, "{joined}");
         }

@@ -374,6 +374,12 @@ impl Cluster {
             tracing::info!(node = %self.mesh.me(), "{} comes back with new data: its old membership ends", request.name);
             remove_member(&replica, old).await?;
         }
+        // The leader replicates to the joiner: make sure it can reach it
+        // (it may have come in through another member).
+        self.mesh
+            .connect(&request.name)
+            .await
+            .map_err(|e| format!("the leader cannot reach it: {e}"))?;
         let member = Member {
             name: request.name.to_string(),
         };
@@ -525,6 +531,17 @@ impl Cluster {
         .map_err(|e| format!("left, but cannot record it: {e}"))?;
         tracing::info!(node = %me, "left the cluster; its data stays as a copy of the cluster's");
         Ok(format!("{me} left its cluster"))
+    }
+
+    /// The node that holds process `name` of `component`, as this node
+    /// sees the placement (none while it is not a member).
+    pub fn holder_of(&self, component: &str, name: &str) -> Option<NodeName> {
+        let replica = self.active.get()?;
+        let view = replica.view();
+        let slot = view
+            .slots
+            .get(usize::from(placement::slot_of(component, name)))?;
+        view.name_of(slot.node).cloned()
     }
 
     /// The cluster as this node sees it.

@@ -71,10 +71,17 @@ impl RaftPeer {
                 self.target
             )));
         };
-        let Some(link) = self.mesh.link(name) else {
-            return Err(unreachable(format!("no link to {name}")));
-        };
         let timeout = option.hard_ttl();
+        // A member the mesh has no link to yet (one joining through
+        // another node) is dialled now; one that is down fails fast.
+        let link = match self.mesh.link(name) {
+            Some(link) => link,
+            None => match tokio::time::timeout(timeout, self.mesh.connect(name)).await {
+                Ok(Ok(link)) => link,
+                Ok(Err(e)) => return Err(unreachable(e.to_string())),
+                Err(_) => return Err(unreachable(format!("no link to {name}"))),
+            },
+        };
         match link.request(body, timeout).await {
             Ok(answer) => wire::decode::<Response>(&answer)
                 .map_err(|e| RPCError::Network(NetworkError::new(&AnyError::error(e)))),

@@ -75,7 +75,7 @@ pub fn wait_for_members(epmd: &Epmd, node: &Node, expected: &[&Node]) {
 }
 
 /// Starts `count` Todo nodes named n1, n2... and joins them into one
-/// cluster through the first.
+/// cluster, each through the node started before it.
 pub fn todo_cluster(epmd: &Epmd, count: usize, extra: &[&str]) -> Vec<Node> {
     let nodes: Vec<Node> = (1..=count)
         .map(|i| {
@@ -88,8 +88,10 @@ pub fn todo_cluster(epmd: &Epmd, count: usize, extra: &[&str]) -> Vec<Node> {
             builder.start()
         })
         .collect();
-    for joiner in &nodes[1..] {
-        connect(epmd, joiner, &nodes[0]);
+    // Each joins through the one before it: through a follower, as well
+    // as through the leader.
+    for pair in nodes.windows(2) {
+        connect(epmd, &pair[1], &pair[0]);
     }
     let all: Vec<&Node> = nodes.iter().collect();
     for node in &nodes {
