@@ -10,13 +10,16 @@
 #  3. Catch-up: a fourth node joins after all of that; time until it has
 #     applied the whole log, and entries per second.
 # Prints Markdown for BENCHMARKS.md.
-#   PROFILE=dist DURATION=10s CONNECTIONS=21 OLD_HOST=/path/to/old/host bash scripts/bench-cluster.sh
+# OLD_HOST runs with OLD_TODO, the Todo guest built with that code (default:
+# next to OLD_HOST's target dir), since the contract may differ.
+#   PROFILE=dist DURATION=10s CONNECTIONS=21 OLD_HOST=/path/to/old/target/dist/host bash scripts/bench-cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-21}"   # per wrk; three wrk processes
 PROFILE="${PROFILE:-dist}"
 OLD_HOST="${OLD_HOST:-}"
+OLD_TODO="${OLD_TODO:-${OLD_HOST%/*/host}/wasm32-wasip2/release/guest_todo.wasm}"
 
 bash scripts/build.sh >&2
 cargo build --profile "$PROFILE" -p host --bin host >&2
@@ -83,7 +86,6 @@ for i in range(count):
     errors += re.findall(r"(Non-2xx.*|Socket errors.*)", out)
 print(f"{total:.0f}|{max(p99s):.2f}ms|{'; '.join(e.strip() for e in errors) or 'none'}")
 PY
-  cp "$work"/wrk.* /tmp/ 2>/dev/null || true
 }
 
 rows=()
@@ -102,22 +104,22 @@ for workload in "${workloads[@]}"; do
 done
 
 # --- lone nodes, same clients ---------------------------------------------
-lone() { # lone LABEL BINARY [ARGS...]
-  local label="$1" binary="$2"; shift 2
+lone() { # lone LABEL BINARY GUEST [ARGS...]
+  local label="$1" binary="$2" guest="$3"; shift 3
   for workload in "${workloads[@]}"; do
     IFS='|' read -r name script <<<"$workload"
     local dir="$work/lone-$RANDOM"
     local port
-    port="$(start_server "$dir" "$binary" run "$todo" --node lone --http-host 127.0.0.1 --http-port 0 \
+    port="$(start_server "$dir" "$binary" run "$guest" --node lone --http-host 127.0.0.1 --http-port 0 \
       --data-dir "$dir-data" --idle-timeout 1h "$@")"
     python3 scripts/wrk/prefill.py "$port" 3
     rows+=("$label: $name|$(load "$script" "$port" "$port" "$port")")
     kill "$(tail -1 "$work/pids")" 2>/dev/null || true
   done
 }
-lone "lone node, this code" "$host" --distribution none
+lone "lone node, this code" "$host" "$todo" --distribution none
 if [ -n "$OLD_HOST" ]; then
-  lone "lone node, previous code" "$OLD_HOST"
+  lone "lone node, previous code" "$OLD_HOST" "$OLD_TODO"
 fi
 
 # --- 2. Node-down to first acknowledged add -------------------------------

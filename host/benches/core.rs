@@ -2,29 +2,18 @@
 //! round trip, storage put and get. Run with `cargo bench -p host` after
 //! building the guests (`scripts/build.sh`); see BENCHMARKS.md.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
+mod support;
+use support::minimal_wasm;
+
 use host::config::{Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity};
 use host::node::{ComponentSource, NodeCore};
 use host::state::InstanceState;
 use host::storage::Storage;
-
-fn minimal_wasm() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("wasm32-wasip2/release/minimal.wasm");
-    assert!(
-        path.exists(),
-        "{} missing: run scripts/build.sh first",
-        path.display()
-    );
-    path
-}
 
 fn node(data_dir: &std::path::Path) -> Arc<NodeCore> {
     let config = NodeConfig {

@@ -191,11 +191,6 @@ impl Storage {
         let _ = self.replicator.set(replicator);
     }
 
-    /// Whether writes are replicated (the node is part of a cluster).
-    pub fn is_replicated(&self) -> bool {
-        self.replicator.get().is_some()
-    }
-
     /// Whether any guest data is stored.
     pub fn has_data(&self) -> bool {
         self.db.iterator(IteratorMode::Start).next().is_some()

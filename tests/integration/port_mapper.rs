@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::cluster::COOKIE;
-use crate::support::{Epmd, NodeBuilder, eventually, free_port, run_host_with};
+use crate::support::{Epmd, NodeBuilder, eventually, free_port, names_listed, run_host_with};
 
 #[test]
 fn nodes_register_with_host_epmd_and_vanish_when_killed() {
@@ -79,12 +79,7 @@ impl ErlangEpmd {
             .args(["-port", &self.port.to_string(), "-names"])
             .output()
             .expect("epmd -names");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| line.strip_prefix("name "))
-            .filter_map(|rest| rest.split(' ').next())
-            .map(str::to_string)
-            .collect()
+        names_listed(&out.stdout)
     }
 }
 

@@ -229,13 +229,6 @@ impl Mesh {
             .collect()
     }
 
-    /// Tools connected now.
-    pub fn hidden_links(&self) -> usize {
-        let mut hidden = self.hidden.lock().unwrap_or_else(|p| p.into_inner());
-        hidden.retain(|link| link.is_open());
-        hidden.len()
-    }
-
     /// The link to member `peer`, dialling it if there is none.
     pub async fn connect(self: &Arc<Self>, peer: &NodeName) -> Result<Arc<Link>, DialError> {
         if let Some(link) = self.link(peer) {

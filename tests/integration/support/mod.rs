@@ -408,13 +408,19 @@ impl Epmd {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| line.strip_prefix("name "))
-            .filter_map(|rest| rest.split(' ').next())
-            .map(str::to_string)
-            .collect()
+        names_listed(&out.stdout)
     }
+}
+
+/// The names in the output of `epmd -names` (or `host epmd --names`):
+/// lines `name NAME at port PORT`.
+pub fn names_listed(output: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(output)
+        .lines()
+        .filter_map(|line| line.strip_prefix("name "))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(str::to_string)
+        .collect()
 }
 
 impl Drop for Epmd {
