@@ -151,3 +151,54 @@ fn the_default_cookie_file_is_created_private_and_a_readable_one_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_leader_leaves_gracefully_and_the_others_carry_on() {
+    let epmd = Epmd::start();
+    let mut cluster = todo_cluster(&epmd, 3, &[]);
+    for i in 0..30 {
+        let added = cluster[i % 3].post(
+            &format!("/lists/l{}/entries", i % 5),
+            &format!(r#"{{"date":"2024-05-05","title":"t{i}"}}"#),
+        );
+        assert_eq!(added.status, 201, "{}", added.text());
+    }
+    let leader = cluster
+        .iter()
+        .position(|node| node.metric("host_cluster_leader") == 1)
+        .expect("a leader");
+    let leaving = cluster.remove(leader);
+    let name = leaving.name.clone();
+    assert_eq!(
+        leaving.stop().code(),
+        Some(0),
+        "SIGTERM: it leaves, then exits 0"
+    );
+    for node in &cluster {
+        eventually(
+            Duration::from_secs(20),
+            "two members, one of them leading",
+            || {
+                let rows = nodes(&epmd, node);
+                rows.len() == 2
+                    && !rows.contains_key(&name)
+                    && rows.values().any(|row| row.ends_with("leader"))
+            },
+        );
+        assert!(node.logs().contains(&format!("{name} left the cluster")));
+    }
+    // Every entry is still there, and the two take new ones.
+    let total: usize = (0..5)
+        .map(|list| {
+            let response = cluster[0].get(&format!("/lists/l{list}/entries"));
+            assert_eq!(response.status, 200, "{}", response.text());
+            response.json().as_array().map_or(0, Vec::len)
+        })
+        .sum();
+    assert_eq!(total, 30);
+    let added = cluster[1].post(
+        "/lists/l0/entries",
+        r#"{"date":"2024-05-05","title":"after"}"#,
+    );
+    assert_eq!(added.status, 201, "{}", added.text());
+}

@@ -67,6 +67,9 @@ use wire::{
 /// Longest a join may take: the joining node may have to receive a
 /// snapshot of all the cluster's data first.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest a lone node asked to admit another waits for a join or leave of
+/// its own to end.
+const ADMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// This node's part in a cluster, from before it joins one to after it
 /// leaves.
@@ -348,7 +351,15 @@ impl Cluster {
         let replica = match self.active.get() {
             Some(replica) => replica.clone(),
             None => {
-                let _changing = self.changing.lock().await;
+                // Bounded: two lone nodes told to join each other at once
+                // would otherwise each wait for the other's join to end.
+                let Ok(_changing) = tokio::time::timeout(ADMIT_WAIT, self.changing.lock()).await
+                else {
+                    return Err(format!(
+                        "{} is busy joining or leaving a cluster itself; try again",
+                        self.mesh.me()
+                    ));
+                };
                 match self.active.get() {
                     Some(replica) => replica.clone(),
                     None => self.found().await?,
@@ -502,16 +513,22 @@ impl Cluster {
         }
         let cluster_id = view.cluster_id.unwrap_or_default();
         let deadline = Instant::now() + self.settings.write_timeout * 3;
-        ask_leader(
-            &replica,
-            deadline,
-            Request::Leave { node: replica.me },
-            |response| match response {
-                Response::Leave(result) => Some(result),
-                _ => None,
-            },
-        )
-        .await?;
+        if replica.is_leader() {
+            // The leader takes itself out; once the new configuration is
+            // committed it steps down and the others elect a leader.
+            remove_member(&replica, replica.me).await?;
+        } else {
+            ask_leader(
+                &replica,
+                deadline,
+                Request::Leave { node: replica.me },
+                |response| match response {
+                    Response::Leave(result) => Some(result),
+                    _ => None,
+                },
+            )
+            .await?;
+        }
         // Take what is left of the log up to our removal, then stop.
         let left = replica
             .wait_view(deadline, |view| !view.nodes.contains_key(&replica.me))
