@@ -330,7 +330,15 @@ impl Namespace {
                     }
                     Ok(Operation::Put(self.full_key(&key)?, value))
                 }
-                Operation::Delete(key) => Ok(Operation::Delete(self.full_key(&key)?)),
+                Operation::Delete(key) => {
+                    // Deletes count too: a batch travels whole, as one
+                    // entry of the cluster's log.
+                    bytes = bytes.saturating_add(key.len());
+                    if bytes > MAX_VALUE_BYTES {
+                        return Err(StorageError::TooLarge);
+                    }
+                    Ok(Operation::Delete(self.full_key(&key)?))
+                }
             })
             .collect()
     }

@@ -15,10 +15,20 @@ const LISTS: usize = 12;
 
 struct Outcome {
     acked: Vec<(String, String)>,
-    /// How long the slowest refused write on the minority took.
+    /// How long the slowest write sent to the minority after the cut took
+    /// to be refused.
     slowest_refusal: Duration,
-    /// Writes the minority acknowledged while it was cut off.
+    /// Writes sent to the minority after the cut that it acknowledged.
     minority_acks_while_cut: usize,
+}
+
+/// What the test tells the clients about the network.
+#[derive(Default)]
+struct Phase {
+    /// The minority's links are black-holed.
+    cut: AtomicBool,
+    /// ...and the minority knows it (it reports itself cut off).
+    fenced: AtomicBool,
 }
 
 /// Adds to lists l0..l11 through `port` until `stop`; records what was
@@ -27,16 +37,20 @@ fn client(
     port: u16,
     tag: String,
     stop: Arc<AtomicBool>,
-    cut: Arc<AtomicBool>,
+    phase: Arc<Phase>,
     outcome: Arc<Mutex<Outcome>>,
 ) {
+    let minority = tag.starts_with("minority");
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let list = format!("l{}", n % LISTS);
         let title = format!("{tag}-{n}");
         let body = format!(r#"{{"date":"2024-03-03","title":"{title}"}}"#);
-        let was_cut = cut.load(Ordering::Relaxed);
+        let (was_cut, was_fenced) = (
+            phase.cut.load(Ordering::SeqCst),
+            phase.fenced.load(Ordering::SeqCst),
+        );
         let started = Instant::now();
         let response = try_request(
             port,
@@ -49,13 +63,17 @@ fn client(
         let mut outcome = outcome.lock().expect("lock");
         match response {
             Some(response) if response.status == 201 => {
-                if was_cut && tag.starts_with("minority") {
+                if was_cut && minority {
                     outcome.minority_acks_while_cut += 1;
                 }
                 outcome.acked.push((list, title));
             }
-            Some(response) if was_cut && tag.starts_with("minority") => {
-                assert_eq!(response.status, 503, "{}", response.text());
+            Some(response) if was_cut && minority => {
+                // Once it knows, a clear refusal; before, a write already
+                // at the leader may also end as "outcome unknown" (500).
+                if was_fenced {
+                    assert_eq!(response.status, 503, "{}", response.text());
+                }
                 outcome.slowest_refusal = outcome.slowest_refusal.max(took);
             }
             _ => {}
@@ -102,7 +120,7 @@ fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let cut = Arc::new(AtomicBool::new(false));
+    let phase = Arc::new(Phase::default());
     let outcome = Arc::new(Mutex::new(Outcome {
         acked: Vec::new(),
         slowest_refusal: Duration::ZERO,
@@ -113,15 +131,16 @@ fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
         .iter()
         .zip(tags)
         .map(|(node, tag)| {
-            let (port, stop, cut, outcome) =
-                (node.port, stop.clone(), cut.clone(), outcome.clone());
-            std::thread::spawn(move || client(port, tag.to_string(), stop, cut, outcome))
+            let (port, stop, phase, outcome) =
+                (node.port, stop.clone(), phase.clone(), outcome.clone());
+            std::thread::spawn(move || client(port, tag.to_string(), stop, phase, outcome))
         })
         .collect();
     std::thread::sleep(Duration::from_secs(2));
 
     // Cut n3 off from n1 and n2, both ways.
     let minority = 2;
+    phase.cut.store(true, Ordering::SeqCst);
     for (from, row) in proxies.iter().enumerate() {
         for (to, proxy) in row.iter().enumerate() {
             if let Some(proxy) = proxy
@@ -131,12 +150,10 @@ fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
             }
         }
     }
-    // Writes acknowledged by n3 before it knew are fine; give it its lease.
-    std::thread::sleep(Duration::from_secs(2));
-    cut.store(true, Ordering::Relaxed);
     eventually(Duration::from_secs(15), "n3 knows it is cut off", || {
         nodes[minority].metric("host_cluster_cut_off") == 1
     });
+    phase.fenced.store(true, Ordering::SeqCst);
     // The majority declares n3 down and serves all the lists.
     eventually(
         Duration::from_secs(20),
@@ -160,56 +177,69 @@ fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
         outcome.lock().expect("lock").acked.len() > acked_before + 10,
         "the majority kept acknowledging writes"
     );
-    cut.store(false, Ordering::Relaxed);
 
-    // Heal.
+    // Heal. Within 5 s every list has one holder and answers through the
+    // node that was cut off; the processes alive on the three nodes are
+    // exactly the lists.
     for row in &proxies {
         for proxy in row.iter().flatten() {
             proxy.heal();
         }
     }
+    phase.fenced.store(false, Ordering::SeqCst);
+    phase.cut.store(false, Ordering::SeqCst);
     let healed_at = Instant::now();
-    eventually(Duration::from_secs(30), "n3 is back and serving", || {
-        nodes[minority].metric("host_cluster_cut_off") == 0
-            && nodes
-                .iter()
-                .all(|node| node.metric("host_cluster_members_up") == 3)
-    });
+    eventually(
+        Duration::from_secs(5),
+        "one holder per list after the heal",
+        || {
+            let answered = (0..LISTS).all(|i| {
+                try_request(
+                    nodes[minority].port,
+                    "GET",
+                    &format!("/lists/l{i}/entries"),
+                    &[],
+                    b"",
+                )
+                .is_some_and(|response| response.status == 200)
+            });
+            answered
+                && nodes
+                    .iter()
+                    .map(|node| node.metric("host_processes"))
+                    .sum::<u64>()
+                    == LISTS as u64
+        },
+    );
+    let one_holder_after = healed_at.elapsed();
+    eventually(
+        Duration::from_secs(30),
+        "n3 is back up and holds its share",
+        || {
+            nodes[minority].metric("host_cluster_cut_off") == 0
+                && nodes
+                    .iter()
+                    .all(|node| node.metric("host_cluster_members_up") == 3)
+                && nodes[minority].metric("host_cluster_slots_held") > 0
+        },
+    );
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.join().expect("client");
     }
-    // One holder per name: every list answers, and the lists alive across
-    // the three nodes are exactly the lists.
-    eventually(Duration::from_secs(5), "one holder per list", || {
-        for i in 0..LISTS {
-            let answered = try_request(
-                nodes[2].port,
-                "GET",
-                &format!("/lists/l{i}/entries"),
-                &[],
-                b"",
-            );
-            if answered.is_none_or(|response| response.status != 200) {
-                return false;
-            }
-        }
-        nodes
-            .iter()
-            .map(|node| node.metric("host_processes"))
-            .sum::<u64>()
-            == LISTS as u64
-    });
-    assert!(healed_at.elapsed() < Duration::from_secs(40));
+    assert!(one_holder_after < Duration::from_secs(5));
     let outcome = outcome.lock().expect("lock");
     assert_eq!(
         outcome.minority_acks_while_cut, 0,
         "a cut-off node acknowledged a write"
     );
+    // Refused within the lease (1.5 s) and a tick, with room for a loaded
+    // machine: never left to hang until a deadline (6 s for a write, 30 s
+    // for the request).
     assert!(
-        outcome.slowest_refusal < Duration::from_secs(7),
-        "a refused write on the minority took {:?}",
+        outcome.slowest_refusal < Duration::from_secs(4),
+        "a write on the minority took {:?} to be refused",
         outcome.slowest_refusal
     );
 

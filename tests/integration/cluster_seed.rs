@@ -170,4 +170,74 @@ fn two_nodes_over_tls_and_an_untrusted_peer_is_refused() {
     let members = tool_tls(&trusted, &["nodes", &a.name]);
     assert!(!String::from_utf8_lossy(&members.stdout).contains("node_c"));
     drop(c);
+
+    // B stops; A alone serves the list and takes adds, as without TLS.
+    assert_eq!(b.stop().code(), Some(0));
+    eventually(Duration::from_secs(10), "A alone", || {
+        String::from_utf8_lossy(&tool_tls(&trusted, &["nodes", &a.name]).stdout)
+            .lines()
+            .count()
+            == 2
+    });
+    add(&a, "production_list", "Celebrate");
+    assert_eq!(
+        read(&a, "production_list"),
+        "2023-01-01 Deploy Successful\n2023-01-01 Celebrate"
+    );
+}
+
+#[test]
+fn the_voter_of_two_serves_alone_when_the_learner_dies_and_hands_its_vote_when_it_leaves() {
+    let epmd = Epmd::start();
+    let a = NodeBuilder::todo()
+        .clustered("node_a", &epmd, COOKIE)
+        .start();
+    let b = NodeBuilder::todo()
+        .clustered("node_b", &epmd, COOKIE)
+        .start();
+    connect(&epmd, &b, &a);
+    add(&b, "production_list", "one");
+    // B (the learner) is killed: A, the voter, goes on alone.
+    b.kill();
+    add(&a, "production_list", "two");
+    eventually(Duration::from_secs(10), "B declared down", || {
+        a.logs().contains("node_b@127.0.0.1 is down")
+    });
+    assert_eq!(
+        read(&a, "production_list"),
+        "2023-01-01 one\n2023-01-01 two"
+    );
+
+    // A third node joins; then A, the voter and leader, stops: it hands its
+    // vote to C, which serves alone afterwards.
+    let c = NodeBuilder::todo()
+        .clustered("node_c", &epmd, COOKIE)
+        .start();
+    connect(&epmd, &c, &a);
+    eventually(
+        Duration::from_secs(20),
+        "C has joined and caught up",
+        || {
+            let rows = nodes(&epmd, &c);
+            rows.get("node_c@127.0.0.1")
+                .is_some_and(|row| row.contains(" up "))
+                && rows
+                    .get("node_a@127.0.0.1")
+                    .is_some_and(|row| row.contains(" up linked"))
+        },
+    );
+    assert_eq!(a.stop().code(), Some(0));
+    eventually(Duration::from_secs(20), "C votes and leads", || {
+        let rows = nodes(&epmd, &c);
+        !rows.contains_key("node_a@127.0.0.1")
+            && rows["node_c@127.0.0.1"].starts_with("voter up")
+            && rows["node_c@127.0.0.1"].ends_with("leader")
+    });
+    // B, dead, is still listed: down, until it comes back.
+    assert!(nodes(&epmd, &c)["node_b@127.0.0.1"].contains("down"));
+    add(&c, "production_list", "three");
+    assert_eq!(
+        read(&c, "production_list"),
+        "2023-01-01 one\n2023-01-01 two\n2023-01-01 three"
+    );
 }

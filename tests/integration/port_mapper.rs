@@ -116,3 +116,48 @@ fn nodes_register_with_erlangs_epmd_and_vanish_when_killed() {
         erlang.names().is_empty()
     });
 }
+
+/// The pid of the `host epmd` serving `port`, found in /proc.
+fn daemon_pid(port: u16) -> Option<u32> {
+    let port = port.to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let wanted: [&[u8]; 3] = [b"epmd", b"--port", port.as_bytes()];
+            args.windows(3).any(|w| w == wanted).then_some(pid)
+        })
+}
+
+#[test]
+fn the_first_node_on_a_host_starts_the_port_mapper_which_outlives_it() {
+    let port = free_port();
+    let mapper = Epmd::external(port);
+    let a = NodeBuilder::todo()
+        .clustered("node_a", &mapper, COOKIE)
+        .start();
+    assert!(a.logs().contains("started a port mapper"), "{}", a.logs());
+    assert_eq!(mapper.names(), ["node_a"]);
+    let pid = daemon_pid(port).expect("the daemon runs");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    assert!(
+        !environ.windows(14).any(|w| w == b"RELEASE_COOKIE"),
+        "the port mapper was given the cookie"
+    );
+    assert_eq!(a.stop().code(), Some(0));
+    // As epmd, it stays when the node goes; nothing is registered.
+    assert!(mapper.names().is_empty());
+    let port_text = port.to_string();
+    let out = crate::support::run_host(&["epmd", "--kill", "--port", &port_text]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(5), "the daemon is gone", || {
+        daemon_pid(port).is_none()
+    });
+}

@@ -1,24 +1,27 @@
-//! Keeping the cluster in shape. Runs on every member, every tick
-//! (`--node-down-after` / 10):
+//! Keeping the cluster in shape. Two loops run on every member, every tick
+//! (`--node-down-after` / 10), independent of each other so that a Raft
+//! proposal that cannot commit never delays the lease:
 //!
-//! - **Liveness**: when each member was last heard from (any frame on its
-//!   link counts).
-//! - **The lease**: a node that has not heard from a majority of voters
-//!   (itself included, if it votes) within the lease (`--node-down-after` /
-//!   2) is cut off: it stops every process and refuses writes and calls
-//!   until it hears from them again. The leader declares a node down only
-//!   after `--node-down-after` of silence, so a cut-off node has stopped its
-//!   processes before its names are given to another node.
-//! - **Following the placement**: when the applied placement moves slots
-//!   away from this node, their processes stop (their waiting callers send
-//!   again, to the new holder); the mesh is told which members to keep
-//!   linked; changes of members are logged on every node.
-//! - **On the leader only**, one change per tick, through Raft: declare
-//!   silent members down and give their slots to the others; bring members
-//!   that answer again back up; keep an odd number of voters (at most
+//! - **The lease** (`lease_loop`): a node that has not heard from a majority
+//!   of voters (itself included, if it votes) within the lease
+//!   (`--node-down-after` / 2) over their links is cut off: it stops every
+//!   process and refuses writes and calls until it hears from them again.
+//!   The leader declares a node down only after `--node-down-after` of
+//!   silence, so a cut-off node has stopped its processes before its names
+//!   are given to another node.
+//! - **Leading** (`tick_loop`, on the leader only), one change per tick,
+//!   through Raft, each bounded in time: declare members down that have not
+//!   answered Raft as themselves for `--node-down-after` (a link that stays
+//!   up to a process that is no longer that member does not count), and give
+//!   their slots to the others; bring members back up once they answer and
+//!   have caught up with the log; keep an odd number of voters (at most
 //!   `--voters`), preferring members that are up; spread the slots evenly.
+//! - **Following the placement** (`follow_placement`): when the applied
+//!   placement moves slots away from this node, their processes stop (their
+//!   waiting callers send again, to the new holder); the mesh is told which
+//!   members to keep linked; changes of members are logged on every node.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,53 +37,59 @@ use crate::registry::StopReason;
 
 /// Proposals retried when the placement changed under them.
 const PROPOSAL_ATTEMPTS: usize = 5;
+/// How far behind the leader's log a member may be and still count as
+/// caught up when it comes back (about one Raft message of entries).
+const CAUGHT_UP_SLACK: u64 = 512;
 
 /// Starts the controller's tasks for `replica`, until `stop`.
 pub(super) fn start(replica: Arc<Replica>, stop: CancellationToken) {
     tokio::spawn(follow_placement(replica.clone(), stop.clone()));
+    tokio::spawn(lease_loop(replica.clone(), stop.clone()));
     tokio::spawn(tick_loop(replica, stop));
 }
 
-/// When each member was last heard from.
-struct Liveness {
-    started: Instant,
-    last_heard: HashMap<NodeId, Instant>,
+fn ticks(replica: &Replica) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval(replica.settings.tick());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks
 }
 
-impl Liveness {
-    fn silent_for(&self, id: NodeId, now: Instant) -> Duration {
-        let heard = self.last_heard.get(&id).copied().unwrap_or(self.started);
-        now.saturating_duration_since(heard)
+async fn lease_loop(replica: Arc<Replica>, stop: CancellationToken) {
+    let mut ticks = ticks(&replica);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => check_lease(&replica),
+        }
     }
 }
 
 async fn tick_loop(replica: Arc<Replica>, stop: CancellationToken) {
-    let mut liveness = Liveness {
-        started: Instant::now(),
-        last_heard: HashMap::new(),
-    };
-    let mut ticks = tokio::time::interval(replica.settings.tick());
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = ticks(&replica);
+    // Members are judged from when this node became leader: before, it sent
+    // them nothing, so their silence says nothing.
+    let mut leading_since: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let view = replica.view();
-        let now = Instant::now();
-        for (id, record) in &view.nodes {
-            if let Some(link) = replica.mesh.link(&record.name) {
-                liveness
-                    .last_heard
-                    .insert(*id, now.checked_sub(link.silent_for()).unwrap_or(now));
-            }
+        if !replica.is_leader() || replica.fenced().is_some() {
+            leading_since = None;
+            continue;
         }
-        check_lease(&replica);
-        if replica.is_leader()
-            && replica.fenced().is_none()
-            && let Err(error) = lead(&replica, &view, &liveness).await
-        {
-            tracing::debug!(node = %replica.name, "leader's placement step: {error}");
+        let since = *leading_since.get_or_insert_with(Instant::now);
+        let view = replica.view();
+        let step =
+            tokio::time::timeout(replica.settings.write_timeout, lead(&replica, &view, since));
+        match step.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(node = %replica.name, "leader's step: {error}"),
+            Err(_) => tracing::warn!(
+                node = %replica.name,
+                "the leader's step did not commit within {:?}; trying again",
+                replica.settings.write_timeout
+            ),
         }
     }
 }
@@ -127,8 +136,32 @@ pub(super) fn check_lease(replica: &Replica) {
     }
 }
 
+/// How long member `id` has not answered this leader as itself.
+fn silent_for(replica: &Replica, id: NodeId, leading_since: Instant, now: Instant) -> Duration {
+    let heard = replica
+        .last_answer(id)
+        .map_or(leading_since, |at| at.max(leading_since));
+    now.saturating_duration_since(heard)
+}
+
+/// Whether member `id`'s log is within a message of the leader's.
+pub(super) fn caught_up(replica: &Replica, id: NodeId) -> bool {
+    let metrics = replica.raft.metrics().borrow().clone();
+    let last = metrics.last_log_index.unwrap_or(0);
+    metrics
+        .replication
+        .as_ref()
+        .and_then(|replication| replication.get(&id))
+        .and_then(|matched| matched.map(|log_id| log_id.index))
+        .is_some_and(|matched| matched + CAUGHT_UP_SLACK >= last)
+}
+
 /// The leader's step: at most one change.
-async fn lead(replica: &Replica, view: &ClusterState, liveness: &Liveness) -> Result<(), String> {
+async fn lead(
+    replica: &Replica,
+    view: &ClusterState,
+    leading_since: Instant,
+) -> Result<(), String> {
     let now = Instant::now();
     let down_after = replica.settings.node_down_after;
     let recently = replica.settings.tick() * 3;
@@ -138,17 +171,17 @@ async fn lead(replica: &Replica, view: &ClusterState, liveness: &Liveness) -> Re
         if *id == replica.me {
             continue;
         }
-        let silent = liveness.silent_for(*id, now);
+        let silent = silent_for(replica, *id, leading_since, now);
         if record.up && silent > down_after {
             tracing::warn!(
                 node = %replica.name,
                 peer = %record.name,
-                "declaring {} down: silent for {:.1}s",
+                "declaring {} down: it has not answered for {:.1}s",
                 record.name,
                 silent.as_secs_f64()
             );
             down.insert(*id);
-        } else if !record.up && silent < recently {
+        } else if !record.up && silent < recently && caught_up(replica, *id) {
             back.insert(*id, record.name.clone());
         }
     }
@@ -227,9 +260,11 @@ fn desired_voters(replica: &Replica, view: &ClusterState) -> Option<BTreeSet<Nod
         return None;
     }
     let membership = metrics.membership_config.membership();
-    // One change at a time: wait until the last one is done.
+    // A change left half done (its leader lost, or its step timed out)
+    // leaves a joint configuration: finish it first (openraft moves from
+    // the joint configuration to its last one).
     if membership.get_joint_config().len() > 1 {
-        return None;
+        return membership.get_joint_config().last().cloned();
     }
     let current: BTreeSet<NodeId> = membership.voter_ids().collect();
     let mut candidates: Vec<NodeId> = membership
@@ -263,10 +298,10 @@ pub(super) async fn propose_placement(
         let Some(change) = compute(&replica.view()) else {
             return Ok(false);
         };
-        let response = replica
-            .raft
-            .client_write(Command::Placement(change))
+        let write = replica.raft.client_write(Command::Placement(change));
+        let response = tokio::time::timeout(replica.settings.write_timeout, write)
             .await
+            .map_err(|_| "the placement change did not commit in time".to_string())?
             .map_err(|e| format!("cannot change the placement: {e}"))?;
         match response.data {
             Outcome::Applied => {

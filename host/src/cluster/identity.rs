@@ -9,10 +9,16 @@ use super::snapshot;
 use super::types::{NodeId, StorageError};
 use super::wire::DataState;
 use crate::dist::NodeName;
-use crate::storage::{LEFT_CLUSTER, RAFT_LOG_CF, RAFT_META_CF, Storage};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{DATA_CF, LEFT_CLUSTER, RAFT_LOG_CF, RAFT_META_CF, Storage};
 
 const NODE_ID: &[u8] = b"node_id";
 const NODE_NAME: &[u8] = b"node_name";
+/// Present from the moment a node starts founding or joining a cluster
+/// until that is complete: a node that finds it at start was interrupted
+/// half way, and starts again as a lone node.
+const PENDING: &[u8] = b"membership_pending";
 
 /// The id and name of the member this data directory belongs to, if it is
 /// one.
@@ -47,14 +53,67 @@ pub fn clear_left_mark(storage: &Storage) -> Result<(), StorageError> {
         .map_err(write_error)
 }
 
-/// Records that this data directory is member `id`, named `name`.
-pub fn store(storage: &Storage, id: NodeId, name: &NodeName) -> Result<(), StorageError> {
+/// What a node was doing when it recorded its identity, so that an
+/// interruption can be undone.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum Pending {
+    /// Founding a cluster with its own data (nothing of its data changes).
+    Found,
+    /// Joining, its data dir holding this (a snapshot of the cluster's data
+    /// may have been half installed since).
+    Join(DataState),
+}
+
+/// Records that this data directory is becoming member `id`, named
+/// `name` (pending until [`confirm`]).
+pub fn store(
+    storage: &Storage,
+    id: NodeId,
+    name: &NodeName,
+    pending: Pending,
+) -> Result<(), StorageError> {
     let meta = storage.column_family(RAFT_META_CF).map_err(write_error)?;
     let mut batch = WriteBatch::default();
     batch.put_cf(meta, NODE_ID, encode(&id)?);
     batch.put_cf(meta, NODE_NAME, encode(name)?);
+    batch.put_cf(meta, PENDING, encode(&pending)?);
     storage.db().write(batch).map_err(write_error)?;
     storage.db().flush_wal(true).map_err(write_error)
+}
+
+/// The founding or joining recorded by [`store`] is complete.
+pub fn confirm(storage: &Storage) -> Result<(), StorageError> {
+    let meta = storage.column_family(RAFT_META_CF).map_err(write_error)?;
+    storage.db().delete_cf(meta, PENDING).map_err(write_error)?;
+    storage.db().flush_wal(true).map_err(write_error)
+}
+
+/// Undoes a founding or joining that was interrupted (the node stopped
+/// before it completed), if there was one: the node is lone again, and its
+/// data what it was before, as far as can be known. Returns whether it did.
+pub fn undo_interrupted(
+    storage: &Storage,
+    data_dir: &std::path::Path,
+) -> Result<bool, StorageError> {
+    let Some(pending) = read_meta::<Pending>(storage, PENDING)? else {
+        return Ok(false);
+    };
+    match pending {
+        Pending::Found | Pending::Join(DataState::OwnData) => forget(storage, data_dir, None)?,
+        Pending::Join(DataState::LeftCluster { cluster_id }) => {
+            forget(storage, data_dir, Some(cluster_id))?;
+        }
+        Pending::Join(DataState::Empty) => {
+            // Whatever is there came from the cluster's snapshot, maybe
+            // half of it: empty again, as it was.
+            let data = storage.column_family(DATA_CF).map_err(write_error)?;
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(data, &[][..], &[0xff][..]);
+            storage.db().write(batch).map_err(write_error)?;
+            forget(storage, data_dir, None)?;
+        }
+    }
+    Ok(true)
 }
 
 /// What this data directory holds, for a join.

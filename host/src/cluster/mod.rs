@@ -42,6 +42,7 @@ pub mod types;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -52,7 +53,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::dist::NodeName;
-use crate::dist::link::{Link, LinkHandler};
+use crate::dist::link::{Link, LinkHandler, MAX_BODY};
 use crate::dist::mesh::{Mesh, MeshEvents};
 use crate::node::NodeCore;
 use crate::registry::StopReason;
@@ -93,6 +94,8 @@ pub struct Cluster {
     stop: CancellationToken,
     /// Cancelled when a tool asked this node to leave its cluster and stop.
     stop_requested: CancellationToken,
+    /// Set once the node has left its cluster (it is about to stop).
+    left: AtomicBool,
 }
 
 impl Cluster {
@@ -114,9 +117,19 @@ impl Cluster {
             admitting: tokio::sync::Mutex::new(()),
             stop: CancellationToken::new(),
             stop_requested: CancellationToken::new(),
+            left: AtomicBool::new(false),
         });
         cluster.mesh.set_events(cluster.clone());
         let storage = cluster.node.storage();
+        if identity::undo_interrupted(storage, &cluster.node.config().data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot undo an interrupted join: {e}"))?
+        {
+            tracing::warn!(
+                node = %cluster.mesh.me(),
+                "this node stopped while founding or joining a cluster: it starts as a lone \
+                 node again (join again with --join or host connect)"
+            );
+        }
         let stored = identity::stored(storage)
             .map_err(|e| anyhow::anyhow!("cannot read this node's cluster identity: {e}"))?;
         if let Some((id, name)) = stored {
@@ -141,7 +154,7 @@ impl Cluster {
     }
 
     pub fn is_member(&self) -> bool {
-        self.active.get().is_some()
+        self.active.get().is_some() && !self.left.load(Ordering::Acquire)
     }
 
     /// Stops Raft and the links; the node is going away.
@@ -183,7 +196,7 @@ impl Cluster {
             let _ = replica.raft.shutdown().await;
         }
         let storage = self.node.storage();
-        if let Err(e) = identity::forget(storage, &self.node.config().data_dir, None) {
+        if let Err(e) = identity::undo_interrupted(storage, &self.node.config().data_dir) {
             tracing::error!(node = %self.mesh.me(), "cannot undo a failed join: {e}");
         }
     }
@@ -216,7 +229,7 @@ impl Cluster {
         let me = self.mesh.me().clone();
         let storage = self.node.storage();
         let id = identity::new_id()?;
-        identity::store(storage, id, &me)
+        identity::store(storage, id, &me, identity::Pending::Found)
             .map_err(|e| format!("cannot record the node's id: {e}"))?;
         let replica = self.open_raft(id).await.map_err(|e| format!("{e:#}"))?;
         let member = Member {
@@ -244,17 +257,15 @@ impl Cluster {
             .await
             .map_err(|e| format!("cannot found the cluster: {e}"))?;
         identity::clear_left_mark(storage).map_err(|e| e.to_string())?;
-        self.activate(replica.clone());
         if storage.has_data() {
             // The data written before the cluster existed is in no log
-            // entry: a snapshot carries it to every node that joins.
-            snapshot_now(
-                &replica,
-                written.log_id.index,
-                self.settings.write_timeout * 10,
-            )
-            .await?;
+            // entry: a snapshot carries it to every node that joins. Until
+            // it is made and the log purged, the founding is not complete
+            // (a node stopped meanwhile starts again as a lone node).
+            snapshot_now(&replica, written.log_id.index, JOIN_TIMEOUT).await?;
         }
+        identity::confirm(storage).map_err(|e| e.to_string())?;
+        self.activate(replica.clone());
         tracing::info!(node = %me, "founded a cluster with this node's data");
         Ok(replica)
     }
@@ -309,7 +320,7 @@ impl Cluster {
     async fn join_paused(&self, link: &Arc<Link>, data: DataState) -> Result<String, String> {
         let me = self.mesh.me().clone();
         let id = identity::new_id()?;
-        identity::store(self.node.storage(), id, &me)
+        identity::store(self.node.storage(), id, &me, identity::Pending::Join(data))
             .map_err(|e| format!("cannot record the node's id: {e}"))?;
         let replica = self.open_raft(id).await.map_err(|e| format!("{e:#}"))?;
         let request = Request::Join(JoinRequest {
@@ -324,6 +335,7 @@ impl Cluster {
             .map_err(|e| e.to_string())?;
         match wire::decode::<Response>(&answer)? {
             Response::Join(Ok(JoinAccepted { .. })) => {
+                identity::confirm(self.node.storage()).map_err(|e| e.to_string())?;
                 self.activate(replica);
                 let other = link.peer();
                 tracing::info!(node = %me, "joined the cluster of {other}");
@@ -376,9 +388,12 @@ impl Cluster {
             .ok_or("the cluster is not founded yet; try again")?;
         self.check_joiner(&request, cluster_id)?;
         if let Some(old) = view.id_of(&request.name).filter(|old| *old != request.id) {
-            if view.nodes.get(&old).is_some_and(|record| record.up) {
+            // The member of that name answers Raft as itself: it runs.
+            // Otherwise the joiner is its new incarnation (its data dir
+            // was replaced), and the old membership ends.
+            if replica.answered_within(old, self.settings.lease()) {
                 return Err(format!(
-                    "a node named {} is already a member and up; stop it first",
+                    "a node named {} is already a member and running; stop it first",
                     request.name
                 ));
             }
@@ -394,10 +409,10 @@ impl Cluster {
         let member = Member {
             name: request.name.to_string(),
         };
-        let added = replica
-            .raft
-            .add_learner(request.id, member, false)
+        let adding = replica.raft.add_learner(request.id, member, false);
+        let added = tokio::time::timeout(self.settings.write_timeout, adding)
             .await
+            .map_err(|_| "adding it to the cluster's log did not commit in time".to_string())?
             .map_err(|e| format!("cannot add it to the cluster's log: {e}"))?;
         let (id, since) = (request.id, added.log_id);
         replica
@@ -502,7 +517,7 @@ impl Cluster {
     pub async fn leave(&self) -> Result<String, String> {
         let _changing = self.changing.lock().await;
         let me = self.mesh.me().clone();
-        let Some(replica) = self.active.get().cloned() else {
+        let Some(replica) = self.active.get().cloned().filter(|_| self.is_member()) else {
             return Err(format!("{me} is not a member of a cluster"));
         };
         let view = replica.view();
@@ -512,23 +527,29 @@ impl Cluster {
             ));
         }
         let cluster_id = view.cluster_id.unwrap_or_default();
-        let deadline = Instant::now() + self.settings.write_timeout * 3;
-        if replica.is_leader() {
-            // The leader takes itself out; once the new configuration is
-            // committed it steps down and the others elect a leader.
-            remove_member(&replica, replica.me).await?;
-        } else {
-            ask_leader(
-                &replica,
-                deadline,
-                Request::Leave { node: replica.me },
-                |response| match response {
-                    Response::Leave(result) => Some(result),
-                    _ => None,
-                },
-            )
-            .await?;
-        }
+        let patience = self.settings.write_timeout * 3;
+        let deadline = Instant::now() + patience;
+        let removal = async {
+            if replica.is_leader() {
+                // The leader takes itself out; once the new configuration
+                // is committed it steps down and the others elect a leader.
+                remove_member(&replica, replica.me).await
+            } else {
+                ask_leader(
+                    &replica,
+                    deadline,
+                    Request::Leave { node: replica.me },
+                    |response| match response {
+                        Response::Leave(result) => Some(result),
+                        _ => None,
+                    },
+                )
+                .await
+            }
+        };
+        tokio::time::timeout(patience, removal)
+            .await
+            .map_err(|_| format!("the cluster did not confirm the leave within {patience:?}"))??;
         // Take what is left of the log up to our removal, then stop.
         let left = replica
             .wait_view(deadline, |view| !view.nodes.contains_key(&replica.me))
@@ -546,6 +567,7 @@ impl Cluster {
             Some(cluster_id),
         )
         .map_err(|e| format!("left, but cannot record it: {e}"))?;
+        self.left.store(true, Ordering::Release);
         tracing::info!(node = %me, "left the cluster; its data stays as a copy of the cluster's");
         Ok(format!("{me} left its cluster"))
     }
@@ -717,16 +739,54 @@ async fn ask_leader<T>(
 /// On the leader: takes node `id` out of the cluster (its names first,
 /// then its place in the Raft group).
 async fn remove_member(replica: &Replica, id: NodeId) -> Result<(), String> {
-    let others_up = replica
-        .view()
+    let lease = replica.settings.lease();
+    // Who is there to take over: this leader, and members answering it.
+    let alive = |other: NodeId| other == replica.me || replica.answered_within(other, lease);
+    let view = replica.view();
+    if !view
         .nodes
         .iter()
-        .any(|(other, record)| *other != id && record.up);
-    if !others_up {
+        .any(|(other, record)| *other != id && record.up && alive(*other))
+    {
         return Err(
             "it is the last node up in its cluster: its names would have nowhere to go".into(),
         );
     }
+    // Decided before anything changes: the last voter hands its vote only
+    // to a learner that answers and has caught up (waiting a moment for
+    // one), or a joint configuration with a dead node would never commit.
+    let deadline = Instant::now() + replica.settings.write_timeout;
+    let change = loop {
+        let metrics = replica.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if !voters.contains(&id) {
+            break ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+        }
+        let mut remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
+        if remaining.is_empty() {
+            let heir = membership.learner_ids().find(|learner| {
+                *learner != id && alive(*learner) && controller::caught_up(replica, *learner)
+            });
+            match heir {
+                Some(heir) => {
+                    remaining.insert(heir);
+                }
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                None => {
+                    return Err(
+                        "it holds the only vote, and no other node is up and caught \
+                                up to take it"
+                            .into(),
+                    );
+                }
+            }
+        }
+        break ChangeMembers::ReplaceAllVoters(remaining);
+    };
     controller::propose_placement(replica, |state| {
         if !state.nodes.contains_key(&id) {
             return None;
@@ -744,26 +804,10 @@ async fn remove_member(replica: &Replica, id: NodeId) -> Result<(), String> {
         })
     })
     .await?;
-    let metrics = replica.raft.metrics().borrow().clone();
-    let membership = metrics.membership_config.membership();
-    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    let change = if voters.contains(&id) {
-        let mut remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
-        if remaining.is_empty() {
-            let learner = membership
-                .learner_ids()
-                .find(|learner| *learner != id)
-                .ok_or("it is the only voter and no other node can take its place")?;
-            remaining.insert(learner);
-        }
-        ChangeMembers::ReplaceAllVoters(remaining)
-    } else {
-        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-    };
-    replica
-        .raft
-        .change_membership(change, false)
+    let changing = replica.raft.change_membership(change, false);
+    tokio::time::timeout(replica.settings.write_timeout, changing)
         .await
+        .map_err(|_| "taking it out of the Raft group did not commit in time".to_string())?
         .map_err(|e| format!("cannot take it out of the Raft group: {e}"))?;
     Ok(())
 }
@@ -795,7 +839,17 @@ async fn snapshot_now(replica: &Replica, index: u64, timeout: Duration) -> Resul
         .trigger()
         .purge_log(index)
         .await
-        .map_err(|e| format!("cannot purge the log: {e}"))
+        .map_err(|e| format!("cannot purge the log: {e}"))?;
+    replica
+        .raft
+        .wait(Some(timeout))
+        .metrics(
+            |metrics| metrics.purged.is_some_and(|purged| purged.index >= index),
+            "the log purged up to the founding snapshot",
+        )
+        .await
+        .map_err(|e| format!("the log was not purged in time: {e}"))?;
+    Ok(())
 }
 
 async fn serve_raft(replica: &Replica, rpc: RaftRpc) -> Response {
@@ -815,7 +869,18 @@ impl LinkHandler for Cluster {
         let Some(cluster) = self.this.upgrade() else {
             return Box::pin(async { wire::encode(&Response::Refused("stopping".into())) });
         };
-        Box::pin(async move { wire::encode(&cluster.serve_request(link, body).await) })
+        Box::pin(async move {
+            let answer = wire::encode(&cluster.serve_request(link, body).await);
+            if answer.len() > MAX_BODY {
+                // A reply (a guest's answer to a call) longer than a link
+                // carries: the caller is told, the link stays up.
+                return wire::encode(&Response::Refused(format!(
+                    "the answer is {} bytes, more than a link carries in one message ({MAX_BODY})",
+                    answer.len()
+                )));
+            }
+            answer
+        })
     }
 
     fn message(&self, link: &Arc<Link>, body: Bytes) {

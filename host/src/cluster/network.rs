@@ -1,10 +1,18 @@
 //! Raft's network: its RPCs as requests on the links of the mesh.
 //!
-//! A peer with no link is `Unreachable` (Raft backs off; the mesh redials
-//! it meanwhile), a link that breaks under a request is a network error, and
-//! a batch of entries too large for one frame asks Raft for fewer.
+//! A peer with no link is dialled (and `Unreachable` if that fails: Raft
+//! backs off), a link that breaks under a request is a network error, and a
+//! batch of entries too large for one frame asks Raft for fewer.
+//!
+//! Every answer a peer gives as the node Raft meant is recorded in
+//! [`Answered`]: the controller judges members alive by it, not by their
+//! links, since a link can stay up to a process that is no longer that
+//! member (its data was wiped, or its join was undone).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
@@ -29,10 +37,29 @@ const FRAME_MARGIN: usize = 64 * 1024;
 
 type RpcError<E = RaftError<NodeId>> = RPCError<NodeId, Member, E>;
 
+/// When each member last answered a Raft message as itself.
+#[derive(Default)]
+pub struct Answered(Mutex<HashMap<NodeId, Instant>>);
+
+impl Answered {
+    pub fn last(&self, id: NodeId) -> Option<Instant> {
+        self.lock().get(&id).copied()
+    }
+
+    fn record(&self, id: NodeId) {
+        self.lock().insert(id, Instant::now());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Instant>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Makes a [`RaftPeer`] for each node Raft talks to.
 pub struct RaftNetworkOverLinks {
     pub me: NodeId,
     pub mesh: Arc<Mesh>,
+    pub answered: Arc<Answered>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for RaftNetworkOverLinks {
@@ -44,6 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetworkOverLinks {
             target,
             name: NodeName::parse(&node.name).ok(),
             mesh: self.mesh.clone(),
+            answered: self.answered.clone(),
         }
     }
 }
@@ -53,6 +81,7 @@ pub struct RaftPeer {
     target: NodeId,
     name: Option<NodeName>,
     mesh: Arc<Mesh>,
+    answered: Arc<Answered>,
 }
 
 impl RaftPeer {
@@ -83,8 +112,14 @@ impl RaftPeer {
             },
         };
         match link.request(body, timeout).await {
-            Ok(answer) => wire::decode::<Response>(&answer)
-                .map_err(|e| RPCError::Network(NetworkError::new(&AnyError::error(e)))),
+            Ok(answer) => {
+                let response = wire::decode::<Response>(&answer)
+                    .map_err(|e| RPCError::Network(NetworkError::new(&AnyError::error(e))))?;
+                if !matches!(response, Response::Refused(_)) {
+                    self.answered.record(self.target);
+                }
+                Ok(response)
+            }
             Err(LinkError::NotSent(_)) => Err(unreachable(format!("no link to {name}"))),
             Err(LinkError::TimedOut(..)) => Err(RPCError::Timeout(Timeout {
                 action: kind,
@@ -92,7 +127,9 @@ impl RaftPeer {
                 target: self.target,
                 timeout,
             })),
-            Err(error @ LinkError::Lost(_)) => Err(RPCError::Network(NetworkError::new(&error))),
+            Err(error @ (LinkError::Lost(_) | LinkError::TooLarge(_))) => {
+                Err(RPCError::Network(NetworkError::new(&error)))
+            }
         }
     }
 

@@ -23,7 +23,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::log_store::LogStore;
-use super::network::RaftNetworkOverLinks;
+use super::network::{Answered, RaftNetworkOverLinks};
 use super::placement::slot_of;
 use super::state_machine::{Published, StateMachine};
 use super::types::{ClusterState, Command, NodeId, Outcome, Raft, Write};
@@ -100,6 +100,8 @@ pub struct Replica {
     /// Set, with the reason, while the node is cut off from the majority.
     fenced: watch::Sender<Option<String>>,
     barrier: Mutex<BarrierState>,
+    /// When each member last answered Raft as itself (on the leader).
+    answered: Arc<Answered>,
 }
 
 #[derive(Default)]
@@ -121,9 +123,11 @@ impl Replica {
         let (state_machine, published) =
             StateMachine::open(storage.clone(), &node.config().data_dir)
                 .map_err(|e| anyhow::anyhow!("cannot open the cluster state: {e}"))?;
+        let answered = Arc::new(Answered::default());
         let network = RaftNetworkOverLinks {
             me,
             mesh: mesh.clone(),
+            answered: answered.clone(),
         };
         let config = Arc::new(settings.raft_config()?);
         let raft = Raft::new(me, config, network, LogStore::new(storage), state_machine)
@@ -147,7 +151,19 @@ impl Replica {
             published,
             fenced,
             barrier: Mutex::default(),
+            answered,
         }))
+    }
+
+    /// When member `id` last answered this node's Raft messages as itself
+    /// (this node sends them while it leads).
+    pub(super) fn last_answer(&self, id: NodeId) -> Option<Instant> {
+        self.answered.last(id)
+    }
+
+    /// Whether member `id` answered Raft as itself within `within`.
+    pub(super) fn answered_within(&self, id: NodeId, within: Duration) -> bool {
+        self.last_answer(id).is_some_and(|at| at.elapsed() < within)
     }
 
     /// The cluster state as of the last applied entry.
@@ -258,6 +274,10 @@ impl Replica {
             _ = fenced.wait_for(Option::is_some) => WriteReply::Failed(
                 "this node was cut off from the cluster's majority before the write was confirmed".into(),
             ),
+            _ = tokio::time::sleep(self.settings.write_timeout) => WriteReply::Failed(format!(
+                "the write was not confirmed within {:?}",
+                self.settings.write_timeout
+            )),
         }
     }
 
@@ -272,7 +292,14 @@ impl Replica {
                     Some(link) => {
                         let body = wire::encode(&Request::Write(write.clone()));
                         let remaining = deadline.saturating_duration_since(Instant::now());
-                        match link.request(&body, remaining).await {
+                        let mut fenced = self.fenced.subscribe();
+                        let answered = tokio::select! {
+                            answered = link.request(&body, remaining) => answered,
+                            // Cut off with the write at the leader: its
+                            // fate is unknown, and waiting will not tell.
+                            _ = fenced.wait_for(Option::is_some) => Err(LinkError::Lost(link.peer().clone())),
+                        };
+                        match answered {
                             Ok(answer) => match wire::decode::<Response>(&answer) {
                                 Ok(Response::Write(reply)) => Some(reply),
                                 Ok(other) => {
@@ -479,11 +506,8 @@ impl Replica {
             message,
             hops,
         };
-        if link.send(&wire::encode(&cast)) {
-            Ok(())
-        } else {
-            Err(CallError::Refused(format!("the link to {peer} closed")))
-        }
+        link.send(&wire::encode(&cast))
+            .map_err(|e| CallError::Refused(format!("the cast cannot go to {peer}: {e}")))
     }
 
     /// Routes a call to wherever the name's slot is held, again while it
@@ -588,6 +612,10 @@ async fn call_over(
         },
         Err(LinkError::NotSent(_)) => None,
         Err(LinkError::TimedOut(..)) => Some(Err(CallError::TimedOut)),
+        Err(error @ LinkError::TooLarge(_)) => Some(Err(CallError::Refused(format!(
+            "the call cannot go to {}: {error}",
+            link.peer()
+        )))),
         Err(LinkError::Lost(peer)) => Some(Err(CallError::Crashed(format!(
             "the link to {peer} broke while the call was there: it may or may not have been handled"
         )))),

@@ -275,6 +275,8 @@ fn start_daemon(port: u16) -> Result<(), String> {
         .map_err(|e| format!("cannot find the host binary to start a port mapper: {e}"))?;
     let mut child = std::process::Command::new(exe)
         .args(["epmd", "--port", &port.to_string()])
+        // It needs no secret: it outlives the node, and should not carry one.
+        .env_remove("RELEASE_COOKIE")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -58,7 +58,14 @@ pub enum LinkError {
     Lost(NodeName),
     #[error("{0} did not answer within {1:?}")]
     TimedOut(NodeName, Duration),
+    /// Longer than a frame may be: not sent.
+    #[error("{0} bytes is more than a link carries in one message ({MAX_BODY})")]
+    TooLarge(usize),
 }
+
+/// The largest body a request, response or one-way message may have: the
+/// peer drops a link whose frame is longer than [`frame::MAX_FRAME`].
+pub const MAX_BODY: usize = frame::MAX_FRAME - 1 - ID_BYTES;
 
 /// What the layer above does with what arrives on a link.
 pub trait LinkHandler: Send + Sync + 'static {
@@ -182,6 +189,9 @@ impl Link {
 
     /// Sends a request and waits up to `timeout` for the answer.
     pub async fn request(&self, body: &[u8], timeout: Duration) -> Result<Bytes, LinkError> {
+        if body.len() > MAX_BODY {
+            return Err(LinkError::TooLarge(body.len()));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer, receiver) = oneshot::channel();
         self.lock_pending().insert(id, answer);
@@ -199,9 +209,16 @@ impl Link {
         }
     }
 
-    /// Sends a one-way message; false when the link is closed.
-    pub fn send(&self, body: &[u8]) -> bool {
-        self.is_open() && self.queue(TAG_ONE_WAY, None, body)
+    /// Sends a one-way message.
+    pub fn send(&self, body: &[u8]) -> Result<(), LinkError> {
+        if body.len() > MAX_BODY {
+            return Err(LinkError::TooLarge(body.len()));
+        }
+        if self.is_open() && self.queue(TAG_ONE_WAY, None, body) {
+            Ok(())
+        } else {
+            Err(LinkError::NotSent(self.peer.name.clone()))
+        }
     }
 
     fn queue(&self, tag: u8, id: Option<u64>, body: &[u8]) -> bool {
@@ -256,11 +273,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        if let Err(e) = writer.write_all(&batch).await {
-            link.close(format!("write failed: {e}"));
-            break;
-        }
-        if let Err(e) = writer.flush().await {
+        // A peer that stops reading (stopped, not dead) must not hold this
+        // task once the link is closed for silence.
+        let written = tokio::select! {
+            _ = link.closed.cancelled() => break,
+            written = async {
+                writer.write_all(&batch).await?;
+                writer.flush().await
+            } => written,
+        };
+        if let Err(e) = written {
             link.close(format!("write failed: {e}"));
             break;
         }
@@ -434,6 +456,20 @@ mod tests {
             left.request(b"x", Duration::from_secs(1)).await,
             Err(LinkError::NotSent(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_message_longer_than_a_frame_is_refused_and_the_link_stays() {
+        let (left, _right) = pair(RELAXED);
+        let huge = vec![0u8; MAX_BODY + 1];
+        assert!(matches!(
+            left.request(&huge, Duration::from_secs(1)).await,
+            Err(LinkError::TooLarge(_))
+        ));
+        assert!(matches!(left.send(&huge), Err(LinkError::TooLarge(_))));
+        assert!(left.is_open());
+        let answer = left.request(b"still", Duration::from_secs(5)).await;
+        assert_eq!(answer.expect("answered"), Bytes::from_static(b"echo:still"));
     }
 
     #[tokio::test]

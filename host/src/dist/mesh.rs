@@ -11,14 +11,14 @@
 //! and tells the layer above when links come up and go down.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +33,10 @@ use super::tls::{BoxedStream, Tls};
 /// Handshakes in progress at once; connections beyond are closed at once,
 /// so a flood of half-open connections cannot use up the node's files.
 const MAX_PENDING_HANDSHAKES: usize = 64;
+/// Handshakes in progress at once from one address, so that one host
+/// dripping bytes into slow connections cannot take every slot and lock
+/// the node's peers out.
+const MAX_PENDING_PER_ADDRESS: usize = 16;
 /// Longest wait between two attempts to dial a wanted peer.
 const MAX_REDIAL_BACKOFF: Duration = Duration::from_secs(2);
 const FIRST_REDIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -100,7 +104,10 @@ impl Dialer {
             peer: peer.clone(),
             reason,
         };
-        let mappers = peer.resolve_host(self.epmd_port).map_err(not_found)?;
+        let mappers = peer
+            .resolve_host_async(self.epmd_port)
+            .await
+            .map_err(not_found)?;
         let mapper = mappers[0];
         match epmd::port_please(mapper, peer.alive()).await {
             Ok(Some(port)) => Ok(SocketAddr::new(mapper.ip(), port)),
@@ -166,6 +173,63 @@ impl Dialer {
     }
 }
 
+/// Handshakes in progress, in all and per address.
+struct HandshakeSlots {
+    total: Arc<Semaphore>,
+    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Default for HandshakeSlots {
+    fn default() -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
+            by_address: Arc::default(),
+        }
+    }
+}
+
+/// One handshake's place; given back when dropped.
+struct HandshakeSlot {
+    _permit: OwnedSemaphorePermit,
+    address: IpAddr,
+    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl HandshakeSlots {
+    fn take(&self, address: IpAddr) -> Result<HandshakeSlot, String> {
+        let permit = self
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| format!("{MAX_PENDING_HANDSHAKES} handshakes already in progress"))?;
+        let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        let count = by_address.entry(address).or_insert(0);
+        if *count >= MAX_PENDING_PER_ADDRESS {
+            return Err(format!(
+                "{MAX_PENDING_PER_ADDRESS} handshakes from {address} already in progress"
+            ));
+        }
+        *count += 1;
+        Ok(HandshakeSlot {
+            _permit: permit,
+            address,
+            by_address: self.by_address.clone(),
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = by_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// A peer the mesh keeps dialling while its link is down.
 struct Wanted {
     next_attempt: Instant,
@@ -182,7 +246,7 @@ pub struct Mesh {
     members: Mutex<HashMap<NodeName, Arc<Link>>>,
     hidden: Mutex<Vec<Arc<Link>>>,
     wanted: Mutex<HashMap<NodeName, Wanted>>,
-    handshakes: Arc<Semaphore>,
+    handshakes: HandshakeSlots,
     stop: CancellationToken,
 }
 
@@ -194,7 +258,7 @@ impl Mesh {
             members: Mutex::new(HashMap::new()),
             hidden: Mutex::new(Vec::new()),
             wanted: Mutex::new(HashMap::new()),
-            handshakes: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
+            handshakes: HandshakeSlots::default(),
             stop: CancellationToken::new(),
         })
     }
@@ -273,17 +337,20 @@ impl Mesh {
                     }
                 },
             };
-            let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
-                tracing::warn!(
-                    node = %self.dialer.me,
-                    peer_addr = %addr,
-                    "dropped a distribution connection: {MAX_PENDING_HANDSHAKES} handshakes already in progress"
-                );
-                continue;
+            let slot = match self.handshakes.take(addr.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    tracing::warn!(
+                        node = %self.dialer.me,
+                        peer_addr = %addr,
+                        "dropped a distribution connection: {why}"
+                    );
+                    continue;
+                }
             };
             let mesh = self.clone();
             tokio::spawn(async move {
-                let _permit = permit;
+                let _slot = slot;
                 mesh.accept(stream, addr).await;
             });
         }

@@ -69,11 +69,26 @@ impl NodeName {
 
     /// The addresses the host part resolves to (an IP address is itself).
     pub fn resolve_host(&self, port: u16) -> Result<Vec<SocketAddr>, String> {
-        if let Ok(ip) = self.host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+            Err(_) => self.resolved((self.host.as_str(), port).to_socket_addrs()),
         }
-        let addrs: Vec<SocketAddr> = (self.host.as_str(), port)
-            .to_socket_addrs()
+    }
+
+    /// Like [`NodeName::resolve_host`], without blocking the async worker
+    /// while the resolver answers.
+    pub async fn resolve_host_async(&self, port: u16) -> Result<Vec<SocketAddr>, String> {
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+            Err(_) => self.resolved(tokio::net::lookup_host((self.host.as_str(), port)).await),
+        }
+    }
+
+    fn resolved(
+        &self,
+        found: std::io::Result<impl Iterator<Item = SocketAddr>>,
+    ) -> Result<Vec<SocketAddr>, String> {
+        let addrs: Vec<SocketAddr> = found
             .map_err(|e| format!("cannot resolve the host of {self}: {e}"))?
             .collect();
         if addrs.is_empty() {
