@@ -11,7 +11,9 @@
 #     applied the whole log, and entries per second.
 # Prints Markdown for BENCHMARKS.md.
 # OLD_HOST runs with OLD_TODO, the Todo guest built with that code (default:
-# next to OLD_HOST's target dir), since the contract may differ.
+# next to OLD_HOST's target dir), since the contract may differ. LONE_ONLY=1
+# runs only the lone-node comparison, ROUNDS times, alternating the builds
+# (the machine's run-to-run noise is about ±10%).
 #   PROFILE=dist DURATION=10s CONNECTIONS=21 OLD_HOST=/path/to/old/target/dist/host bash scripts/bench-cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,8 @@ DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-21}"   # per wrk; three wrk processes
 PROFILE="${PROFILE:-dist}"
 OLD_HOST="${OLD_HOST:-}"
+LONE_ONLY="${LONE_ONLY:-}"
+ROUNDS="${ROUNDS:-1}"
 OLD_TODO="${OLD_TODO:-${OLD_HOST%/*/host}/wasm32-wasip2/release/guest_todo.wasm}"
 
 bash scripts/build.sh >&2
@@ -91,19 +95,7 @@ PY
 rows=()
 workloads=("GET /entries|scripts/wrk/get.lua" "POST /add_entry|scripts/wrk/post.lua" "book mix 80/20|scripts/wrk/mix.lua")
 
-# --- 1. A 3-node cluster --------------------------------------------------
-read -r c1 m1 <<<"$(node n1)"
-read -r c2 m2 <<<"$(node n2 --join n1@127.0.0.1)"
-read -r c3 m3 <<<"$(node n3 --join n1@127.0.0.1)"
-wait_members "$m1" 3
-python3 scripts/wrk/prefill.py "$c1" 3
-held="$(metric "$m1" host_processes)/$(metric "$m2" host_processes)/$(metric "$m3" host_processes)"
-for workload in "${workloads[@]}"; do
-  IFS='|' read -r name script <<<"$workload"
-  rows+=("3-node cluster: $name|$(load "$script" "$c1" "$c2" "$c3")")
-done
-
-# --- lone nodes, same clients ---------------------------------------------
+# --- lone nodes, same clients as the cluster gets ---------------------------
 lone() { # lone LABEL BINARY GUEST [ARGS...]
   local label="$1" binary="$2" guest="$3"; shift 3
   for workload in "${workloads[@]}"; do
@@ -117,10 +109,49 @@ lone() { # lone LABEL BINARY GUEST [ARGS...]
     kill "$(tail -1 "$work/pids")" 2>/dev/null || true
   done
 }
-lone "lone node, this code" "$host" "$todo" --distribution none
-if [ -n "$OLD_HOST" ]; then
-  lone "lone node, previous code" "$OLD_HOST" "$OLD_TODO"
+
+lone_comparison() {
+  for round in $(seq 1 "$ROUNDS"); do
+    local suffix=""
+    [ "$ROUNDS" -gt 1 ] && suffix=" (round $round)"
+    lone "lone node, this code$suffix" "$host" "$todo" --distribution none
+    if [ -n "$OLD_HOST" ]; then
+      lone "lone node, previous code$suffix" "$OLD_HOST" "$OLD_TODO"
+    fi
+  done
+}
+
+print_rows() {
+  echo
+  echo "| Workload | req/s | worst p99 of the three | errors |"
+  echo "|---|---:|---:|---|"
+  for row in "${rows[@]}"; do
+    IFS='|' read -r name rps p99 errors <<<"$row"
+    echo "| $name | $rps | $p99 | $errors |"
+  done
+}
+
+header="host built with --profile $PROFILE; three wrk -t1 -c$CONNECTIONS -d$DURATION at once (one per node, or all three at the lone node), 1,000 lists prefilled with 3 entries; $(nproc) cores, $(date -u +%Y-%m-%d)"
+if [ -n "$LONE_ONLY" ]; then
+  lone_comparison
+  echo "$header"
+  print_rows
+  exit 0
 fi
+
+# --- 1. A 3-node cluster --------------------------------------------------
+read -r c1 m1 <<<"$(node n1)"
+read -r c2 m2 <<<"$(node n2 --join n1@127.0.0.1)"
+read -r c3 m3 <<<"$(node n3 --join n1@127.0.0.1)"
+wait_members "$m1" 3
+python3 scripts/wrk/prefill.py "$c1" 3
+held="$(metric "$m1" host_processes)/$(metric "$m2" host_processes)/$(metric "$m3" host_processes)"
+for workload in "${workloads[@]}"; do
+  IFS='|' read -r name script <<<"$workload"
+  rows+=("3-node cluster: $name|$(load "$script" "$c1" "$c2" "$c3")")
+done
+
+lone_comparison
 
 # --- 2. Node-down to first acknowledged add -------------------------------
 # A list started through n1; the node whose process count grew holds it.
@@ -161,15 +192,9 @@ while [ "$(metric "$m4" host_cluster_applied_index)" -lt "$applied" ]; do sleep 
 ended="$(date +%s.%N)"
 catch_up="$(python3 -c "print(f'{$ended - $started:.2f} s for {$applied} log entries: {$applied / ($ended - $started):.0f} entries/s')")"
 
-echo "host built with --profile $PROFILE; three wrk -t1 -c$CONNECTIONS -d$DURATION at once (one per node, or all three at the lone node), 1,000 lists prefilled with 3 entries; $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "$header"
 echo "list processes per node after the prefill: $held"
-echo
-echo "| Workload | req/s | worst p99 of the three | errors |"
-echo "|---|---:|---:|---|"
-for row in "${rows[@]}"; do
-  IFS='|' read -r name rps p99 errors <<<"$row"
-  echo "| $name | $rps | $p99 | $errors |"
-done
+print_rows
 echo
 echo "- node-down (n$((victim + 1)), holding the list, killed with -9) to the first acknowledged add to its list through another node: $failover s"
 echo "- catch-up of a node joining afterwards (node start included): $catch_up"
