@@ -82,11 +82,14 @@ work, count = sys.argv[1], int(sys.argv[2])
 total, p99s, errors = 0.0, [], []
 def ms(text):
     value, unit = float(re.match(r"[\d.]+", text).group()), re.sub(r"[\d.]", "", text)
-    return value * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    return value * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 for i in range(count):
     out = open(f"{work}/wrk.{i}").read()
-    total += float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99s.append(ms(re.search(r"99%\s+(\S+)", out).group(1)))
+    try:
+        total += float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        p99s.append(ms(re.search(r"99%\s+(\S+)", out).group(1)))
+    except (AttributeError, KeyError, ValueError):
+        sys.exit(f"cannot read this wrk output:\n{out}")
     errors += re.findall(r"(Non-2xx.*|Socket errors.*)", out)
 print(f"{total:.0f}|{max(p99s):.2f}ms|{'; '.join(e.strip() for e in errors) or 'none'}")
 PY

@@ -163,7 +163,13 @@ async fn lead(
     leading_since: Instant,
 ) -> Result<(), String> {
     let now = Instant::now();
-    let down_after = replica.settings.node_down_after;
+    // Looked at once a tick: declared down after `--node-down-after` less a
+    // tick of silence, it is declared down within `--node-down-after`. The
+    // lease (half of it) still ends well before.
+    let down_after = replica
+        .settings
+        .node_down_after
+        .saturating_sub(replica.settings.tick());
     let recently = replica.settings.tick() * 3;
     let mut down = BTreeSet::new();
     let mut back = BTreeMap::new();
