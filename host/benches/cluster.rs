@@ -18,16 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use host::cluster::{Cluster, Settings};
-use host::config::{Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity};
+use host::config::ProcessLimits;
 use host::dist::link::Liveness;
 use host::dist::mesh::{Dialer, Mesh};
 use host::dist::{Cookie, NodeName};
-use host::node::{ComponentSource, NodeCore};
+use host::node::NodeCore;
 
 mod support;
-use support::minimal_wasm;
+use support::{COMPONENT, minimal_node};
 
-const COMPONENT: &str = "minimal";
 const SEQUENTIAL_CALLS: usize = 20_000;
 const NEW_NAMES: usize = 6_000;
 const CALLERS: usize = 64;
@@ -66,30 +65,16 @@ async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Member> {
     };
     let mut members = Vec::new();
     for ((dir, listener), name) in dirs.iter().zip(listeners).zip(&names) {
-        let config = NodeConfig {
-            node_name: name.to_string(),
-            data_dir: dir.path().to_path_buf(),
-            http: HttpConfig::default(),
-            // Three engines in one process: each pool's address space
-            // must fit beside the others' (ISSUE: density work).
-            limits: ProcessLimits {
-                max_processes: 4_000,
-                ..ProcessLimits::default()
-            },
-            restarts: RestartIntensity::default(),
-            durability: Durability::Wal,
-            metrics_addr: None,
-            perfmap: false,
-            call_grants: Vec::new(),
+        // Three engines in one process: each pool's address space must
+        // fit beside the others', so each node holds fewer processes.
+        let limits = ProcessLimits {
+            max_processes: 4_000,
+            ..ProcessLimits::default()
         };
-        let source = ComponentSource {
-            name: COMPONENT.into(),
-            path: minimal_wasm(),
-        };
-        let node = tokio::task::spawn_blocking(move || NodeCore::start(config, &[source]))
+        let (node_name, data_dir) = (name.to_string(), dir.path().to_path_buf());
+        let node = tokio::task::spawn_blocking(move || minimal_node(&node_name, &data_dir, limits))
             .await
-            .expect("start")
-            .expect("node starts");
+            .expect("start");
         let dialer = Dialer {
             me: name.clone(),
             cookie: Cookie::from_text("bench").expect("cookie"),

@@ -8,30 +8,15 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod support;
-use support::minimal_wasm;
+use support::minimal_node;
 
-use host::config::{Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity};
-use host::node::{ComponentSource, NodeCore};
+use host::config::{Durability, ProcessLimits};
+use host::node::NodeCore;
 use host::state::InstanceState;
 use host::storage::Storage;
 
 fn node(data_dir: &std::path::Path) -> Arc<NodeCore> {
-    let config = NodeConfig {
-        node_name: "bench".into(),
-        data_dir: data_dir.to_path_buf(),
-        http: HttpConfig::default(),
-        limits: ProcessLimits::default(),
-        restarts: RestartIntensity::default(),
-        durability: Durability::Wal,
-        metrics_addr: None,
-        perfmap: false,
-        call_grants: Vec::new(),
-    };
-    let source = ComponentSource {
-        name: "minimal".into(),
-        path: minimal_wasm(),
-    };
-    NodeCore::start(config, &[source]).expect("node starts")
+    minimal_node("bench", data_dir, ProcessLimits::default())
 }
 
 fn processes(c: &mut Criterion) {

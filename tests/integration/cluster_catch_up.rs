@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::cluster::{COOKIE, connect, stored_entries, wait_for_members};
+use crate::support::cluster::{COOKIE, connect, stored_entries, todo_node, wait_for_members};
 use crate::support::{Epmd, Node, NodeBuilder, eventually};
 
 const ADDS: usize = 10_000;
@@ -117,8 +117,8 @@ fn a_node_joining_after_ten_thousand_adds_has_all_of_them() {
 #[test]
 fn two_nodes_with_data_of_their_own_refuse_to_merge() {
     let epmd = Epmd::start();
-    let a = NodeBuilder::todo().clustered("a", &epmd, COOKIE).start();
-    let b = NodeBuilder::todo().clustered("b", &epmd, COOKIE).start();
+    let a = todo_node(&epmd, "a");
+    let b = todo_node(&epmd, "b");
     for node in [&a, &b] {
         let response = node.request(
             "POST",

@@ -2,7 +2,7 @@
 //! the cookie, and TLS on the links.
 
 use crate::support::cluster::{
-    COOKIE, connect, make_certificates, nodes, tls_args, tool, wait_for_members,
+    COOKIE, connect, make_certificates, nodes, tls_args, todo_node, tool, wait_for_members,
 };
 use crate::support::{Epmd, Node, NodeBuilder, eventually};
 use std::time::Duration;
@@ -29,12 +29,8 @@ fn read(node: &Node, list: &str) -> String {
 #[test]
 fn two_nodes_share_a_list_and_one_keeps_serving_after_the_other_leaves() {
     let epmd = Epmd::start();
-    let a = NodeBuilder::todo()
-        .clustered("node_a", &epmd, COOKIE)
-        .start();
-    let b = NodeBuilder::todo()
-        .clustered("node_b", &epmd, COOKIE)
-        .start();
+    let a = todo_node(&epmd, "node_a");
+    let b = todo_node(&epmd, "node_b");
     // Node.connect(:"node_a@127.0.0.1"), run for B.
     connect(&epmd, &b, &a);
     wait_for_members(&epmd, &a, &[&a, &b]);
@@ -76,9 +72,7 @@ fn two_nodes_share_a_list_and_one_keeps_serving_after_the_other_leaves() {
 #[test]
 fn a_wrong_cookie_is_refused_on_both_sides_and_changes_nothing() {
     let epmd = Epmd::start();
-    let a = NodeBuilder::todo()
-        .clustered("node_a", &epmd, COOKIE)
-        .start();
+    let a = todo_node(&epmd, "node_a");
     let b = NodeBuilder::todo()
         .clustered("node_b", &epmd, "gremlin")
         .start();
@@ -189,12 +183,8 @@ fn two_nodes_over_tls_and_an_untrusted_peer_is_refused() {
 #[test]
 fn the_voter_of_two_serves_alone_when_the_learner_dies_and_hands_its_vote_when_it_leaves() {
     let epmd = Epmd::start();
-    let a = NodeBuilder::todo()
-        .clustered("node_a", &epmd, COOKIE)
-        .start();
-    let b = NodeBuilder::todo()
-        .clustered("node_b", &epmd, COOKIE)
-        .start();
+    let a = todo_node(&epmd, "node_a");
+    let b = todo_node(&epmd, "node_b");
     connect(&epmd, &b, &a);
     add(&b, "production_list", "one");
     // B (the learner) is killed: A, the voter, goes on alone.
@@ -210,9 +200,7 @@ fn the_voter_of_two_serves_alone_when_the_learner_dies_and_hands_its_vote_when_i
 
     // A third node joins; then A, the voter and leader, stops: it hands its
     // vote to C, which serves alone afterwards.
-    let c = NodeBuilder::todo()
-        .clustered("node_c", &epmd, COOKIE)
-        .start();
+    let c = todo_node(&epmd, "node_c");
     connect(&epmd, &c, &a);
     eventually(
         Duration::from_secs(20),

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{COOKIE, connect, nodes, tool_ok};
-use crate::support::{Epmd, Node, NodeBuilder};
+use crate::support::cluster::{connect, nodes, todo_node, tool_ok};
+use crate::support::{Epmd, Node};
 
 fn dist(node: &Node) -> TcpStream {
     let port = node.dist_port.expect("distribution on");
@@ -37,9 +37,7 @@ fn still_serving(epmd: &Epmd, node: &Node) {
 #[test]
 fn garbage_truncated_handshakes_and_huge_frames_are_dropped() {
     let epmd = Epmd::start();
-    let node = NodeBuilder::todo()
-        .clustered("target", &epmd, COOKIE)
-        .start();
+    let node = todo_node(&epmd, "target");
     // Random bytes.
     let mut noise = vec![0u8; 4096];
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -69,10 +67,8 @@ fn garbage_truncated_handshakes_and_huge_frames_are_dropped() {
 #[test]
 fn a_connection_that_never_finishes_its_handshake_is_closed() {
     let epmd = Epmd::start();
-    let node = NodeBuilder::todo()
-        .clustered("target", &epmd, COOKIE)
-        .start();
-    let peer = NodeBuilder::todo().clustered("peer", &epmd, COOKIE).start();
+    let node = todo_node(&epmd, "target");
+    let peer = todo_node(&epmd, "peer");
     let mut slow = dist(&node);
     let opened = Instant::now();
     // One byte a second: a length prefix that never completes a frame.

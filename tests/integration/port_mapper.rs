@@ -4,18 +4,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::cluster::COOKIE;
+use crate::support::cluster::{COOKIE, todo_node};
 use crate::support::{Epmd, NodeBuilder, eventually, free_port, names_listed, run_host_with};
 
 #[test]
 fn nodes_register_with_host_epmd_and_vanish_when_killed() {
     let epmd = Epmd::start();
-    let a = NodeBuilder::todo()
-        .clustered("node_a", &epmd, COOKIE)
-        .start();
-    let b = NodeBuilder::todo()
-        .clustered("node_b", &epmd, COOKIE)
-        .start();
+    let a = todo_node(&epmd, "node_a");
+    let b = todo_node(&epmd, "node_b");
     let mut names = epmd.names();
     names.sort();
     assert_eq!(names, ["node_a", "node_b"]);

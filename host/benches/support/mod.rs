@@ -1,6 +1,33 @@
 //! What the benchmarks share.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use host::config::{Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity};
+use host::node::{ComponentSource, NodeCore};
+
+/// The name the benchmarks load the minimal guest under.
+pub const COMPONENT: &str = "minimal";
+
+/// A node named `name` running the minimal guest, its data in `data_dir`.
+pub fn minimal_node(name: &str, data_dir: &Path, limits: ProcessLimits) -> Arc<NodeCore> {
+    let config = NodeConfig {
+        node_name: name.into(),
+        data_dir: data_dir.to_path_buf(),
+        http: HttpConfig::default(),
+        limits,
+        restarts: RestartIntensity::default(),
+        durability: Durability::Wal,
+        metrics_addr: None,
+        perfmap: false,
+        call_grants: Vec::new(),
+    };
+    let source = ComponentSource {
+        name: COMPONENT.into(),
+        path: minimal_wasm(),
+    };
+    NodeCore::start(config, &[source]).expect("node starts")
+}
 
 /// The minimal guest, built by `scripts/build.sh`.
 pub fn minimal_wasm() -> PathBuf {

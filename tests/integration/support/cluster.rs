@@ -14,6 +14,12 @@ use super::{Epmd, Node, NodeBuilder, eventually, run_host_with};
 /// The cookie the cluster tests share, unless a test says otherwise.
 pub const COOKIE: &str = "monster";
 
+/// A Todo node named `name@127.0.0.1`, registered with `epmd`, with the
+/// shared cookie; not joined to anything yet.
+pub fn todo_node(epmd: &Epmd, name: &str) -> Node {
+    NodeBuilder::todo().clustered(name, epmd, COOKIE).start()
+}
+
 /// Runs `host ARGS` as a tool against the nodes registered with `epmd`,
 /// with `cookie`.
 pub fn tool(epmd: &Epmd, cookie: &str, args: &[&str]) -> std::process::Output {
