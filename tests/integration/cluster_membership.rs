@@ -202,3 +202,30 @@ fn the_leader_leaves_gracefully_and_the_others_carry_on() {
     );
     assert_eq!(added.status, 201, "{}", added.text());
 }
+
+#[test]
+fn a_node_started_with_join_serves_from_its_ready_line() {
+    let epmd = Epmd::start();
+    let a = NodeBuilder::todo()
+        .clustered("node_a", &epmd, COOKIE)
+        .start();
+    // B's ready line comes after its join: its first request is served.
+    let b = NodeBuilder::todo()
+        .clustered("node_b", &epmd, COOKIE)
+        .arg("--join")
+        .arg(&a.name)
+        .start();
+    let added = b.request(
+        "POST",
+        "/add_entry?list=production_list&date=2023-01-01&title=first",
+        &[],
+        b"",
+    );
+    assert_eq!(added.status, 200, "{}", added.text());
+    assert!(b.logs().contains("joined the cluster of node_a@127.0.0.1"));
+    assert_eq!(
+        a.get("/entries?list=production_list&date=2023-01-01")
+            .text(),
+        "2023-01-01 first"
+    );
+}

@@ -142,7 +142,7 @@ impl Cluster {
                 );
             }
             let replica = cluster.open_raft(id).await?;
-            cluster.activate(replica);
+            cluster.activate(replica).await;
             tracing::info!(node = %me, "resuming as a member of its cluster");
         }
         Ok(cluster)
@@ -160,7 +160,8 @@ impl Cluster {
     /// Stops Raft and the links; the node is going away.
     pub async fn shut_down(&self) {
         self.stop.cancel();
-        if let Some(replica) = self.raft() {
+        // A node that left has shut its Raft down already.
+        if let Some(replica) = self.raft().filter(|_| !self.left.load(Ordering::Acquire)) {
             let _ = replica.raft.shutdown().await;
         }
         self.mesh.shut_down("the node is stopping");
@@ -202,14 +203,24 @@ impl Cluster {
     }
 
     /// From now on, calls and writes go through `replica`.
-    fn activate(&self, replica: Arc<Replica>) {
+    /// Returns once the node is in contact with a majority of the voters
+    /// (or after `--node-down-after`, still cut off): a node that says it
+    /// is ready should not refuse its first request for want of a tick.
+    async fn activate(&self, replica: Arc<Replica>) {
         if self.active.set(replica.clone()).is_err() {
             return;
         }
         self.node.join_cluster(replica.clone());
         self.node.storage().replicate_through(replica.clone());
-        controller::check_lease(&replica);
-        controller::start(replica, self.stop.clone());
+        controller::start(replica.clone(), self.stop.clone());
+        let deadline = Instant::now() + self.settings.node_down_after;
+        loop {
+            controller::check_lease(&replica);
+            if replica.fenced().is_none() || Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Makes this lone node the first member of a new cluster, its data the
@@ -265,7 +276,7 @@ impl Cluster {
             snapshot_now(&replica, written.log_id.index, JOIN_TIMEOUT).await?;
         }
         identity::confirm(storage).map_err(|e| e.to_string())?;
-        self.activate(replica.clone());
+        self.activate(replica.clone()).await;
         tracing::info!(node = %me, "founded a cluster with this node's data");
         Ok(replica)
     }
@@ -336,7 +347,7 @@ impl Cluster {
         match wire::decode::<Response>(&answer)? {
             Response::Join(Ok(JoinAccepted { .. })) => {
                 identity::confirm(self.node.storage()).map_err(|e| e.to_string())?;
-                self.activate(replica);
+                self.activate(replica).await;
                 let other = link.peer();
                 tracing::info!(node = %me, "joined the cluster of {other}");
                 Ok(format!("{me} joined the cluster of {other}"))
