@@ -317,28 +317,26 @@ impl Namespace {
     }
 
     /// The operations with their keys in this namespace, checked against
-    /// the key and size limits.
+    /// the key and size limits. Deleted keys count towards the size too: a
+    /// batch travels whole, as one entry of the cluster's log.
     fn prefixed(&self, operations: Vec<Operation>) -> Result<Vec<Operation>, StorageError> {
         let mut bytes = 0usize;
         operations
             .into_iter()
-            .map(|operation| match operation {
-                Operation::Put(key, value) => {
-                    bytes = bytes.saturating_add(key.len() + value.len());
-                    if bytes > MAX_VALUE_BYTES {
-                        return Err(StorageError::TooLarge);
-                    }
-                    Ok(Operation::Put(self.full_key(&key)?, value))
+            .map(|operation| {
+                let (key, weight) = match &operation {
+                    Operation::Put(key, value) => (key, key.len() + value.len()),
+                    Operation::Delete(key) => (key, key.len()),
+                };
+                bytes = bytes.saturating_add(weight);
+                if bytes > MAX_VALUE_BYTES {
+                    return Err(StorageError::TooLarge);
                 }
-                Operation::Delete(key) => {
-                    // Deletes count too: a batch travels whole, as one
-                    // entry of the cluster's log.
-                    bytes = bytes.saturating_add(key.len());
-                    if bytes > MAX_VALUE_BYTES {
-                        return Err(StorageError::TooLarge);
-                    }
-                    Ok(Operation::Delete(self.full_key(&key)?))
-                }
+                let key = self.full_key(key)?;
+                Ok(match operation {
+                    Operation::Put(_, value) => Operation::Put(key, value),
+                    Operation::Delete(_) => Operation::Delete(key),
+                })
             })
             .collect()
     }

@@ -206,15 +206,24 @@ fn the_leader_leaves_gracefully_and_the_others_carry_on() {
 #[test]
 fn a_node_started_with_join_serves_from_its_ready_line() {
     let epmd = Epmd::start();
-    let a = NodeBuilder::todo()
-        .clustered("node_a", &epmd, COOKIE)
-        .start();
-    // B's ready line comes after its join: its first request is served.
-    let b = NodeBuilder::todo()
-        .clustered("node_b", &epmd, COOKIE)
-        .arg("--join")
-        .arg(&a.name)
-        .start();
+    // Both started at once, as a supervisor would: B waits for A, joins,
+    // and only then says it is ready; its first request must be served.
+    let b = std::thread::scope(|scope| {
+        let b = scope.spawn(|| {
+            NodeBuilder::todo()
+                .clustered("node_b", &epmd, COOKIE)
+                .metrics()
+                .arg("--join")
+                .arg("node_a@127.0.0.1")
+                .start()
+        });
+        let a = NodeBuilder::todo()
+            .clustered("node_a", &epmd, COOKIE)
+            .start();
+        (a, b.join().expect("node_b starts"))
+    });
+    let (a, b) = b;
+    assert_eq!(b.metric("host_cluster_cut_off"), 0, "ready, yet cut off");
     let added = b.request(
         "POST",
         "/add_entry?list=production_list&date=2023-01-01&title=first",

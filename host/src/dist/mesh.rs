@@ -272,10 +272,6 @@ impl Mesh {
         &self.dialer.me
     }
 
-    pub fn dialer(&self) -> &Dialer {
-        &self.dialer
-    }
-
     /// The open link to member `peer`, if any.
     pub fn link(&self, peer: &NodeName) -> Option<Arc<Link>> {
         self.lock_members()
