@@ -5,8 +5,11 @@
 //!   through the host's storage ([`store`]).
 //! - [`web`]: `Todo.Web`, the HTTP routes; each request reaches its list's
 //!   process by name, as `Todo.Cache.server_process(name)` does.
-//! - [`protocol`]: the messages between the two.
+//! - [`api`]: the typed API the console calls (`todo.add-entry(...)`), and
+//!   how a list and its messages look to an operator.
+//! - [`protocol`]: the messages between the front and a list.
 
+pub mod api;
 pub mod date;
 pub mod list;
 pub mod protocol;
@@ -18,11 +21,39 @@ use std::cell::RefCell;
 
 use guest_sdk::http::{Request, Response};
 use guest_sdk::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use guest_sdk::{Behaviour, CallError, HttpHandler, Level};
+use guest_sdk::{CallError, Level};
 
 use protocol::{Reply, Request as ListRequest};
 use server::TodoServer;
 use store::HostStore;
+
+/// The component's world (`guest-todo/wit/todo.wit`): the platform's
+/// service plus the typed API and introspection. The platform's imports are
+/// guest-sdk's, so its helpers (HTTP, calls, storage) work unchanged.
+mod bindings {
+    wit_bindgen::generate!({
+        world: "todo:app/todo-service",
+        path: ["../wit", "wit"],
+        with: {
+            "otp:platform/types@0.2.0": guest_sdk::otp::platform::types,
+            "otp:platform/process@0.2.0": guest_sdk::otp::platform::process,
+            "otp:platform/storage@0.2.0": guest_sdk::otp::platform::storage,
+            "otp:platform/log@0.2.0": guest_sdk::otp::platform::log,
+            "wasi:http/types@0.2.12": guest_sdk::wasi::http::types,
+            "wasi:io/error@0.2.12": guest_sdk::wasi::io::error,
+            "wasi:io/poll@0.2.12": guest_sdk::wasi::io::poll,
+            "wasi:io/streams@0.2.12": guest_sdk::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": guest_sdk::wasi::clocks::monotonic_clock,
+        },
+    });
+}
+
+use bindings::exports::otp::platform::behaviour::Guest as Behaviour;
+use bindings::exports::otp::platform::introspect::{Guest as Introspect, MessageKind};
+use bindings::exports::todo::app::todo::{
+    Entry as WitEntry, EntryUpdate, Guest as TodoApi, NewEntry,
+};
+use bindings::exports::wasi::http::incoming_handler::Guest as HttpHandler;
 
 /// How long the front waits for a list's reply.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -79,6 +110,57 @@ impl Behaviour for Todo {
     }
 }
 
+impl Introspect for Todo {
+    fn render_state() -> String {
+        SERVER.with_borrow(|server| match server {
+            Some(server) => server.render_state(),
+            None => "not initialised".to_string(),
+        })
+    }
+
+    fn render_message(kind: MessageKind, message: Vec<u8>) -> Option<String> {
+        match kind {
+            MessageKind::Call => api::render_request(&message),
+            MessageKind::Reply => api::render_reply(&message),
+            MessageKind::Cast => None,
+        }
+    }
+}
+
+impl TodoApi for Todo {
+    fn add_entry(list: String, entry: NewEntry) -> Result<WitEntry, String> {
+        api::add_entry(&ListProcesses, &list, &entry.date, entry.title).map(to_wit)
+    }
+
+    fn entries(list: String, date: Option<String>) -> Result<Vec<WitEntry>, String> {
+        let entries = api::entries(&ListProcesses, &list, date.as_deref())?;
+        Ok(entries.into_iter().map(to_wit).collect())
+    }
+
+    fn update_entry(list: String, id: u64, update: EntryUpdate) -> Result<WitEntry, String> {
+        api::update_entry(
+            &ListProcesses,
+            &list,
+            id,
+            update.date.as_deref(),
+            update.title,
+        )
+        .map(to_wit)
+    }
+
+    fn delete_entry(list: String, id: u64) -> Result<(), String> {
+        api::delete_entry(&ListProcesses, &list, id)
+    }
+}
+
+fn to_wit(entry: list::Entry) -> WitEntry {
+    WitEntry {
+        id: entry.id,
+        date: entry.date.to_string(),
+        title: entry.title,
+    }
+}
+
 /// Lists reached through the host: one process per list name.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct ListProcesses;
@@ -101,4 +183,4 @@ impl HttpHandler for Todo {
 }
 
 #[cfg(target_arch = "wasm32")]
-guest_sdk::export!(Todo);
+bindings::export!(Todo with_types_in bindings);

@@ -65,6 +65,11 @@ impl<S: Store> TodoServer<S> {
         })
     }
 
+    /// The list as an operator sees it (the console's `state NAME`).
+    pub fn render_state(&self) -> String {
+        crate::api::render_state(&self.name, self.list.next_id(), &self.list.entries(None))
+    }
+
     pub fn hand_over(&self) -> Vec<u8> {
         let handed = HandedOver {
             next_id: self.list.next_id(),

@@ -41,9 +41,16 @@ enum Style {
 }
 
 /// An answer other than success, in either style.
-struct Failure {
+pub(crate) struct Failure {
     status: u16,
     message: String,
+}
+
+impl Failure {
+    /// What went wrong, in one line (the console shows it as is).
+    pub(crate) fn into_message(self) -> String {
+        self.message
+    }
 }
 
 fn failure(status: u16, message: impl Into<String>) -> Failure {
@@ -239,7 +246,7 @@ fn decode_list(segment: &str) -> Result<String, Failure> {
     Ok(list)
 }
 
-fn validate_title(title: String) -> Result<String, Failure> {
+pub(crate) fn validate_title(title: String) -> Result<String, Failure> {
     if title.len() > MAX_TITLE_BYTES {
         return Err(failure(
             400,
@@ -253,7 +260,7 @@ fn validate_title(title: String) -> Result<String, Failure> {
 }
 
 /// The failure a reply other than the one hoped for means.
-fn reply_failure(reply: Reply) -> Failure {
+pub(crate) fn reply_failure(reply: Reply) -> Failure {
     match reply {
         Reply::Full(message) => failure(409, message),
         Reply::Failed(message) => failure(500, message),

@@ -10,12 +10,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
+use wasmtime::Store;
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre, Type};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::bindings::ProcessComponentPre;
+use crate::bindings::{ProcessComponent, ProcessComponentIndices, ProcessComponentPre};
 use crate::runtime::Runtime;
 use crate::state::InstanceState;
+
+/// The optional export that renders a process's state and messages.
+const INTROSPECT: &str = "otp:platform/introspect@0.2.0";
 
 /// A component loaded into the node, ready to instantiate.
 pub struct LoadedComponent {
@@ -24,7 +29,104 @@ pub struct LoadedComponent {
     process: Option<ProcessComponentPre<InstanceState>>,
     /// Set when the component exports `wasi:http/incoming-handler`.
     http: Option<ProxyPre<InstanceState>>,
+    /// The component, pre-linked: for instances that are neither a process
+    /// nor an HTTP handler (the console's calls, rendering a trace).
+    instance_pre: InstancePre<InstanceState>,
+    process_indices: Option<ProcessComponentIndices>,
+    introspect: Option<IntrospectExports>,
+    functions: Vec<ExportedFunction>,
     code: CodeOrigin,
+}
+
+/// Where `otp:platform/introspect`'s functions are, when exported.
+#[derive(Clone)]
+pub struct IntrospectExports {
+    pub render_state: ComponentExportIndex,
+    pub render_message: ComponentExportIndex,
+}
+
+/// A function of one of the component's own exported interfaces (not the
+/// platform's, not WASI's): what the console can call with WAVE values.
+#[derive(Clone)]
+pub struct ExportedFunction {
+    /// The interface's full name, `todo:app/todo@0.1.0`.
+    pub interface: String,
+    /// Its short name, `todo`: the console writes `todo.add-entry(...)`.
+    pub interface_short: String,
+    pub name: String,
+    pub params: Vec<(String, Type)>,
+    pub results: Vec<Type>,
+    pub index: ComponentExportIndex,
+}
+
+impl ExportedFunction {
+    /// `todo.add-entry(list: string, entry: new-entry) -> result<entry, string>`.
+    pub fn signature(&self) -> String {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(name, ty)| format!("{name}: {}", describe_type(ty)))
+            .collect();
+        let results: Vec<String> = self.results.iter().map(describe_type).collect();
+        let arrow = match results.as_slice() {
+            [] => String::new(),
+            [one] => format!(" -> {one}"),
+            many => format!(" -> ({})", many.join(", ")),
+        };
+        format!(
+            "{}.{}({}){arrow}",
+            self.interface_short,
+            self.name,
+            params.join(", ")
+        )
+    }
+}
+
+/// A WIT type as the console shows it in a signature.
+fn describe_type(ty: &Type) -> String {
+    match ty {
+        Type::Bool => "bool".into(),
+        Type::S8 => "s8".into(),
+        Type::U8 => "u8".into(),
+        Type::S16 => "s16".into(),
+        Type::U16 => "u16".into(),
+        Type::S32 => "s32".into(),
+        Type::U32 => "u32".into(),
+        Type::S64 => "s64".into(),
+        Type::U64 => "u64".into(),
+        Type::Float32 => "f32".into(),
+        Type::Float64 => "f64".into(),
+        Type::Char => "char".into(),
+        Type::String => "string".into(),
+        Type::List(list) => format!("list<{}>", describe_type(&list.ty())),
+        Type::Option(option) => format!("option<{}>", describe_type(&option.ty())),
+        Type::Result(result) => {
+            let ok = result.ok().map_or("_".to_string(), |t| describe_type(&t));
+            let err = result.err().map_or("_".to_string(), |t| describe_type(&t));
+            format!("result<{ok}, {err}>")
+        }
+        Type::Record(record) => {
+            let fields: Vec<String> = record
+                .fields()
+                .map(|field| format!("{}: {}", field.name, describe_type(&field.ty)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        Type::Tuple(tuple) => {
+            let types: Vec<String> = tuple.types().map(|t| describe_type(&t)).collect();
+            format!("tuple<{}>", types.join(", "))
+        }
+        Type::Enum(e) => {
+            let names: Vec<&str> = e.names().collect();
+            format!("enum {{{}}}", names.join(", "))
+        }
+        Type::Flags(f) => {
+            let names: Vec<&str> = f.names().collect();
+            format!("flags {{{}}}", names.join(", "))
+        }
+        Type::Variant(_) => "variant".into(),
+        _ => "resource".into(),
+    }
 }
 
 /// Where a component's machine code came from when it was loaded: the log
@@ -63,7 +165,10 @@ impl LoadedComponent {
             )
         })?;
         let process = ProcessComponentPre::new(instance_pre.clone()).ok();
-        let http = ProxyPre::new(instance_pre).ok();
+        let process_indices = ProcessComponentIndices::new(&instance_pre).ok();
+        let http = ProxyPre::new(instance_pre.clone()).ok();
+        let introspect = find_introspect(&component);
+        let functions = find_functions(runtime, &component);
         if process.is_none() && http.is_none() {
             bail!(
                 "{} exports neither the process behaviour (otp:platform/behaviour) \
@@ -75,8 +180,43 @@ impl LoadedComponent {
             name: name.to_string(),
             process,
             http,
+            instance_pre,
+            process_indices,
+            introspect,
+            functions,
             code,
         })
+    }
+
+    /// Instantiates the component as a process: the raw instance (for the
+    /// optional exports) and its behaviour.
+    pub async fn instantiate_process(
+        &self,
+        store: &mut Store<InstanceState>,
+    ) -> wasmtime::Result<(Instance, ProcessComponent)> {
+        let Some(indices) = &self.process_indices else {
+            wasmtime::bail!("the component does not export the process behaviour");
+        };
+        let instance = self.instance_pre.instantiate_async(&mut *store).await?;
+        let behaviour = indices.load(&mut *store, &instance)?;
+        Ok((instance, behaviour))
+    }
+
+    /// Instantiates the component for a one-off use (a console call).
+    pub async fn instantiate(
+        &self,
+        store: &mut Store<InstanceState>,
+    ) -> wasmtime::Result<Instance> {
+        self.instance_pre.instantiate_async(store).await
+    }
+
+    pub fn introspect(&self) -> Option<&IntrospectExports> {
+        self.introspect.as_ref()
+    }
+
+    /// The functions of its own exported interfaces.
+    pub fn functions(&self) -> &[ExportedFunction] {
+        &self.functions
     }
 
     pub fn code_origin(&self) -> CodeOrigin {
@@ -93,6 +233,70 @@ impl LoadedComponent {
 
     pub fn http_pre(&self) -> Option<&ProxyPre<InstanceState>> {
         self.http.as_ref()
+    }
+}
+
+fn find_introspect(component: &Component) -> Option<IntrospectExports> {
+    let interface = component.get_export_index(None, INTROSPECT)?;
+    Some(IntrospectExports {
+        render_state: component.get_export_index(Some(&interface), "render-state")?,
+        render_message: component.get_export_index(Some(&interface), "render-message")?,
+    })
+}
+
+/// The functions of every exported interface that is the component's own.
+fn find_functions(runtime: &Runtime, component: &Component) -> Vec<ExportedFunction> {
+    let engine = runtime.engine();
+    let ty = component.component_type();
+    let mut functions = Vec::new();
+    for (interface, item) in ty.exports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        if interface.starts_with("otp:platform/") || interface.starts_with("wasi:") {
+            continue;
+        }
+        let Some(interface_index) = component.get_export_index(None, interface) else {
+            continue;
+        };
+        let short = interface
+            .rsplit('/')
+            .next()
+            .unwrap_or(interface)
+            .split('@')
+            .next()
+            .unwrap_or(interface)
+            .to_string();
+        for (name, export) in instance.exports(engine) {
+            let ComponentItem::ComponentFunc(func) = export.ty else {
+                continue;
+            };
+            let Some(index) = component.get_export_index(Some(&interface_index), name) else {
+                continue;
+            };
+            functions.push(exported_function(interface, &short, name, &func, index));
+        }
+    }
+    functions
+}
+
+fn exported_function(
+    interface: &str,
+    short: &str,
+    name: &str,
+    func: &ComponentFunc,
+    index: ComponentExportIndex,
+) -> ExportedFunction {
+    ExportedFunction {
+        interface: interface.to_string(),
+        interface_short: short.to_string(),
+        name: name.to_string(),
+        params: func
+            .params()
+            .map(|(name, ty)| (name.to_string(), ty))
+            .collect(),
+        results: func.results().collect(),
+        index,
     }
 }
 

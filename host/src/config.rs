@@ -21,6 +21,9 @@ pub struct NodeConfig {
     pub metrics_addr: Option<(IpAddr, u16)>,
     /// Whether to write `/tmp/perf-PID.map`, so `perf` names guest functions.
     pub perfmap: bool,
+    /// Where compiled components are cached (a release ships them
+    /// precompiled there); none: `data_dir/compiled`.
+    pub compile_cache: Option<PathBuf>,
     /// Which components may call processes of which other components
     /// (`FROM`, `TO`). A component may always call its own processes.
     pub call_grants: Vec<(String, String)>,

@@ -32,6 +32,9 @@ pub enum Message {
     /// Wakes a process the node told to stop (`registry::StopFlag`); it
     /// carries nothing and weighs nothing.
     Stop,
+    /// Asks the process to render its state (the console's `state NAME`,
+    /// as `:sys.get_state`), between two messages. Weighs nothing.
+    RenderState(oneshot::Sender<Result<String, String>>),
 }
 
 impl Message {
@@ -39,7 +42,7 @@ impl Message {
     pub fn into_payload(self) -> Vec<u8> {
         match self {
             Message::Call { message, .. } | Message::Cast { message } => message,
-            Message::Stop => Vec::new(),
+            Message::Stop | Message::RenderState(_) => Vec::new(),
         }
     }
 
@@ -49,7 +52,7 @@ impl Message {
             Message::Call { message, .. } | Message::Cast { message } => {
                 message.len().saturating_add(MESSAGE_OVERHEAD_BYTES)
             }
-            Message::Stop => 0,
+            Message::Stop | Message::RenderState(_) => 0,
         }
     }
 }
@@ -66,32 +69,34 @@ pub enum SendError {
 #[derive(Clone)]
 pub struct Mailbox {
     sender: mpsc::UnboundedSender<Message>,
-    queued_bytes: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     limit_bytes: usize,
 }
 
 /// The receiving side, owned by the process.
 pub struct Inbox {
     receiver: mpsc::UnboundedReceiver<Message>,
-    queued_bytes: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
+}
+
+/// What sits in a mailbox: the bytes (the limit's measure) and the number
+/// of messages (what `ps` shows, as Erlang's `message_queue_len`).
+#[derive(Default)]
+struct Queued {
+    bytes: AtomicUsize,
+    messages: AtomicUsize,
 }
 
 /// A new, empty mailbox holding at most `limit_bytes` of messages.
 pub fn new(limit_bytes: usize) -> (Mailbox, Inbox) {
     let (sender, receiver) = mpsc::unbounded_channel();
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let queued = Arc::new(Queued::default());
     let mailbox = Mailbox {
         sender,
-        queued_bytes: queued_bytes.clone(),
+        queued: queued.clone(),
         limit_bytes,
     };
-    (
-        mailbox,
-        Inbox {
-            receiver,
-            queued_bytes,
-        },
-    )
+    (mailbox, Inbox { receiver, queued })
 }
 
 impl Mailbox {
@@ -99,23 +104,38 @@ impl Mailbox {
         let weight = message.weight();
         // Reserve the bytes first, so concurrent senders cannot all slip in
         // under the limit together.
-        let before = self.queued_bytes.fetch_add(weight, Ordering::AcqRel);
+        let before = self.queued.bytes.fetch_add(weight, Ordering::AcqRel);
         if before.saturating_add(weight) > self.limit_bytes {
-            self.queued_bytes.fetch_sub(weight, Ordering::AcqRel);
+            self.queued.bytes.fetch_sub(weight, Ordering::AcqRel);
             return Err(SendError::Full {
                 message,
                 limit: self.limit_bytes,
             });
         }
+        self.queued.messages.fetch_add(1, Ordering::Relaxed);
         self.sender.send(message).map_err(|returned| {
-            self.queued_bytes.fetch_sub(weight, Ordering::AcqRel);
+            self.queued.bytes.fetch_sub(weight, Ordering::AcqRel);
+            self.queued.messages.fetch_sub(1, Ordering::Relaxed);
             SendError::Closed(returned.0)
         })
     }
 
-    /// Queues a message that weighs nothing (a wake-up), past the limit.
-    pub(crate) fn wake(&self, message: Message) {
-        let _ = self.sender.send(message);
+    /// Messages and bytes waiting in the mailbox.
+    pub fn queued(&self) -> (usize, usize) {
+        (
+            self.queued.messages.load(Ordering::Relaxed),
+            self.queued.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Queues a message that weighs nothing (a wake-up, a request for its
+    /// state), past the limit. Hands it back if the process is ending.
+    pub(crate) fn wake(&self, message: Message) -> Result<(), Message> {
+        self.queued.messages.fetch_add(1, Ordering::Relaxed);
+        self.sender.send(message).map_err(|returned| {
+            self.queued.messages.fetch_sub(1, Ordering::Relaxed);
+            returned.0
+        })
     }
 }
 
@@ -141,8 +161,10 @@ impl Inbox {
     }
 
     fn taken(&self, message: &Message) {
-        self.queued_bytes
+        self.queued
+            .bytes
             .fetch_sub(message.weight(), Ordering::AcqRel);
+        self.queued.messages.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -191,6 +213,6 @@ mod tests {
         inbox.close();
         assert!(matches!(mailbox.send(cast(10)), Err(SendError::Closed(_))));
         assert!(matches!(mailbox.send(cast(800)), Err(SendError::Closed(_))));
-        assert_eq!(mailbox.queued_bytes.load(Ordering::Acquire), 0);
+        assert_eq!(mailbox.queued(), (0, 0));
     }
 }

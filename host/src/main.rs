@@ -1,12 +1,14 @@
-//! `host`: the command line. `host run` starts a node; `host nodes`,
-//! `host connect` and `host leave` talk to a running one; `host epmd` is
-//! the port mapper.
+//! `host`: the command line. `host run` starts a node; `host remote`,
+//! `host rpc`, `host stop`, `host pid`, `host nodes`, `host connect` and
+//! `host leave` talk to a running one; `host epmd` is the port mapper;
+//! `host release` builds a release directory.
 
 mod cli;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use host::logs::LogSink;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: the request path allocates many small,
@@ -41,6 +43,7 @@ enum Command {
     /// it gracefully: a member of a cluster leaves it first (its names move
     /// to the other nodes), then no new requests, in-flight ones finish,
     /// storage is flushed, exit status 0.
+    #[command(args_override_self = true)]
     Run(Box<cli::run::RunArgs>),
     /// List the nodes of the cluster, as NODE sees them.
     Nodes(cli::tools::NodesArgs),
@@ -53,18 +56,59 @@ enum Command {
     /// The port mapper: maps node names to distribution ports on this host
     /// (Erlang's EPMD protocol). Nodes start it themselves when none runs.
     Epmd(cli::tools::EpmdArgs),
+    /// Attach an interactive console to running NODE (as `bin/todo
+    /// remote`): inspect processes, call components' functions, trace.
+    /// Leaving it (exit, Ctrl-D, Ctrl-C) leaves the node running.
+    Remote(cli::console::RemoteArgs),
+    /// Run one console command on running NODE and print what it says
+    /// (as `bin/todo rpc`); the exit status says whether it succeeded.
+    Rpc(cli::console::RpcArgs),
+    /// Stop NODE gracefully and return once it is gone (as `bin/todo stop`).
+    Stop(cli::console::NodeArgs),
+    /// Print the operating-system process id of running NODE.
+    Pid(cli::console::NodeArgs),
+    /// Build a release: a directory that runs the given components on a
+    /// machine without the toolchain, with `bin/NAME start | daemon |
+    /// remote | stop ...`, as `mix release`.
+    Release(cli::release::ReleaseArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match cli::args_file::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args.iter());
+    let mut log_sink = LogSink::Stderr;
+    if let Command::Run(run) = &cli.command {
+        if run.daemon
+            && let Some(log_dir) = &run.log_dir
+        {
+            return cli::daemon::start(args, log_dir);
+        }
+        if let Some(file) = &run.log_file {
+            match LogSink::file(file) {
+                Ok(sink) => log_sink = sink,
+                Err(e) => {
+                    eprintln!("error: cannot write the log to {}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    let ansi =
+        matches!(log_sink, LogSink::Stderr) && std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 EnvFilter::new("info,cranelift=warn,wasmtime=warn,openraft=warn")
             }),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(log_sink)
+        .with_ansi(ansi)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -83,6 +127,11 @@ fn main() -> ExitCode {
             Command::Connect(args) => cli::tools::connect(args).await,
             Command::Leave(args) => cli::tools::leave(args).await,
             Command::Epmd(args) => cli::tools::epmd(args).await,
+            Command::Remote(args) => cli::console::remote(args).await,
+            Command::Rpc(args) => cli::console::rpc(args).await,
+            Command::Stop(args) => cli::console::stop(args).await,
+            Command::Pid(args) => cli::console::pid(args).await,
+            Command::Release(args) => cli::release::build(args).await,
         }
     });
     match result {

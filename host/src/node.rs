@@ -23,7 +23,7 @@ use crate::component::LoadedComponent;
 use crate::config::NodeConfig;
 use crate::mailbox::{Mailbox, Message, SendError};
 use crate::metrics::Metrics;
-use crate::process::{self, Exit, Pid};
+use crate::process::{self, Exit, Pid, ProcessStats};
 use crate::registry::{Fence, ProcessKey, Registration, Registry, StopFlag, StopReason};
 use crate::runtime::Runtime;
 use crate::storage::Storage;
@@ -92,7 +92,10 @@ impl NodeCore {
     /// opens storage.
     pub fn start(config: NodeConfig, sources: &[ComponentSource]) -> anyhow::Result<Arc<Self>> {
         let runtime = Runtime::new(&config)?;
-        let cache_dir = config.data_dir.join("compiled");
+        let cache_dir = config
+            .compile_cache
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("compiled"));
         let mut components = Vec::new();
         let mut by_name = HashMap::new();
         for source in sources {
@@ -184,6 +187,42 @@ impl NodeCore {
 
     pub fn components(&self) -> &[Arc<LoadedComponent>] {
         &self.components
+    }
+
+    pub fn component(&self, name: &str) -> Option<&Arc<LoadedComponent>> {
+        self.by_name.get(name)
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// Asks the live process holding `key` to render its state (as
+    /// `:sys.get_state`); never starts one.
+    pub async fn render_state(&self, key: &ProcessKey) -> Result<String, String> {
+        let mailbox = self
+            .registry
+            .mailbox_of(key)
+            .ok_or_else(|| format!("no process `{key}` is running on {}", self.name))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        mailbox
+            .wake(Message::RenderState(reply))
+            .map_err(|_| format!("`{key}` is stopping"))?;
+        let wait = self.config.limits.call_deadline * 2;
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(rendered)) => rendered,
+            Ok(Err(_)) => Err(format!("`{key}` ended before answering")),
+            Err(_) => Err(format!("`{key}` did not answer within {wait:?}")),
+        }
+    }
+
+    /// Kills the live process holding `key` after its current message (as
+    /// `Process.exit(pid, :kill)`); its next message starts it again.
+    /// Returns whether one was running.
+    pub fn kill(&self, key: &ProcessKey) -> bool {
+        self.registry
+            .stop_where(&StopReason::Killed, |candidate, _| candidate == key)
+            > 0
     }
 
     /// Sends `message` to process `name` of `component`, starting it if
@@ -352,8 +391,16 @@ impl NodeCore {
                 .inspect_err(|_| self.metrics.refused())?;
             let pid: Pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
             let stop = Arc::new(StopFlag::default());
-            let mailbox =
-                process::spawn(self, loaded.clone(), key.clone(), pid, fence, stop.clone());
+            let stats = Arc::new(ProcessStats::default());
+            let mailbox = process::spawn(
+                self,
+                loaded.clone(),
+                key.clone(),
+                pid,
+                fence,
+                stop.clone(),
+                stats.clone(),
+            );
             self.metrics.started();
             tracing::debug!(process = %key, pid, "process started");
             Ok(Registration {
@@ -361,6 +408,7 @@ impl NodeCore {
                 mailbox,
                 fence,
                 stop,
+                stats,
             })
         })
     }
@@ -369,6 +417,11 @@ impl NodeCore {
     pub(crate) fn process_exited(&self, key: &ProcessKey, pid: Pid, exit: &Exit) {
         match exit {
             Exit::Shutdown => tracing::debug!(process = %key, pid, "process stopped"),
+            Exit::Stopped(StopReason::Killed) => {
+                tracing::warn!(process = %key, pid, "process killed by an operator");
+                self.metrics.crashed();
+                self.supervisor.record_crash(key, "killed by an operator");
+            }
             Exit::Stopped(reason) => {
                 tracing::debug!(process = %key, pid, "process stopped by the node: {reason:?}")
             }
@@ -381,7 +434,7 @@ impl NodeCore {
             Exit::Crashed(reason) | Exit::InitFailed(reason) => {
                 tracing::warn!(process = %key, pid, "process crashed: {reason}");
                 self.metrics.crashed();
-                if self.supervisor.record_crash(key) {
+                if self.supervisor.record_crash(key, reason) {
                     let intensity = &self.config.restarts;
                     tracing::error!(
                         process = %key,

@@ -10,10 +10,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 use wasmtime::Store;
+use wasmtime::component::Instance;
 
 use crate::bindings::behaviour::Guest as Behaviour;
 use crate::capabilities::CallError;
@@ -22,9 +25,34 @@ use crate::mailbox::{self, Inbox, Mailbox, Message, ReplyTo};
 use crate::node::NodeCore;
 use crate::registry::{Fence, ProcessKey, StopFlag, StopReason};
 use crate::state::InstanceState;
+use crate::trace::{EventKind, Tracer};
 
 /// A process id, unique within the node's lifetime.
 pub type Pid = u64;
+
+/// What a process counts about itself, for the console and the observer.
+/// Updated with relaxed atomics on the message path; read by `ps`.
+pub struct ProcessStats {
+    pub started: SystemTime,
+    /// Messages handled.
+    pub messages: AtomicU64,
+    /// Linear memory, in bytes (kept by the store's limiter).
+    pub memory: Arc<AtomicUsize>,
+    /// The trace on this process, if any: one atomic load per message when
+    /// there is none.
+    pub trace: ArcSwapOption<Tracer>,
+}
+
+impl Default for ProcessStats {
+    fn default() -> Self {
+        Self {
+            started: SystemTime::now(),
+            messages: AtomicU64::new(0),
+            memory: Arc::new(AtomicUsize::new(0)),
+            trace: ArcSwapOption::empty(),
+        }
+    }
+}
 
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +80,7 @@ pub fn spawn(
     pid: Pid,
     fence: Option<Fence>,
     stop: Arc<StopFlag>,
+    stats: Arc<ProcessStats>,
 ) -> Mailbox {
     let (mailbox, inbox) = mailbox::new(node.config().limits.max_mailbox_bytes);
     let process = Process {
@@ -62,6 +91,7 @@ pub fn spawn(
         inbox,
         fence,
         stop,
+        stats,
         crashed_caller: None,
         untaken: None,
     };
@@ -77,6 +107,7 @@ struct Process {
     inbox: Inbox,
     fence: Option<Fence>,
     stop: Arc<StopFlag>,
+    stats: Arc<ProcessStats>,
     /// The caller whose message crashed the process. It is answered only
     /// once the crash is recorded and the name released, so whatever it
     /// does next meets a fresh process (or a refusal), never this one.
@@ -105,6 +136,9 @@ impl Process {
             Exit::Shutdown | Exit::Expired => CallError::Refused("the process stopped".into()),
             Exit::Stopped(StopReason::Moved) => CallError::Moved,
             Exit::Stopped(StopReason::CutOff(reason)) => CallError::Refused(reason.clone()),
+            Exit::Stopped(StopReason::Killed) => {
+                CallError::Crashed("killed by an operator before taking this message".into())
+            }
         };
         let mut dropped_casts = 0usize;
         let untaken = self.untaken.take();
@@ -126,6 +160,9 @@ impl Process {
                 }
                 Message::Cast { .. } => dropped_casts += 1,
                 Message::Stop => {}
+                Message::RenderState(reply) => {
+                    let _ = reply.send(Err("the process ended".into()));
+                }
             }
         }
         if dropped_casts > 0 {
@@ -136,9 +173,6 @@ impl Process {
     async fn serve(&mut self) -> Exit {
         let limits = &self.node.config().limits;
         let (deadline, idle_timeout) = (limits.call_deadline, limits.idle_timeout);
-        let Some(pre) = self.component.process_pre() else {
-            return Exit::InitFailed("the component does not export the process behaviour".into());
-        };
         // In a cluster, nothing runs before this node has every write
         // acknowledged so far. If that fails nothing ran, so there is no
         // crash to count: waiting calls are answered with the reason, and
@@ -148,18 +182,25 @@ impl Process {
         {
             return Exit::Stopped(reason);
         }
-        let state = InstanceState::new(
+        let state = InstanceState::metered(
             &self.node,
             self.component.name(),
             Some(&self.key.name),
             self.fence,
+            Some(self.stats.memory.clone()),
         );
         let mut store = self.node.runtime().new_store(state);
-        let instance = match guarded(deadline, pre.instantiate_async(&mut store)).await {
-            Ok(instance) => instance,
-            Err(reason) => return Exit::InitFailed(reason),
+        let component = self.component.clone();
+        let (instance, process) =
+            match guarded(deadline, component.instantiate_process(&mut store)).await {
+                Ok(instantiated) => instantiated,
+                Err(reason) => return Exit::InitFailed(reason),
+            };
+        let behaviour = process.otp_platform_behaviour();
+        let guest = Guest {
+            behaviour,
+            instance,
         };
-        let behaviour = instance.otp_platform_behaviour();
         match guarded(deadline, behaviour.call_init(&mut store, &self.key.name)).await {
             Ok(Ok(())) => {}
             Ok(Err(message)) => return Exit::InitFailed(message),
@@ -181,7 +222,7 @@ impl Process {
                 () = &mut idle => {
                     let idle_until = last_message + idle_timeout;
                     if Instant::now() >= idle_until {
-                        return self.expire(&mut store, behaviour, deadline).await;
+                        return self.expire(&mut store, &guest, deadline).await;
                     }
                     idle.as_mut().reset(idle_until);
                     continue;
@@ -191,7 +232,7 @@ impl Process {
                 self.untaken = Some(message);
                 return Exit::Stopped(reason.clone());
             }
-            if let Err(reason) = self.deliver(&mut store, behaviour, message, deadline).await {
+            if let Err(reason) = self.deliver(&mut store, &guest, message, deadline).await {
                 return Exit::Crashed(reason);
             }
             last_message = Instant::now();
@@ -203,13 +244,13 @@ impl Process {
     async fn expire(
         &mut self,
         store: &mut Store<InstanceState>,
-        behaviour: &Behaviour,
+        guest: &Guest<'_>,
         deadline: Duration,
     ) -> Exit {
         self.node.registry().unregister(&self.key, self.pid);
         self.inbox.close();
         while let Some(message) = self.inbox.recv().await {
-            if let Err(reason) = self.deliver(store, behaviour, message, deadline).await {
+            if let Err(reason) = self.deliver(store, guest, message, deadline).await {
                 return Exit::Crashed(reason);
             }
         }
@@ -221,15 +262,19 @@ impl Process {
     async fn deliver(
         &mut self,
         store: &mut Store<InstanceState>,
-        behaviour: &Behaviour,
+        guest: &Guest<'_>,
         message: Message,
         deadline: Duration,
     ) -> Result<(), String> {
+        let behaviour = guest.behaviour;
         match message {
             Message::Call { message, reply } => {
+                self.counted();
+                self.traced(EventKind::Call, &message);
                 let call = behaviour.call_handle_call(&mut *store, &message);
                 match guarded(deadline, call).await {
                     Ok(answer) => {
+                        self.traced(EventKind::Reply, &answer);
                         let _ = reply.send(Ok(answer));
                         Ok(())
                     }
@@ -240,11 +285,71 @@ impl Process {
                 }
             }
             Message::Cast { message } => {
+                self.counted();
+                self.traced(EventKind::Cast, &message);
                 guarded(deadline, behaviour.call_handle_cast(&mut *store, &message)).await
             }
             Message::Stop => Ok(()),
+            Message::RenderState(reply) => match self.render_state(store, guest, deadline).await {
+                Ok(rendered) => {
+                    let _ = reply.send(rendered);
+                    Ok(())
+                }
+                Err(reason) => {
+                    let _ = reply.send(Err(format!("it crashed rendering its state: {reason}")));
+                    Err(reason)
+                }
+            },
         }
     }
+
+    fn counted(&self) {
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Offers a message to the trace on this process, if there is one.
+    fn traced(&self, kind: EventKind, message: &[u8]) {
+        let trace = self.stats.trace.load();
+        if let Some(tracer) = trace.as_ref()
+            && !tracer.offer(&self.key, self.pid, kind, message)
+        {
+            self.stats.trace.store(None);
+        }
+    }
+
+    /// The guest's rendering of its state, as `:sys.get_state`: the inner
+    /// result is the answer; an outer error means the guest trapped or ran
+    /// past the deadline in it, and its instance is dead (a process crash).
+    async fn render_state(
+        &self,
+        store: &mut Store<InstanceState>,
+        guest: &Guest<'_>,
+        deadline: Duration,
+    ) -> Result<Result<String, String>, String> {
+        let Some(exports) = self.component.introspect() else {
+            return Ok(Err(format!(
+                "component `{}` does not export otp:platform/introspect: its state cannot be shown",
+                self.component.name()
+            )));
+        };
+        let render = match guest
+            .instance
+            .get_typed_func::<(), (String,)>(&mut *store, &exports.render_state)
+        {
+            Ok(render) => render,
+            Err(e) => return Ok(Err(format!("render-state has an unexpected type: {e}"))),
+        };
+        guarded(deadline, render.call_async(&mut *store, ()))
+            .await
+            .map(|(state,)| Ok(state))
+    }
+}
+
+/// A process's instance: its behaviour, and the instance itself for the
+/// optional exports.
+struct Guest<'a> {
+    behaviour: &'a Behaviour,
+    instance: Instance,
 }
 
 /// Runs a guest call under `deadline`. Guests yield at every epoch tick, so

@@ -10,13 +10,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::CallError;
 use crate::mailbox::{Mailbox, Message};
-use crate::process::Pid;
+use crate::process::{Pid, ProcessStats};
+use crate::trace::Tracer;
 
 /// The cluster-wide name of a process.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -59,6 +62,9 @@ pub enum StopReason {
     Moved,
     /// The node is cut off from the cluster's majority.
     CutOff(String),
+    /// An operator killed it (`kill NAME`): it ends as if it crashed, and
+    /// its next message starts it again, as a supervisor restarts a child.
+    Killed,
 }
 
 /// Set once to make a process stop before its next message.
@@ -77,13 +83,31 @@ pub struct Registration {
     pub mailbox: Mailbox,
     pub fence: Option<Fence>,
     pub stop: Arc<StopFlag>,
+    pub stats: Arc<ProcessStats>,
+}
+
+/// A live process as the console and the observer see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub component: String,
+    pub name: String,
+    pub pid: Pid,
+    pub started: SystemTime,
+    /// Messages it has handled.
+    pub messages: u64,
+    /// Its linear memory, in bytes.
+    pub memory: usize,
+    /// Messages and bytes waiting in its mailbox.
+    pub queued_messages: usize,
+    pub queued_bytes: usize,
+    pub traced: bool,
 }
 
 impl Registration {
     /// Tells the process to stop before its next message, and wakes it.
     fn stop(&self, reason: StopReason) {
         if self.stop.0.set(reason).is_ok() {
-            self.mailbox.wake(Message::Stop);
+            let _ = self.mailbox.wake(Message::Stop);
         }
     }
 }
@@ -96,6 +120,9 @@ pub struct Registry {
 struct Inner {
     open: bool,
     processes: HashMap<ProcessKey, Registration>,
+    /// Traces set on names: a process started under a traced name is
+    /// traced from its first message (a trace outlives restarts).
+    traces: HashMap<ProcessKey, Arc<Tracer>>,
 }
 
 impl Registry {
@@ -105,6 +132,7 @@ impl Registry {
             inner: Mutex::new(Inner {
                 open: true,
                 processes: HashMap::new(),
+                traces: HashMap::new(),
             }),
         }
     }
@@ -148,9 +176,63 @@ impl Registry {
             )));
         }
         let registration = start()?;
+        if let Some(tracer) = inner.traces.get(key) {
+            if tracer.is_finished() {
+                inner.traces.remove(key);
+            } else {
+                registration.stats.trace.store(Some(tracer.clone()));
+            }
+        }
         let mailbox = registration.mailbox.clone();
         inner.processes.insert(key.clone(), registration);
         Ok(mailbox)
+    }
+
+    /// Traces the process holding `key`, and those that hold it after it,
+    /// until the tracer is finished; `None` ends the trace.
+    pub fn set_trace(&self, key: &ProcessKey, tracer: Option<Arc<Tracer>>) {
+        let mut inner = self.lock();
+        inner.traces.retain(|_, tracer| !tracer.is_finished());
+        if let Some(registration) = inner.processes.get(key) {
+            registration.stats.trace.store(tracer.clone());
+        }
+        match tracer {
+            Some(tracer) => inner.traces.insert(key.clone(), tracer),
+            None => inner.traces.remove(key),
+        };
+    }
+
+    /// The mailbox of the live process holding `key`, if any (never starts
+    /// one).
+    pub fn mailbox_of(&self, key: &ProcessKey) -> Option<Mailbox> {
+        self.lock()
+            .processes
+            .get(key)
+            .map(|registration| registration.mailbox.clone())
+    }
+
+    /// Every live process, as the console shows it.
+    pub fn snapshot(&self) -> Vec<ProcessInfo> {
+        let inner = self.lock();
+        inner
+            .processes
+            .iter()
+            .map(|(key, registration)| {
+                let (queued_messages, queued_bytes) = registration.mailbox.queued();
+                let stats = &registration.stats;
+                ProcessInfo {
+                    component: key.component.to_string(),
+                    name: key.name.to_string(),
+                    pid: registration.pid,
+                    started: stats.started,
+                    messages: stats.messages.load(Ordering::Relaxed),
+                    memory: stats.memory.load(Ordering::Relaxed),
+                    queued_messages,
+                    queued_bytes,
+                    traced: stats.trace.load().is_some(),
+                }
+            })
+            .collect()
     }
 
     /// Removes `key` if process `pid` still holds it (a newer process may

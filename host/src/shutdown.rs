@@ -6,26 +6,47 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 /// so a supervisor that signals the moment it reads the ready line gets a
 /// graceful stop, not the default action (killed, nothing flushed).
 pub struct StopSignals {
-    interrupt: Signal,
+    /// None when the terminal's Ctrl-C belongs to a console (`start_iex`):
+    /// there it stops a trace, or leaves the console.
+    interrupt: Option<Signal>,
     terminate: Signal,
 }
 
 impl StopSignals {
     pub fn install() -> anyhow::Result<Self> {
+        Self::install_with(true)
+    }
+
+    /// SIGTERM only, or SIGINT too.
+    pub fn install_with(interrupt: bool) -> anyhow::Result<Self> {
         let handler = |kind| {
             signal(kind).map_err(|e| anyhow::anyhow!("cannot install a signal handler: {e}"))
         };
         Ok(Self {
-            interrupt: handler(SignalKind::interrupt())?,
+            interrupt: if interrupt {
+                Some(handler(SignalKind::interrupt())?)
+            } else {
+                None
+            },
             terminate: handler(SignalKind::terminate())?,
         })
     }
 
     /// Resolves on SIGINT or SIGTERM and says which.
-    pub async fn recv(mut self) -> &'static str {
+    pub async fn recv(self) -> &'static str {
+        let Self {
+            interrupt,
+            mut terminate,
+        } = self;
+        let interrupt = async {
+            match interrupt {
+                Some(mut interrupt) => interrupt.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
+            _ = interrupt => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
         }
     }
 }

@@ -2,9 +2,10 @@
 //! capabilities granted to the instance.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -23,7 +24,7 @@ pub struct InstanceState {
     http: WasiHttpCtx,
     http_hooks: DenyOutgoingHttp,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MeteredLimits,
     pub(crate) process: ProcessCapability,
     pub(crate) storage: StorageCapability,
     pub(crate) log: LogCapability,
@@ -38,6 +39,18 @@ impl InstanceState {
         component: &str,
         process_name: Option<&str>,
         fence: Option<Fence>,
+    ) -> Self {
+        Self::metered(node, component, process_name, fence, None)
+    }
+
+    /// Like [`InstanceState::new`], keeping the instance's linear memory
+    /// size in `memory` (a process's, for the console and observer).
+    pub fn metered(
+        node: &Arc<NodeCore>,
+        component: &str,
+        process_name: Option<&str>,
+        fence: Option<Fence>,
+        memory: Option<Arc<AtomicUsize>>,
     ) -> Self {
         // No preopened directories, no sockets, no environment: WASI is
         // granted for clocks, randomness and stdio (which lands in the host's
@@ -56,14 +69,14 @@ impl InstanceState {
             http: WasiHttpCtx::new(),
             http_hooks: DenyOutgoingHttp,
             table,
-            limits,
+            limits: MeteredLimits { limits, memory },
             process: ProcessCapability::new(node.clone(), component.clone(), process_name.clone()),
             storage: StorageCapability::new(node.storage().namespace(&component).fenced(fence)),
             log: LogCapability::new(node.name(), component, process_name),
         }
     }
 
-    pub(crate) fn limits(&mut self) -> &mut StoreLimits {
+    pub(crate) fn limits(&mut self) -> &mut dyn ResourceLimiter {
         &mut self.limits
     }
 
@@ -72,6 +85,58 @@ impl InstanceState {
     /// is not clean enough to serve another request.
     pub(crate) fn holds_no_resources(&self) -> bool {
         self.table.is_empty()
+    }
+}
+
+/// The store's limits, and a gauge of its linear memory: wasmtime asks the
+/// limiter before every growth (the first allocation included), which makes
+/// it the one place that sees the size change, at no cost per call.
+struct MeteredLimits {
+    limits: StoreLimits,
+    memory: Option<Arc<AtomicUsize>>,
+}
+
+impl ResourceLimiter for MeteredLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed && let Some(memory) = &self.memory {
+            memory.fetch_add(desired.saturating_sub(current), Ordering::Relaxed);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 

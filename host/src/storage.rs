@@ -44,6 +44,7 @@ pub const LEFT_CLUSTER: &[u8] = b"left_cluster";
 const LOCAL_PLAIN: u8 = 0;
 const LOCAL_CLEARS_LEFT_MARK: u8 = 1;
 const LOCAL_PAUSED: u8 = 2;
+const LOCAL_OUTSIDE_CLUSTER: u8 = 3;
 
 /// Longest key a guest may use.
 pub const MAX_KEY_BYTES: usize = 4 * 1024;
@@ -131,7 +132,8 @@ impl Storage {
             let message = e.into_string();
             if message.contains("lock") {
                 anyhow::anyhow!(
-                    "storage in {} is in use by another running node ({message})",
+                    "storage in {} is in use by another running node: stop that node, or talk \
+                     to it (rpc, remote) ({message})",
                     dir.display()
                 )
             } else {
@@ -173,6 +175,14 @@ impl Storage {
         } else {
             self.reload_left_cluster_marker();
         }
+    }
+
+    /// From now on, local writes fail: the data belongs to a cluster, and
+    /// this node runs outside it (`eval`), where a write would make its
+    /// copy differ from the others'.
+    pub fn refuse_writes_outside_cluster(&self) {
+        self.local_mode
+            .store(LOCAL_OUTSIDE_CLUSTER, Ordering::Release);
     }
 
     /// The part of the database that belongs to `component`.
@@ -237,6 +247,13 @@ impl Storage {
             LOCAL_PAUSED => {
                 return Err(StorageError::Unavailable(
                     "this node is joining a cluster; writes resume once it has".into(),
+                ));
+            }
+            LOCAL_OUTSIDE_CLUSTER => {
+                return Err(StorageError::Unavailable(
+                    "this data belongs to a cluster and eval runs outside it: it reads, it \
+                     does not write (use rpc on the running node)"
+                        .into(),
                 ));
             }
             _ => {

@@ -10,15 +10,35 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
 
 use crate::capabilities::CallError;
 use crate::config::RestartIntensity;
 use crate::registry::ProcessKey;
 
+/// Names whose restarts are remembered for the console; past it, the name
+/// whose last crash is oldest is forgotten.
+const REMEMBERED_NAMES: usize = 10_000;
+
+/// Crashes kept per name, newest last.
+const REMEMBERED_CRASHES: usize = 5;
+
 pub struct Supervisor {
     intensity: RestartIntensity,
     history: Mutex<HashMap<ProcessKey, CrashHistory>>,
+    restarts: Mutex<HashMap<ProcessKey, Restarts>>,
+}
+
+/// One name's restart history, as `tree` and `info` show it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Restarts {
+    /// Crashes since the node started (each one a restart on the next
+    /// message).
+    pub count: u64,
+    /// The last few: when, and why.
+    pub recent: VecDeque<(SystemTime, String)>,
 }
 
 #[derive(Default)]
@@ -32,6 +52,47 @@ impl Supervisor {
         Self {
             intensity,
             history: Mutex::new(HashMap::new()),
+            restarts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn intensity(&self) -> &RestartIntensity {
+        &self.intensity
+    }
+
+    /// The restart history of `key`, if it ever crashed.
+    pub fn restarts_of(&self, key: &ProcessKey) -> Option<Restarts> {
+        let restarts = self.restarts.lock().unwrap_or_else(|p| p.into_inner());
+        restarts.get(key).cloned()
+    }
+
+    /// Every remembered restart history.
+    pub fn all_restarts(&self) -> Vec<(ProcessKey, Restarts)> {
+        let restarts = self.restarts.lock().unwrap_or_else(|p| p.into_inner());
+        restarts
+            .iter()
+            .map(|(key, record)| (key.clone(), record.clone()))
+            .collect()
+    }
+
+    fn remember(&self, key: &ProcessKey, reason: &str) {
+        let mut restarts = self.restarts.lock().unwrap_or_else(|p| p.into_inner());
+        if !restarts.contains_key(key) && restarts.len() >= REMEMBERED_NAMES {
+            let oldest = restarts
+                .iter()
+                .min_by_key(|(_, record)| record.recent.back().map(|(at, _)| *at))
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                restarts.remove(&oldest);
+            }
+        }
+        let record = restarts.entry(key.clone()).or_default();
+        record.count += 1;
+        record
+            .recent
+            .push_back((SystemTime::now(), reason.to_string()));
+        if record.recent.len() > REMEMBERED_CRASHES {
+            record.recent.pop_front();
         }
     }
 
@@ -62,9 +123,10 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Records that `key` crashed; returns true when this crash used up its
-    /// restart intensity and the name is now cooling down.
-    pub fn record_crash(&self, key: &ProcessKey) -> bool {
+    /// Records that `key` crashed, and why; returns true when this crash
+    /// used up its restart intensity and the name is now cooling down.
+    pub fn record_crash(&self, key: &ProcessKey, reason: &str) -> bool {
+        self.remember(key, reason);
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let entry = history.entry(key.clone()).or_default();
         let now = Instant::now();
@@ -105,10 +167,10 @@ mod tests {
     fn a_name_is_refused_once_it_crashes_past_its_intensity() {
         let supervisor = supervisor(Duration::from_secs(60));
         let key = ProcessKey::new("c", "p");
-        assert!(!supervisor.record_crash(&key));
-        assert!(!supervisor.record_crash(&key));
+        assert!(!supervisor.record_crash(&key, "test"));
+        assert!(!supervisor.record_crash(&key, "test"));
         assert!(supervisor.admit(&key).is_ok());
-        assert!(supervisor.record_crash(&key));
+        assert!(supervisor.record_crash(&key, "test"));
         assert!(matches!(supervisor.admit(&key), Err(CallError::Refused(_))));
         // Other names are unaffected.
         assert!(supervisor.admit(&ProcessKey::new("c", "q")).is_ok());
@@ -119,7 +181,7 @@ mod tests {
         let supervisor = supervisor(Duration::from_millis(20));
         let key = ProcessKey::new("c", "p");
         for _ in 0..3 {
-            supervisor.record_crash(&key);
+            supervisor.record_crash(&key, "test");
         }
         assert!(supervisor.admit(&key).is_err());
         std::thread::sleep(Duration::from_millis(40));

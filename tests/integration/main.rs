@@ -21,4 +21,5 @@ mod json_api;
 mod lifecycle;
 mod persistence;
 mod port_mapper;
+mod release_seed;
 mod shutdown;

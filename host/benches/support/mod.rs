@@ -20,6 +20,7 @@ pub fn minimal_node(name: &str, data_dir: &Path, limits: ProcessLimits) -> Arc<N
         durability: Durability::Wal,
         metrics_addr: None,
         perfmap: false,
+        compile_cache: None,
         call_grants: Vec::new(),
     };
     let source = ComponentSource {

@@ -1,6 +1,10 @@
 //! The subcommands of the `host` binary: argument parsing and the wiring of
 //! the library's parts, nothing more.
 
+pub mod args_file;
+pub mod console;
+pub mod daemon;
 pub mod dist;
+pub mod release;
 pub mod run;
 pub mod tools;

@@ -17,6 +17,7 @@ use host::component::{name_from_path, validate_name};
 use host::config::{
     Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity, parse_duration, parse_size,
 };
+use host::console::Console;
 use host::dist::NodeName;
 use host::dist::epmd;
 use host::dist::link::Liveness;
@@ -100,6 +101,11 @@ pub struct RunArgs {
     #[arg(long, env = "HOST_DATA_DIR")]
     data_dir: Option<PathBuf>,
 
+    /// Directory of compiled components (a release ships them there,
+    /// compiled for its machine). [default: DATA_DIR/compiled]
+    #[arg(long, value_name = "DIR")]
+    compile_cache: Option<PathBuf>,
+
     /// Stop a process idle this long (its state stays in storage). A bare
     /// number is seconds, as the book's TODO_SERVER_EXPIRY.
     #[arg(long, env = "TODO_SERVER_EXPIRY", value_parser = parse_duration, default_value = "60s")]
@@ -175,6 +181,32 @@ pub struct RunArgs {
     /// names guest functions instead of showing bare JIT addresses.
     #[arg(long)]
     perfmap: bool,
+
+    /// Attach a console to this node in this terminal (`bin/todo
+    /// start_iex`). Leaving it (exit, Ctrl-D, Ctrl-C) stops the node.
+    #[arg(long, conflicts_with_all = ["daemon", "eval"])]
+    pub console: bool,
+
+    /// Start in the background: return once the node is ready (its ready
+    /// line printed), or fail with the tail of its log. Its logs go to
+    /// --log-dir (host.log, rotated; stdout.log for what guests print).
+    #[arg(long, requires = "log_dir", conflicts_with = "eval")]
+    pub daemon: bool,
+
+    /// Where a daemon's logs go.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+
+    /// Write log lines to FILE instead of stderr, rotated at 10 MiB (5
+    /// old files kept: FILE.1 newest ... FILE.5).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Run one console command on this node's data and stop, without HTTP
+    /// or distribution (`bin/todo eval`). Refused while the node runs.
+    /// Data that belongs to a cluster is read, not written.
+    #[arg(long, value_name = "COMMAND")]
+    eval: Option<String>,
 }
 
 impl RunArgs {
@@ -266,6 +298,7 @@ impl RunArgs {
             },
             metrics_addr: self.metrics_port.map(|port| (self.http_host, port)),
             perfmap: self.perfmap,
+            compile_cache: self.compile_cache.clone(),
             call_grants: self.allow_call.clone(),
         })
     }
@@ -297,11 +330,43 @@ fn parse_grant(text: &str) -> Result<(String, String), String> {
     Ok((from.to_string(), to.to_string()))
 }
 
+/// Opens the node, compiling components off the async workers.
+async fn start_node(
+    config: NodeConfig,
+    sources: Vec<ComponentSource>,
+) -> anyhow::Result<Arc<NodeCore>> {
+    tokio::task::spawn_blocking(move || NodeCore::start(config, &sources))
+        .await
+        .context("node start-up panicked")?
+}
+
+/// `--eval`: one console command on the node's data, no HTTP, no
+/// distribution; the exit status says whether it succeeded.
+async fn eval(args: &RunArgs, command: &str) -> anyhow::Result<()> {
+    let node = start_node(args.node_config()?, args.sources()?).await?;
+    if host::cluster::belongs_to_cluster(node.storage()) {
+        node.storage().refuse_writes_outside_cluster();
+    }
+    let console = Console::new(node.clone(), None, CancellationToken::new());
+    let ok = super::console::run_once(&console, command).await;
+    node.stop_processes(node.config().limits.call_deadline * 2)
+        .await;
+    node.storage().flush()?;
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("`{command}` failed"))
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if let Some(command) = &args.eval {
+        return eval(&args, command).await;
+    }
     let config = args.node_config()?;
     let sources = args.sources()?;
     let distribution = args.distribution()?;
-    let stop_signals = StopSignals::install()?;
+    let stop_signals = StopSignals::install_with(!args.console)?;
     let http_addr = SocketAddr::new(config.http.host, config.http.port);
     let http_listener = http::bind(http_addr, "HTTP").await?;
     let metrics_listener = match config.metrics_addr {
@@ -314,10 +379,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let drain = config.http.request_deadline;
     let call_deadline = config.limits.call_deadline;
-    // Compiling components is CPU work: keep it off the async workers.
-    let node = tokio::task::spawn_blocking(move || NodeCore::start(config, &sources))
-        .await
-        .context("node start-up panicked")??;
+    let node = start_node(config, sources).await?;
     for component in node.components() {
         tracing::info!(
             node = %node.name(),
@@ -337,6 +399,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         _ => (None, String::new()),
     };
+    let console_stop = CancellationToken::new();
+    let console = Console::new(node.clone(), cluster.clone(), console_stop.clone());
+    if let Some(cluster) = &cluster {
+        cluster.serve_console(console.clone());
+    }
 
     let mut servers = Vec::new();
     let ingress = Ingress::new(node.clone());
@@ -367,13 +434,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "node {}: HTTP listening on http://{http_addr}{metrics_line}{dist_line}",
         node.name()
     );
+    super::daemon::ready();
+    if args.console {
+        let (console, node_name, stop) = (
+            console.clone(),
+            node.name().to_string(),
+            console_stop.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = super::console::attach_local(console, node_name).await {
+                eprintln!("error: {e:#}");
+            }
+            stop.cancel();
+        });
+    }
 
-    let why = match &cluster {
-        Some(cluster) => tokio::select! {
-            signal = stop_signals.recv() => signal,
-            _ = cluster.stop_requested() => "left its cluster",
-        },
-        None => stop_signals.recv().await,
+    let left_cluster = async {
+        match &cluster {
+            Some(cluster) => cluster.stop_requested().await,
+            None => std::future::pending().await,
+        }
+    };
+    let why = tokio::select! {
+        signal = stop_signals.recv() => signal,
+        () = left_cluster => "left its cluster",
+        () = console_stop.cancelled() => "stop asked from the console",
     };
     tracing::info!(node = %node.name(), "{why}: stopping; in-flight requests finish first");
     if let Some(cluster) = &cluster

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::dist::DistArgs;
 use host::cluster::tool;
-use host::cluster::wire::{NodeInfo, Role, ToolReply, ToolRequest};
+use host::cluster::wire::{ToolReply, ToolRequest};
 use host::dist::link::Liveness;
 use host::dist::{NodeName, epmd};
 
@@ -82,14 +82,16 @@ fn done(reply: ToolReply) -> anyhow::Result<()> {
             Ok(())
         }
         ToolReply::Failed(reason) => Err(anyhow::anyhow!(reason)),
-        ToolReply::Nodes(_) => Err(anyhow::anyhow!("unexpected answer: a node list")),
+        ToolReply::Nodes(_) | ToolReply::Console(_) => {
+            Err(anyhow::anyhow!("unexpected answer: {reply:?}"))
+        }
     }
 }
 
 pub async fn nodes(args: NodesArgs) -> anyhow::Result<()> {
     match ask(&args.node, &args.dist, ToolRequest::Nodes).await? {
         ToolReply::Nodes(nodes) => {
-            print!("{}", render_nodes(&nodes));
+            print!("{}", host::console::render_nodes(&nodes));
             Ok(())
         }
         other => done(other),
@@ -103,37 +105,6 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
 
 pub async fn leave(args: LeaveArgs) -> anyhow::Result<()> {
     done(ask(&args.node, &args.dist, ToolRequest::Leave).await?)
-}
-
-/// One line per node: name, role, status, link, leader.
-fn render_nodes(nodes: &[NodeInfo]) -> String {
-    let width = nodes
-        .iter()
-        .map(|node| node.name.to_string().len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let mut out = format!(
-        "{:width$}  {:8}  {:6}  {:9}  LEADER\n",
-        "NODE", "ROLE", "STATUS", "LINK"
-    );
-    for node in nodes {
-        let role = match node.role {
-            Role::Voter => "voter",
-            Role::Learner => "learner",
-            Role::Joining => "joining",
-            Role::Alone => "alone",
-        };
-        out.push_str(&format!(
-            "{:width$}  {:8}  {:6}  {:9}  {}\n",
-            node.name.to_string(),
-            role,
-            if node.up { "up" } else { "down" },
-            if node.linked { "linked" } else { "no link" },
-            if node.leader { "leader" } else { "" },
-        ));
-    }
-    out
 }
 
 pub async fn epmd(args: EpmdArgs) -> anyhow::Result<()> {

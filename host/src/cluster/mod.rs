@@ -96,6 +96,21 @@ pub struct Cluster {
     stop_requested: CancellationToken,
     /// Set once the node has left its cluster (it is about to stop).
     left: AtomicBool,
+    /// Who serves console requests arriving on links (set by the node's
+    /// start; the cluster only carries them).
+    console: OnceLock<Arc<dyn ConsoleService>>,
+}
+
+/// Whether `storage` holds the data of a cluster member (a node that runs
+/// outside its cluster must not write to it).
+pub fn belongs_to_cluster(storage: &crate::storage::Storage) -> bool {
+    matches!(identity::stored(storage), Ok(Some(_)))
+}
+
+/// Serves console requests, opaque to the cluster. `link` is the link the
+/// request came on: a console session lasts as long as it.
+pub trait ConsoleService: Send + Sync {
+    fn serve(&self, link: Arc<Link>, request: Vec<u8>) -> BoxFuture<'static, Vec<u8>>;
 }
 
 impl Cluster {
@@ -118,6 +133,7 @@ impl Cluster {
             stop: CancellationToken::new(),
             stop_requested: CancellationToken::new(),
             left: AtomicBool::new(false),
+            console: OnceLock::new(),
         });
         cluster.mesh.set_events(cluster.clone());
         let storage = cluster.node.storage();
@@ -146,6 +162,34 @@ impl Cluster {
             tracing::info!(node = %me, "resuming as a member of its cluster");
         }
         Ok(cluster)
+    }
+
+    /// Hands console requests arriving on links to `service` from now on.
+    pub fn serve_console(&self, service: Arc<dyn ConsoleService>) {
+        let _ = self.console.set(service);
+    }
+
+    pub fn me(&self) -> &NodeName {
+        self.mesh.me()
+    }
+
+    /// Sends a console request to member `node`'s console over the link
+    /// between them.
+    pub async fn ask_console(
+        &self,
+        node: &NodeName,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let link = self
+            .mesh
+            .link(node)
+            .ok_or_else(|| format!("no link to {node}"))?;
+        match tool::request_on(&link, ToolRequest::Console(request), timeout).await? {
+            ToolReply::Console(reply) => Ok(reply),
+            ToolReply::Failed(reason) => Err(reason),
+            other => Err(format!("unexpected answer from {node}: {other:?}")),
+        }
     }
 
     /// Resolves when a tool asked this node to leave and stop.
@@ -631,8 +675,12 @@ impl Cluster {
             .collect()
     }
 
-    async fn serve_tool(self: &Arc<Self>, request: ToolRequest) -> ToolReply {
+    async fn serve_tool(self: &Arc<Self>, link: Arc<Link>, request: ToolRequest) -> ToolReply {
         match request {
+            ToolRequest::Console(request) => match self.console.get() {
+                Some(console) => ToolReply::Console(console.serve(link, request).await),
+                None => ToolReply::Failed(format!("{} serves no console", self.mesh.me())),
+            },
             ToolRequest::Nodes => ToolReply::Nodes(self.nodes()),
             ToolRequest::Connect { other } => match self.join(&other).await {
                 Ok(done) => ToolReply::Done(done),
@@ -714,7 +762,7 @@ impl Cluster {
                     Response::Invite(self.join(link.peer()).await)
                 }
             }
-            Request::Tool(request) => Response::Tool(self.serve_tool(request).await),
+            Request::Tool(request) => Response::Tool(self.serve_tool(link, request).await),
         }
     }
 }

@@ -31,7 +31,16 @@ pub async fn ask(
     request: ToolRequest,
     timeout: Duration,
 ) -> Result<ToolReply, String> {
-    let link = dialer
+    let link = connect(dialer, node).await?;
+    let answer = request_on(&link, request, timeout).await;
+    link.close("the tool is done");
+    answer
+}
+
+/// A hidden link to `node`, for a tool that asks several things (a remote
+/// console). A wrong cookie is said in one line.
+pub async fn connect(dialer: &Dialer, node: &NodeName) -> Result<Arc<Link>, String> {
+    dialer
         .dial(node, true, Arc::new(ServesNothing))
         .await
         .map_err(|e| {
@@ -40,14 +49,22 @@ pub async fn ask(
             } else {
                 e.to_string()
             }
-        })?;
+        })
+}
+
+/// Sends `request` on `link` and waits up to `timeout` for the reply.
+pub async fn request_on(
+    link: &Link,
+    request: ToolRequest,
+    timeout: Duration,
+) -> Result<ToolReply, String> {
     let answer = link
         .request(&wire::encode(&Request::Tool(request)), timeout)
-        .await;
-    link.close("the tool is done");
-    match wire::decode::<Response>(&answer.map_err(|e| e.to_string())?)? {
+        .await
+        .map_err(|e| format!("{}: {e}", link.peer()))?;
+    match wire::decode::<Response>(&answer)? {
         Response::Tool(reply) => Ok(reply),
         Response::Refused(reason) => Err(reason),
-        other => Err(format!("unexpected answer from {node}: {other:?}")),
+        other => Err(format!("unexpected answer from {}: {other:?}", link.peer())),
     }
 }

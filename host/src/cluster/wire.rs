@@ -130,6 +130,10 @@ pub enum ToolRequest {
     Connect { other: NodeName },
     /// This node leaves its cluster, then stops.
     Leave,
+    /// A console request (`crate::console`), opaque to the cluster; also
+    /// sent member to member (a console gathering the whole cluster's
+    /// processes).
+    Console(Vec<u8>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +141,7 @@ pub enum ToolReply {
     Nodes(Vec<NodeInfo>),
     Done(String),
     Failed(String),
+    Console(Vec<u8>),
 }
 
 /// One node of the cluster, as a member sees it.

@@ -88,7 +88,8 @@ pub fn default_file() -> Result<PathBuf, String> {
     Ok(PathBuf::from(home).join(".erlang.cookie"))
 }
 
-fn create_file(path: &Path) -> Result<(), String> {
+/// Writes a new random cookie to `path` (which must not exist), mode 0400.
+pub fn create_file(path: &Path) -> Result<(), String> {
     let mut random = [0u8; GENERATED_LENGTH];
     getrandom::fill(&mut random).map_err(|e| format!("no randomness for a new cookie: {e}"))?;
     let cookie: String = random.iter().map(|b| char::from(b'A' + b % 26)).collect();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod cluster;
+pub mod release;
 
 /// How long a node may take to print its ready line (the first start
 /// compiles the components).

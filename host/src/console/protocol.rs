@@ -1,0 +1,68 @@
+//! What a console client and a node's console say to each other, encoded
+//! with postcard inside the cluster's opaque `ToolRequest::Console`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::ProcessInfo;
+use crate::supervisor::Restarts;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ConsoleRequest {
+    /// Runs one command line.
+    Run { line: String },
+    /// Completions of the line's last word.
+    Complete { line: String },
+    /// What the session's running traces printed since the last ask,
+    /// waiting up to a second for something.
+    Output,
+    /// This node's processes (asked member to member by `ps` and `tree`).
+    Processes,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ConsoleReply {
+    /// What to print.
+    pub text: String,
+    /// Whether the command succeeded (`rpc`'s exit status).
+    pub ok: bool,
+    /// A trace of this session is running: ask for `Output` until not.
+    pub live: bool,
+    /// For `Complete`: the candidates for the last word.
+    pub completions: Vec<String>,
+    /// For `Processes`.
+    pub processes: Vec<ProcessRow>,
+}
+
+/// One process, with the node it runs on and its restart history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessRow {
+    pub node: String,
+    pub info: ProcessInfo,
+    pub restarts: Option<Restarts>,
+}
+
+impl ConsoleReply {
+    pub fn ok(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            ok: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn failed(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            ok: false,
+            ..Self::default()
+        }
+    }
+}
+
+pub fn encode(value: &impl Serialize) -> Vec<u8> {
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("malformed console message: {e}"))
+}

@@ -1,0 +1,144 @@
+//! Releases: a self-contained directory that runs a node on a machine with
+//! no Rust toolchain, laid out as a `mix release`:
+//!
+//! ```text
+//! bin/NAME                  the start script (POSIX sh): start, daemon, remote...
+//! bin/host                  this host binary
+//! lib/COMPONENT.wasm        the components
+//! lib/compiled/*.cwasm      the same, compiled for this machine
+//! releases/COOKIE           a random cookie, mode 0400
+//! releases/start_erl.data   the version the script starts
+//! releases/VSN/env.sh       sourced by the script: RELEASE_NODE, TODO_PORT...
+//! releases/VSN/vm.args      the node's options, one per line
+//! tmp/                      daemons' logs (tmp/log/NODE)
+//! data/                     each node's storage (data/NODE), made at start
+//! ```
+//!
+//! This module only writes files: it owns the layout and the templates,
+//! and compiles components through `component` the way a node loads them.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::component::LoadedComponent;
+use crate::config::NodeConfig;
+use crate::config::{Durability, HttpConfig, ProcessLimits, RestartIntensity};
+use crate::dist::cookie;
+use crate::runtime::Runtime;
+
+const BIN_SCRIPT: &str = include_str!("templates/bin.sh");
+const ENV_SH: &str = include_str!("templates/env.sh");
+const VM_ARGS: &str = include_str!("templates/vm.args");
+
+/// What to build.
+pub struct ReleaseSpec {
+    /// The release's name: the script is `bin/NAME`.
+    pub name: String,
+    pub version: String,
+    /// Where it goes; replaced if it exists.
+    pub out: PathBuf,
+    /// The host binary to ship.
+    pub host_binary: PathBuf,
+    /// The components, as (name, `.wasm` file), in load order.
+    pub components: Vec<(String, PathBuf)>,
+}
+
+/// Builds the release and returns its directory.
+pub fn build(spec: &ReleaseSpec) -> anyhow::Result<PathBuf> {
+    validate_release_name(&spec.name)?;
+    if spec.out.exists() {
+        fs::remove_dir_all(&spec.out)
+            .with_context(|| format!("cannot replace {}", spec.out.display()))?;
+    }
+    let out = &spec.out;
+    let version_dir = out.join("releases").join(&spec.version);
+    for dir in [
+        out.join("bin"),
+        out.join("lib").join("compiled"),
+        version_dir.clone(),
+        out.join("tmp"),
+    ] {
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    copy_executable(&spec.host_binary, &out.join("bin").join("host"))?;
+    let mut component_lines = String::new();
+    for (name, wasm) in &spec.components {
+        let file = format!("{name}.wasm");
+        fs::copy(wasm, out.join("lib").join(&file))
+            .with_context(|| format!("cannot copy {}", wasm.display()))?;
+        component_lines.push_str(&format!("{name}=${{RELEASE_ROOT}}/lib/{file}\n"));
+    }
+    precompile(&spec.components, &out.join("lib").join("compiled"))?;
+    let fill = |template: &str| {
+        template
+            .replace("@NAME@", &spec.name)
+            .replace("@COMPONENTS@", component_lines.trim_end())
+    };
+    write_file(&out.join("bin").join(&spec.name), &fill(BIN_SCRIPT), 0o755)?;
+    write_file(&version_dir.join("env.sh"), &fill(ENV_SH), 0o755)?;
+    write_file(&version_dir.join("vm.args"), &fill(VM_ARGS), 0o644)?;
+    write_file(
+        &out.join("releases").join("start_erl.data"),
+        &spec.version,
+        0o644,
+    )?;
+    cookie::create_file(&out.join("releases").join("COOKIE")).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(out.clone())
+}
+
+/// Compiles each component with the engine a node uses, into `dir`, where
+/// a node started with `--compile-cache dir` finds it (the cache key is the
+/// component's bytes with the engine's version and settings, so a node
+/// whose engine differs compiles it again instead of running stale code).
+fn precompile(components: &[(String, PathBuf)], dir: &Path) -> anyhow::Result<()> {
+    let config = NodeConfig {
+        node_name: "release".into(),
+        data_dir: dir.to_path_buf(),
+        http: HttpConfig::default(),
+        limits: ProcessLimits {
+            max_processes: 1,
+            ..ProcessLimits::default()
+        },
+        restarts: RestartIntensity::default(),
+        durability: Durability::Wal,
+        metrics_addr: None,
+        perfmap: false,
+        call_grants: Vec::new(),
+        compile_cache: Some(dir.to_path_buf()),
+    };
+    let runtime = Runtime::new(&config)?;
+    for (name, wasm) in components {
+        LoadedComponent::load(&runtime, name, wasm, dir)
+            .with_context(|| format!("cannot compile component `{name}`"))?;
+    }
+    Ok(())
+}
+
+fn validate_release_name(name: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    anyhow::ensure!(
+        valid,
+        "`{name}` is not a release name: use letters, digits, `_` or `-`"
+    );
+    Ok(())
+}
+
+fn copy_executable(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::copy(from, to).with_context(|| format!("cannot copy {}", from.display()))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    Ok(())
+}

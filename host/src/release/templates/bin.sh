@@ -1,0 +1,136 @@
+#!/bin/sh
+# bin/@NAME@: runs the @NAME@ release (built by `host release`), as the
+# script of a `mix release`:
+#
+#   start          the node, in the foreground
+#   start_iex      the node, in the foreground, with a console (alias: console)
+#   daemon         the node, in the background; returns once it is ready
+#   daemon_iex     a daemon, then a console attached to it
+#   remote         a console attached to the running node
+#   rpc "COMMAND"  one console command on the running node
+#   eval "COMMAND" one console command on a fresh node (no HTTP, no cluster)
+#   stop           stops the running node; returns once it is gone
+#   restart        stop, then daemon
+#   pid            the running node's OS process id
+#   version        the release's name and version
+#
+# Configured by RELEASE_NODE, RELEASE_COOKIE, RELEASE_DISTRIBUTION,
+# RELEASE_TMP, RELEASE_ROOT and the app's TODO_PORT, from the environment or
+# releases/VSN/env.sh; host options go in releases/VSN/vm.args.
+set -e
+
+RELEASE_ROOT=${RELEASE_ROOT:-$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd -P)}
+RELEASE_NAME=${RELEASE_NAME:-@NAME@}
+RELEASE_VSN=${RELEASE_VSN:-$(cat "$RELEASE_ROOT/releases/start_erl.data")}
+RELEASE_COMMAND=${1:-}
+REL_VSN_DIR=$RELEASE_ROOT/releases/$RELEASE_VSN
+export RELEASE_ROOT RELEASE_NAME RELEASE_VSN RELEASE_COMMAND
+
+if [ -f "$REL_VSN_DIR/env.sh" ]; then
+  . "$REL_VSN_DIR/env.sh"
+fi
+
+RELEASE_VM_ARGS=${RELEASE_VM_ARGS:-$REL_VSN_DIR/vm.args}
+HOST=$RELEASE_ROOT/bin/host
+
+# An option of vm.args, or nothing.
+vm_arg() {
+  sed -n "s/^[[:space:]]*--$1[[:space:]=]\{1,\}\([^[:space:]]*\).*/\1/p" "$RELEASE_VM_ARGS" | tail -n 1
+}
+
+# The node's name and cookie: the environment (or env.sh), else vm.args,
+# else the release's name and its COOKIE file. Passed to the host through
+# the environment (a command line is visible to every user).
+if [ -z "${RELEASE_NODE:-}" ]; then
+  RELEASE_NODE=$(vm_arg node)
+  RELEASE_NODE=${RELEASE_NODE:-$RELEASE_NAME}
+fi
+if [ -z "${RELEASE_COOKIE:-}" ]; then
+  RELEASE_COOKIE=$(vm_arg cookie)
+  if [ -z "$RELEASE_COOKIE" ]; then
+    RELEASE_COOKIE=$(cat "$RELEASE_ROOT/releases/COOKIE")
+  fi
+fi
+RELEASE_TMP=${RELEASE_TMP:-$RELEASE_ROOT/tmp}
+export RELEASE_NODE RELEASE_COOKIE RELEASE_TMP
+
+# Each node of this release keeps its own data and logs.
+NODE_DIR=$(printf '%s' "$RELEASE_NODE" | tr -c 'A-Za-z0-9_.@-' '_')
+RELEASE_DATA=${RELEASE_DATA:-$RELEASE_ROOT/data/$NODE_DIR}
+LOG_DIR=$RELEASE_TMP/log/$NODE_DIR
+
+# The node needs about 4 memory mappings per process (its instance pool):
+# check the kernel allows them before starting rather than failing later.
+check_kernel() {
+  max=$(vm_arg max-processes)
+  max=${max:-10000}
+  need=$((max * 4 + 16384))
+  have=$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo "$need")
+  if [ "$have" -lt "$need" ]; then
+    echo "error: vm.max_map_count is $have; a node with --max-processes $max needs about $need memory mappings." >&2
+    echo "Raise it:                  sudo sysctl -w vm.max_map_count=$need" >&2
+    echo "and keep it after reboots: echo vm.max_map_count=$need | sudo tee /etc/sysctl.d/90-$RELEASE_NAME.conf" >&2
+    echo "or lower --max-processes in $RELEASE_VM_ARGS" >&2
+    exit 1
+  fi
+}
+
+run_node() {
+  check_kernel
+  exec "$HOST" run --args-file "$RELEASE_VM_ARGS" --data-dir "$RELEASE_DATA" \
+    --compile-cache "$RELEASE_ROOT/lib/compiled" "$@"
+}
+
+case $RELEASE_COMMAND in
+  start)
+    run_node
+    ;;
+  start_iex | console)
+    run_node --console
+    ;;
+  daemon)
+    run_node --daemon --log-dir "$LOG_DIR"
+    ;;
+  daemon_iex)
+    "$0" daemon
+    exec "$HOST" remote "$RELEASE_NODE"
+    ;;
+  remote)
+    exec "$HOST" remote "$RELEASE_NODE"
+    ;;
+  rpc)
+    if [ $# -ne 2 ]; then
+      echo "usage: $0 rpc \"COMMAND\"" >&2
+      exit 1
+    fi
+    exec "$HOST" rpc --node "$RELEASE_NODE" "$2"
+    ;;
+  eval)
+    if [ $# -ne 2 ]; then
+      echo "usage: $0 eval \"COMMAND\"" >&2
+      exit 1
+    fi
+    exec "$HOST" run --args-file "$RELEASE_VM_ARGS" --data-dir "$RELEASE_DATA" \
+      --compile-cache "$RELEASE_ROOT/lib/compiled" --eval "$2"
+    ;;
+  stop)
+    exec "$HOST" stop "$RELEASE_NODE"
+    ;;
+  restart)
+    "$0" stop
+    exec "$0" daemon
+    ;;
+  pid)
+    exec "$HOST" pid "$RELEASE_NODE"
+    ;;
+  version)
+    echo "$RELEASE_NAME $RELEASE_VSN"
+    ;;
+  *)
+    sed -n '2,16s/^# \{0,1\}//p' "$0" >&2
+    if [ -n "$RELEASE_COMMAND" ]; then
+      echo "unknown command: $RELEASE_COMMAND" >&2
+    fi
+    exit 1
+    ;;
+esac
