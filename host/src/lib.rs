@@ -15,6 +15,7 @@ pub mod logs;
 pub mod mailbox;
 pub mod metrics;
 pub mod node;
+pub mod observer;
 pub mod process;
 pub mod registry;
 pub mod release;

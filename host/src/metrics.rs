@@ -23,6 +23,7 @@ pub struct Metrics {
     http_requests: AtomicU64,
     http_errors: AtomicU64,
     nodes_down: AtomicU64,
+    console_sessions: AtomicU64,
 }
 
 impl Metrics {
@@ -47,6 +48,17 @@ impl Metrics {
     /// Another member of the cluster was declared down.
     pub fn node_down(&self) {
         self.nodes_down.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A console client attached (`remote`, `rpc`, `start_iex`).
+    pub fn console_attached(&self) {
+        self.console_sessions.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn console_detached(&self) {
+        self.console_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Processes' crashes since the node started.
+    pub fn crashes(&self) -> u64 {
+        self.processes_crashed.load(Ordering::Relaxed)
     }
     /// A request the host answered itself with an error (413, 503, 504, 500).
     pub fn http_error(&self) {
@@ -119,6 +131,18 @@ pub fn render(ingress: &Ingress) -> String {
             "counter",
             "Times another member of the cluster was declared down (silent past --node-down-after).",
             load(&m.nodes_down),
+        ),
+        (
+            "host_console_sessions",
+            "gauge",
+            "Console clients attached (remote, rpc, start_iex).",
+            load(&m.console_sessions),
+        ),
+        (
+            "host_traces_running",
+            "gauge",
+            "Traces running: of processes' messages and of components' host calls.",
+            node.traces_running() as u64,
         ),
     ];
     if let Some(router) = node.router() {

@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use futures_util::future::BoxFuture;
 use tokio_util::task::TaskTracker;
 
-use crate::capabilities::CallError;
+use crate::capabilities::{CallError, HostCallSlot};
 use crate::component::LoadedComponent;
 use crate::config::NodeConfig;
 use crate::mailbox::{Mailbox, Message, SendError};
@@ -85,6 +85,8 @@ pub struct NodeCore {
     next_pid: AtomicU64,
     /// Set once, when the node founds or joins a cluster.
     router: OnceLock<Arc<dyn Router>>,
+    /// Per component: the trace of its host calls, if one is on.
+    host_calls: HashMap<String, HostCallSlot>,
 }
 
 impl NodeCore {
@@ -127,6 +129,10 @@ impl NodeCore {
         }
         let storage = Storage::open(&config.data_dir.join("db"), config.durability)
             .context("cannot open storage")?;
+        let host_calls = by_name
+            .keys()
+            .map(|name| (name.clone(), HostCallSlot::default()))
+            .collect();
         Ok(Arc::new(Self {
             name: Arc::from(config.node_name.as_str()),
             registry: Registry::new(config.limits.max_processes),
@@ -140,6 +146,7 @@ impl NodeCore {
             tasks: TaskTracker::new(),
             next_pid: AtomicU64::new(1),
             router: OnceLock::new(),
+            host_calls,
         }))
     }
 
@@ -191,6 +198,21 @@ impl NodeCore {
 
     pub fn component(&self, name: &str) -> Option<&Arc<LoadedComponent>> {
         self.by_name.get(name)
+    }
+
+    /// Where a trace of `component`'s host calls goes (`trace-calls`).
+    pub fn host_call_slot(&self, component: &str) -> Option<&HostCallSlot> {
+        self.host_calls.get(component)
+    }
+
+    /// Traces running on this node: of processes, and of host calls.
+    pub fn traces_running(&self) -> usize {
+        let host_calls = self
+            .host_calls
+            .values()
+            .filter(|slot| slot.load().as_ref().is_some_and(|t| !t.is_finished()))
+            .count();
+        self.registry.traces_running() + host_calls
     }
 
     pub fn supervisor(&self) -> &Supervisor {

@@ -202,6 +202,15 @@ impl Registry {
         };
     }
 
+    /// Traces of processes not yet over.
+    pub fn traces_running(&self) -> usize {
+        self.lock()
+            .traces
+            .values()
+            .filter(|tracer| !tracer.is_finished())
+            .count()
+    }
+
     /// The mailbox of the live process holding `key`, if any (never starts
     /// one).
     pub fn mailbox_of(&self, key: &ProcessKey) -> Option<Mailbox> {

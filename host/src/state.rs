@@ -9,7 +9,9 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::capabilities::{DenyOutgoingHttp, LogCapability, ProcessCapability, StorageCapability};
+use crate::capabilities::{
+    DenyOutgoingHttp, HostCalls, LogCapability, ProcessCapability, StorageCapability,
+};
 use crate::node::NodeCore;
 use crate::registry::Fence;
 
@@ -64,14 +66,24 @@ impl InstanceState {
         let process_name: Option<Arc<str>> = process_name.map(Arc::from);
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES_PER_INSTANCE);
+        let slot = node.host_call_slot(&component).cloned().unwrap_or_default();
+        let host_calls = || HostCalls::new(slot.clone(), component.clone(), process_name.clone());
         Self {
             wasi,
             http: WasiHttpCtx::new(),
             http_hooks: DenyOutgoingHttp,
             table,
             limits: MeteredLimits { limits, memory },
-            process: ProcessCapability::new(node.clone(), component.clone(), process_name.clone()),
-            storage: StorageCapability::new(node.storage().namespace(&component).fenced(fence)),
+            process: ProcessCapability::new(
+                node.clone(),
+                component.clone(),
+                process_name.clone(),
+                host_calls(),
+            ),
+            storage: StorageCapability::new(
+                node.storage().namespace(&component).fenced(fence),
+                host_calls(),
+            ),
             log: LogCapability::new(node.name(), component, process_name),
         }
     }

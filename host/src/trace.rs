@@ -34,6 +34,9 @@ pub enum EventKind {
     Cast,
     /// The reply it sent to a call.
     Reply,
+    /// A host call the component made (`trace-calls`); the event's bytes
+    /// are its description.
+    HostCall,
 }
 
 /// One traced message.
@@ -70,11 +73,22 @@ pub struct Tracer {
     in_window: AtomicU64,
     origin: Instant,
     finished: AtomicBool,
+    /// For host calls: only functions starting with it (`storage`,
+    /// `process.call`).
+    filter: Option<String>,
 }
 
 impl Tracer {
     /// A tracer and the receiving end of its events.
     pub fn new(limits: TraceLimits) -> (Self, mpsc::Receiver<TraceEvent>) {
+        Self::filtered(limits, None)
+    }
+
+    /// A tracer of the host calls whose name starts with `filter`.
+    pub fn filtered(
+        limits: TraceLimits,
+        filter: Option<String>,
+    ) -> (Self, mpsc::Receiver<TraceEvent>) {
         let (events, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         let tracer = Self {
             events,
@@ -85,6 +99,7 @@ impl Tracer {
             in_window: AtomicU64::new(0),
             origin: Instant::now(),
             finished: AtomicBool::new(false),
+            filter,
         };
         (tracer, receiver)
     }
@@ -127,6 +142,15 @@ impl Tracer {
         }
     }
 
+    /// Whether this trace wants host call `function` (and is not over).
+    pub fn wants(&self, function: &str) -> bool {
+        !self.is_finished()
+            && self
+                .filter
+                .as_deref()
+                .is_none_or(|filter| function.starts_with(filter))
+    }
+
     /// Whether the trace is over: its count reached, or its reader gone.
     pub fn is_finished(&self) -> bool {
         self.finished.load(Ordering::Acquire) || self.events.is_closed()
@@ -155,6 +179,26 @@ impl Tracer {
         }
         self.in_window.fetch_add(1, Ordering::AcqRel) < self.limits.per_second
     }
+}
+
+/// Bytes as a trace shows them when nothing can render them: printable
+/// ASCII as is, the rest as `\xNN`, cut at 120 characters, and the length
+/// when it was cut.
+pub fn render_bytes(bytes: &[u8], len: usize) -> String {
+    let mut out = String::new();
+    for &byte in bytes {
+        if out.len() >= 120 {
+            break;
+        }
+        match byte {
+            b' '..=b'~' => out.push(char::from(byte)),
+            _ => out.push_str(&format!("\\x{byte:02x}")),
+        }
+    }
+    if out.len() >= 120 || bytes.len() < len {
+        out.push_str(&format!("... ({len} bytes)"));
+    }
+    format!("<<{out}>>")
 }
 
 /// How long a trace runs when not told.
@@ -204,6 +248,28 @@ mod tests {
         // The window may roll over once during the loop.
         assert!((3..=6).contains(&received), "{received}");
         assert_eq!(tracer.dropped(), 10 - received);
+    }
+
+    #[test]
+    fn bytes_render_readably_and_bounded() {
+        assert_eq!(render_bytes(b"ok\x01", 3), "<<ok\\x01>>");
+        let long = vec![b'a'; 300];
+        let shown = render_bytes(&long, 300);
+        assert!(shown.ends_with("... (300 bytes)>>"), "{shown}");
+        assert!(shown.len() < 160);
+    }
+
+    #[test]
+    fn a_filtered_tracer_wants_only_its_functions() {
+        let limits = TraceLimits {
+            count: 10,
+            per_second: 10,
+        };
+        let (tracer, _events) = Tracer::filtered(limits, Some("storage".into()));
+        assert!(tracer.wants("storage.put"));
+        assert!(!tracer.wants("process.call"));
+        let (all, _events) = Tracer::new(limits);
+        assert!(all.wants("process.call"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod dist_bad_input;
 mod isolation;
 mod json_api;
 mod lifecycle;
+mod observer;
 mod persistence;
 mod port_mapper;
 mod release_seed;

@@ -5,15 +5,18 @@
 //! - `storage`: the component's private key-value namespace.
 //! - `log`: logging into the host's logs.
 //! - `http`: `wasi:http` for incoming requests; outgoing requests are denied.
+//! - `host_calls`: the trace of a component's storage and process calls.
 //!
 //! Plain WASI (clocks, random, stdio) comes from `wasmtime-wasi`, with no
 //! filesystem and no network granted (see `state::InstanceState::new`).
 
+mod host_calls;
 mod http;
 mod log;
 mod process;
 mod storage;
 
+pub use self::host_calls::{HostCallSlot, HostCalls};
 pub use self::http::DenyOutgoingHttp;
 pub use self::log::LogCapability;
 pub use self::process::{CallError, ProcessCapability};

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use wasmtime::component::{HasData, Linker};
 
+use super::HostCalls;
 use crate::bindings::{process, types};
 use crate::node::NodeCore;
 use crate::state::InstanceState;
@@ -44,15 +45,30 @@ pub struct ProcessCapability {
     node: Arc<NodeCore>,
     component: Arc<str>,
     self_name: Option<Arc<str>>,
+    calls: HostCalls,
 }
 
 impl ProcessCapability {
-    pub fn new(node: Arc<NodeCore>, component: Arc<str>, self_name: Option<Arc<str>>) -> Self {
+    pub fn new(
+        node: Arc<NodeCore>,
+        component: Arc<str>,
+        self_name: Option<Arc<str>>,
+        calls: HostCalls,
+    ) -> Self {
         Self {
             node,
             component,
             self_name,
+            calls,
         }
+    }
+}
+
+/// How a call ended, for a trace.
+fn call_outcome(result: &Result<Vec<u8>, CallError>) -> String {
+    match result {
+        Ok(reply) => format!("reply of {} bytes", reply.len()),
+        Err(error) => format!("error: {error}"),
     }
 }
 
@@ -64,9 +80,16 @@ impl process::Host for ProcessCapability {
         timeout_ms: u32,
     ) -> Result<Vec<u8>, types::CallError> {
         let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let size = message.len();
+        let call = self.node.call(&self.component, &name, message, timeout);
         Ok(self
-            .node
-            .call(&self.component, &name, message, timeout)
+            .calls
+            .traced(
+                "process.call",
+                || format!("{name:?}, {size} bytes"),
+                call_outcome,
+                call,
+            )
             .await?)
     }
 
@@ -79,11 +102,34 @@ impl process::Host for ProcessCapability {
     ) -> Result<Vec<u8>, types::CallError> {
         self.node.may_call(&self.component, &component)?;
         let timeout = Duration::from_millis(u64::from(timeout_ms));
-        Ok(self.node.call(&component, &name, message, timeout).await?)
+        let size = message.len();
+        let call = self.node.call(&component, &name, message, timeout);
+        Ok(self
+            .calls
+            .traced(
+                "process.call-component",
+                || format!("{component:?}, {name:?}, {size} bytes"),
+                call_outcome,
+                call,
+            )
+            .await?)
     }
 
     async fn cast(&mut self, name: String, message: Vec<u8>) -> Result<(), types::CallError> {
-        Ok(self.node.cast(&self.component, &name, message)?)
+        let size = message.len();
+        let result = self
+            .calls
+            .traced(
+                "process.cast",
+                || format!("{name:?}, {size} bytes"),
+                |result: &Result<(), CallError>| match result {
+                    Ok(()) => "ok".to_string(),
+                    Err(error) => format!("error: {error}"),
+                },
+                async { self.node.cast(&self.component, &name, message) },
+            )
+            .await;
+        Ok(result?)
     }
 
     async fn self_name(&mut self) -> Option<String> {

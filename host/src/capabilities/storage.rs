@@ -4,17 +4,33 @@
 
 use wasmtime::component::{HasData, Linker};
 
+use super::HostCalls;
 use crate::bindings::storage::{self, Operation, StorageError as WitStorageError};
 use crate::state::InstanceState;
 use crate::storage::{self as db, Namespace, StorageError};
+use crate::trace::render_bytes;
 
 pub struct StorageCapability {
     namespace: Namespace,
+    calls: HostCalls,
 }
 
 impl StorageCapability {
-    pub fn new(namespace: Namespace) -> Self {
-        Self { namespace }
+    pub fn new(namespace: Namespace, calls: HostCalls) -> Self {
+        Self { namespace, calls }
+    }
+}
+
+/// A key or value as a trace shows it.
+fn shown(bytes: &[u8]) -> String {
+    render_bytes(&bytes[..bytes.len().min(64)], bytes.len())
+}
+
+/// How a storage call ended, for a trace.
+fn outcome<T>(result: &Result<T, StorageError>, ok: impl FnOnce(&T) -> String) -> String {
+    match result {
+        Ok(value) => ok(value),
+        Err(error) => format!("error: {error}"),
     }
 }
 
@@ -38,15 +54,47 @@ fn answer<T>(result: Result<T, StorageError>) -> Answer<T> {
 
 impl storage::Host for StorageCapability {
     async fn get(&mut self, key: Vec<u8>) -> Answer<Option<Vec<u8>>> {
-        answer(self.namespace.get(&key))
+        let result = self
+            .calls
+            .traced(
+                "storage.get",
+                || shown(&key),
+                |result| {
+                    outcome(result, |value| match value {
+                        Some(value) => format!("{} bytes", value.len()),
+                        None => "none".into(),
+                    })
+                },
+                async { self.namespace.get(&key) },
+            )
+            .await;
+        answer(result)
     }
 
     async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Answer<()> {
-        answer(self.namespace.put(&key, &value).await)
+        let result = self
+            .calls
+            .traced(
+                "storage.put",
+                || format!("{}, {} bytes", shown(&key), value.len()),
+                |result| outcome(result, |_| "ok".into()),
+                self.namespace.put(&key, &value),
+            )
+            .await;
+        answer(result)
     }
 
     async fn delete(&mut self, key: Vec<u8>) -> Answer<()> {
-        answer(self.namespace.delete(&key).await)
+        let result = self
+            .calls
+            .traced(
+                "storage.delete",
+                || shown(&key),
+                |result| outcome(result, |_| "ok".into()),
+                self.namespace.delete(&key),
+            )
+            .await;
+        answer(result)
     }
 
     async fn scan_prefix(
@@ -56,10 +104,19 @@ impl storage::Host for StorageCapability {
         limit: u32,
     ) -> Answer<Vec<db::Pair>> {
         let limit = usize::try_from(limit).unwrap_or(db::MAX_SCAN_PAIRS);
-        answer(
-            self.namespace
-                .scan_prefix(&prefix, start_after.as_deref(), limit),
-        )
+        let result = self
+            .calls
+            .traced(
+                "storage.scan-prefix",
+                || format!("{}, limit {limit}", shown(&prefix)),
+                |result| outcome(result, |pairs| format!("{} pairs", pairs.len())),
+                async {
+                    self.namespace
+                        .scan_prefix(&prefix, start_after.as_deref(), limit)
+                },
+            )
+            .await;
+        answer(result)
     }
 
     async fn batch(&mut self, operations: Vec<Operation>) -> Answer<()> {
@@ -69,8 +126,18 @@ impl storage::Host for StorageCapability {
                 Operation::Put((key, value)) => db::Operation::Put(key, value),
                 Operation::Delete(key) => db::Operation::Delete(key),
             })
-            .collect();
-        answer(self.namespace.batch(operations).await)
+            .collect::<Vec<_>>();
+        let count = operations.len();
+        let result = self
+            .calls
+            .traced(
+                "storage.batch",
+                || format!("{count} operations"),
+                |result| outcome(result, |_| "ok".into()),
+                self.namespace.batch(operations),
+            )
+            .await;
+        answer(result)
     }
 }
 

@@ -25,6 +25,7 @@ use host::dist::mesh::{DialError, Dialer, Mesh};
 use host::http::{self, Ingress};
 use host::metrics;
 use host::node::{ComponentSource, NodeCore};
+use host::observer::Observer;
 use host::shutdown::StopSignals;
 
 /// What a node with distribution on is told.
@@ -181,6 +182,21 @@ pub struct RunArgs {
     /// names guest functions instead of showing bare JIT addresses.
     #[arg(long)]
     perfmap: bool,
+
+    /// Port of the observer, the node's web page of processes, memory and
+    /// rates (0: any free port; the ready line and the console's `observer`
+    /// say which, with the page's token).
+    #[arg(long, default_value_t = 0)]
+    observer_port: u16,
+
+    /// Address the observer listens on: loopback by default; reach it from
+    /// elsewhere through an SSH tunnel.
+    #[arg(long, default_value = "127.0.0.1")]
+    observer_host: IpAddr,
+
+    /// Serve no observer page.
+    #[arg(long)]
+    no_observer: bool,
 
     /// Attach a console to this node in this terminal (`bin/todo
     /// start_iex`). Leaving it (exit, Ctrl-D, Ctrl-C) stops the node.
@@ -373,6 +389,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some((host, port)) => Some(http::bind(SocketAddr::new(host, port), "metrics").await?),
         None => None,
     };
+    let observer_listener = if args.no_observer {
+        None
+    } else {
+        let addr = SocketAddr::new(args.observer_host, args.observer_port);
+        Some(http::bind(addr, "the observer").await?)
+    };
     let dist_listener = match &distribution {
         Some(distribution) => Some(http::bind(distribution.listen, "distribution").await?),
         None => None,
@@ -422,6 +444,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => String::new(),
     };
+    let observer_line = match observer_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let observer = Observer::new(console.clone(), stop.clone())?;
+            let url = format!("http://{addr}/?token={}", observer.token());
+            console.set_observer_url(url.clone());
+            let service = move |request| Arc::clone(&observer).handle(request);
+            servers.push(tokio::spawn(http::serve(
+                listener,
+                service,
+                stop.clone(),
+                drain,
+            )));
+            format!(", observer on {url}")
+        }
+        None => String::new(),
+    };
     let http_addr = http_listener.local_addr()?;
     let service = move |request| Arc::clone(&ingress).handle(request);
     servers.push(tokio::spawn(http::serve(
@@ -431,7 +470,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         drain,
     )));
     println!(
-        "node {}: HTTP listening on http://{http_addr}{metrics_line}{dist_line}",
+        "node {}: HTTP listening on http://{http_addr}{metrics_line}{dist_line}{observer_line}",
         node.name()
     );
     super::daemon::ready();

@@ -649,6 +649,17 @@ impl Router for Replica {
 
     fn gauges(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
         let view = self.view();
+        let metrics = self.raft.metrics().borrow().clone();
+        let last_log = metrics.last_log_index.unwrap_or(0);
+        let applied = metrics.last_applied.map_or(0, |log_id| log_id.index);
+        let lag = match &metrics.replication {
+            Some(replication) => replication
+                .values()
+                .map(|matched| last_log.saturating_sub(matched.map_or(0, |log_id| log_id.index)))
+                .max()
+                .unwrap_or(0),
+            None => last_log.saturating_sub(applied),
+        };
         let up = view.nodes.values().filter(|record| record.up).count();
         let linked = view
             .nodes
@@ -703,7 +714,30 @@ impl Router for Replica {
                 "Last log index applied on this node.",
                 self.applied_index(),
             ),
+            (
+                "host_cluster_raft_state",
+                "gauge",
+                "This node's Raft state: 0 follower, 1 candidate, 2 leader, 3 learner, 4 shut down.",
+                raft_state_code(&metrics.state),
+            ),
+            (
+                "host_cluster_replication_lag",
+                "gauge",
+                "Log entries this node has but has not applied; on the leader, entries the \
+                 slowest member still lacks.",
+                lag,
+            ),
         ]
+    }
+}
+
+fn raft_state_code(state: &openraft::ServerState) -> u64 {
+    match state {
+        openraft::ServerState::Follower => 0,
+        openraft::ServerState::Candidate => 1,
+        openraft::ServerState::Leader => 2,
+        openraft::ServerState::Learner => 3,
+        openraft::ServerState::Shutdown => 4,
     }
 }
 

@@ -60,11 +60,22 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "print the messages a process receives and its replies (as :sys.trace); \
          bounded: 100 messages, 60s, 50 per second by default; Ctrl-C stops it",
     ),
+    (
+        "trace-calls",
+        "trace-calls COMPONENT [FILTER] [--count N] [--for DURATION] [--rate N]",
+        "print the host calls (storage, process) the component's instances make, with \
+         their durations (as :dbg); FILTER keeps those starting with it, e.g. storage.put",
+    ),
     ("untrace", "untrace", "stop this console's traces"),
     (
         "functions",
         "functions",
         "the functions components export, callable as INTERFACE.FUNCTION(ARGS)",
+    ),
+    (
+        "observer",
+        "observer",
+        "the address of the node's observer page (loopback: tunnel to it with ssh -L)",
     ),
     ("pid", "pid", "the node's operating-system process id"),
     (

@@ -29,6 +29,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::wire::{NodeInfo, Role};
 use crate::cluster::{Cluster, ConsoleService};
 use crate::dist::NodeName;
 use crate::dist::link::Link;
@@ -36,7 +37,7 @@ use crate::node::NodeCore;
 use crate::registry::ProcessKey;
 use crate::trace::{DEFAULT_TRACE_DURATION, TraceLimits, Tracer};
 use commands::{Options, words};
-use protocol::{ConsoleReply, ConsoleRequest, ProcessRow};
+use protocol::{ConsoleReply, ConsoleRequest, NodeFigures, ProcessRow};
 use views::SortBy;
 
 pub use commands::COMMANDS;
@@ -51,6 +52,15 @@ const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Processes `tree` shows per component unless told.
 const TREE_LIMIT: u64 = 100;
 
+/// What `ps`, `tree` and the observer show of the cluster.
+#[derive(Default)]
+pub struct ClusterView {
+    pub rows: Vec<ProcessRow>,
+    pub figures: Vec<NodeFigures>,
+    /// Members that could not be asked, and why.
+    pub missing: Vec<String>,
+}
+
 /// A session's identity: the link's address for a remote one.
 pub type SessionId = usize;
 
@@ -61,6 +71,8 @@ pub struct Console {
     sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
     /// Cancelled by `stop`: the node's start waits on it.
     stop_node: CancellationToken,
+    /// The observer's address, with its token, once it serves.
+    observer_url: std::sync::OnceLock<String>,
 }
 
 /// One client's console.
@@ -162,7 +174,13 @@ impl Console {
             cluster,
             sessions: Mutex::new(HashMap::new()),
             stop_node,
+            observer_url: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where the observer serves (`observer` prints it).
+    pub fn set_observer_url(&self, url: String) {
+        let _ = self.observer_url.set(url);
     }
 
     /// The session `id`, made on first use.
@@ -170,7 +188,10 @@ impl Console {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions
             .entry(id)
-            .or_insert_with(|| Arc::new(Session::new()))
+            .or_insert_with(|| {
+                self.node.metrics().console_attached();
+                Arc::new(Session::new())
+            })
             .clone()
     }
 
@@ -182,6 +203,7 @@ impl Console {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
         if let Some(session) = session {
+            self.node.metrics().console_detached();
             session.ended.cancel();
         }
     }
@@ -189,9 +211,17 @@ impl Console {
     /// Serves one request of session `id`.
     pub async fn serve(self: &Arc<Self>, id: SessionId, request: ConsoleRequest) -> ConsoleReply {
         let session = self.session(id);
+        self.serve_in(&session, request).await
+    }
+
+    async fn serve_in(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        request: ConsoleRequest,
+    ) -> ConsoleReply {
         match request {
             ConsoleRequest::Run { line } => {
-                let mut reply = self.run(&session, &line).await;
+                let mut reply = self.run(session, &line).await;
                 reply.live = session.tracing();
                 reply
             }
@@ -212,6 +242,7 @@ impl Console {
             ConsoleRequest::Processes => ConsoleReply {
                 ok: true,
                 processes: self.local_rows(),
+                figures: Some(self.figures()),
                 ..ConsoleReply::default()
             },
         }
@@ -244,9 +275,14 @@ impl Console {
             "logs" => logs(args),
             "kill" => self.kill(line, args).await,
             "trace" => self.trace(session, args),
+            "trace-calls" => self.trace_calls(session, args),
             "untrace" => Ok(untrace(session)),
             "functions" => Ok(wave::functions(&self.node)),
             "pid" => Ok(format!("{}\n", std::process::id())),
+            "observer" => match self.observer_url.get() {
+                Some(url) => Ok(format!("{url}\n")),
+                None => Err("this node serves no observer (started with --no-observer)".into()),
+            },
             "version" => Ok(self.version()),
             "stop" => Ok(self.stop()),
             "exit" | "quit" => Ok(String::new()),
@@ -260,6 +296,11 @@ impl Console {
 
     fn me(&self) -> String {
         self.node.name().to_string()
+    }
+
+    /// The name of the node this console runs on.
+    pub fn node_name(&self) -> String {
+        self.me()
     }
 
     fn nodes(&self) -> String {
@@ -338,16 +379,17 @@ impl Console {
             .collect()
     }
 
-    /// Rows of every member up (or of `only`), and what could not be asked.
-    async fn cluster_rows(&self, only: Option<&str>) -> (Vec<ProcessRow>, Vec<String>) {
-        let mut rows = Vec::new();
-        let mut missing = Vec::new();
+    /// The processes and figures of every member up (or of `only`), and
+    /// what could not be asked.
+    pub async fn cluster_view(&self, only: Option<&str>) -> ClusterView {
+        let mut view = ClusterView::default();
         let me = self.me();
         if only.is_none_or(|only| only == me) {
-            rows.extend(self.local_rows());
+            view.rows.extend(self.local_rows());
+            view.figures.push(self.figures());
         }
         let Some(cluster) = &self.cluster else {
-            return (rows, missing);
+            return view;
         };
         let request = protocol::encode(&ConsoleRequest::Processes);
         for member in cluster.nodes() {
@@ -356,7 +398,7 @@ impl Console {
                 continue;
             }
             if !member.up || !member.linked {
-                missing.push(format!("{name} is down or not linked"));
+                view.missing.push(format!("{name} is down or not linked"));
                 continue;
             }
             match cluster
@@ -364,20 +406,51 @@ impl Console {
                 .await
                 .and_then(|bytes| protocol::decode::<ConsoleReply>(&bytes))
             {
-                Ok(reply) => rows.extend(reply.processes),
-                Err(e) => missing.push(format!("{name} did not answer: {e}")),
+                Ok(reply) => {
+                    view.rows.extend(reply.processes);
+                    view.figures.extend(reply.figures);
+                }
+                Err(e) => view.missing.push(format!("{name} did not answer: {e}")),
             }
         }
-        (rows, missing)
+        view
+    }
+
+    /// The cluster's nodes as this node sees them (itself alone without
+    /// distribution).
+    pub fn nodes_info(&self) -> Vec<NodeInfo> {
+        match &self.cluster {
+            Some(cluster) => cluster.nodes(),
+            None => NodeName::parse(&self.me())
+                .into_iter()
+                .map(|name| NodeInfo {
+                    name,
+                    id: 0,
+                    role: Role::Alone,
+                    up: true,
+                    linked: true,
+                    leader: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs one command line as a console client would, in a session of
+    /// its own (the observer's drill-down).
+    pub async fn execute(self: &Arc<Self>, line: &str) -> ConsoleReply {
+        let session = Arc::new(Session::new());
+        let reply = self.run(&session, line).await;
+        session.ended.cancel();
+        reply
     }
 
     async fn ps(&self, args: &[String]) -> Result<String, String> {
         let options = Options::parse(args, &["node", "sort", "limit", "every"])?;
         let sort = SortBy::parse(options.get("sort").unwrap_or("memory"))?;
         let limit = usize::try_from(options.number("limit", 50)?).unwrap_or(usize::MAX);
-        let (rows, missing) = self.cluster_rows(options.get("node")).await;
-        let mut text = views::ps(rows, sort, limit, SystemTime::now());
-        for line in missing {
+        let view = self.cluster_view(options.get("node")).await;
+        let mut text = views::ps(view.rows, sort, limit, SystemTime::now());
+        for line in view.missing {
             text.push_str(&format!("({line})\n"));
         }
         Ok(text)
@@ -386,7 +459,7 @@ impl Console {
     async fn tree(&self, args: &[String]) -> Result<String, String> {
         let options = Options::parse(args, &["limit"])?;
         let limit = usize::try_from(options.number("limit", TREE_LIMIT)?).unwrap_or(usize::MAX);
-        let (rows, missing) = self.cluster_rows(None).await;
+        let ClusterView { rows, missing, .. } = self.cluster_view(None).await;
         let supervisor = self.node.supervisor();
         let running: std::collections::HashSet<(String, String)> = rows
             .iter()
@@ -480,7 +553,7 @@ impl Console {
         }
     }
 
-    fn trace(self: &Arc<Self>, session: &Arc<Session>, args: &[String]) -> Result<String, String> {
+    fn trace(&self, session: &Arc<Session>, args: &[String]) -> Result<String, String> {
         let options = Options::parse(args, &["count", "for", "rate"])?;
         let [name] = options.plain.as_slice() else {
             return Err("usage: trace NAME [--count N] [--for DURATION] [--rate N]".into());
@@ -491,65 +564,144 @@ impl Console {
                 "{key} runs on {holder}: trace it there (remote {holder})"
             ));
         }
-        let limits = TraceLimits {
-            count: options.number("count", 100)?.max(1),
-            per_second: options.number("rate", 50)?.max(1),
-        };
-        let duration = match options.get("for") {
-            Some(text) => crate::config::parse_duration(text)?,
-            None => DEFAULT_TRACE_DURATION,
-        };
+        let (limits, duration) = trace_bounds(&options)?;
         let (tracer, events) = Tracer::new(limits);
         let tracer = Arc::new(tracer);
         self.node.registry().set_trace(&key, Some(tracer.clone()));
-        session.trace_started();
+        let node = self.node.clone();
+        let detached_key = key.clone();
+        Ok(self.start_trace(
+            session,
+            trace_output::Trace {
+                what: key.to_string(),
+                component: key.component.to_string(),
+                tracer,
+                events,
+                duration,
+                detach: Box::new(move || node.registry().set_trace(&detached_key, None)),
+            },
+            "messages",
+        ))
+    }
+
+    /// `trace-calls COMPONENT [FILTER]`: the host calls of every instance
+    /// of the component on this node.
+    fn trace_calls(&self, session: &Arc<Session>, args: &[String]) -> Result<String, String> {
+        let options = Options::parse(args, &["count", "for", "rate"])?;
+        let (component, filter) = match options.plain.as_slice() {
+            [component] => (component, None),
+            [component, filter] => (component, Some(filter.clone())),
+            _ => {
+                return Err(
+                    "usage: trace-calls COMPONENT [FILTER] [--count N] [--for DURATION] [--rate N]"
+                        .into(),
+                );
+            }
+        };
+        let slot = self
+            .node
+            .host_call_slot(component)
+            .ok_or_else(|| format!("no component `{component}` is loaded"))?
+            .clone();
+        let (limits, duration) = trace_bounds(&options)?;
+        let (tracer, events) = Tracer::filtered(limits, filter.clone());
+        let tracer = Arc::new(tracer);
+        slot.store(Some(tracer.clone()));
+        let mine = tracer.clone();
+        let what = match &filter {
+            Some(filter) => format!("{component}'s host calls ({filter}*)"),
+            None => format!("{component}'s host calls"),
+        };
+        Ok(self.start_trace(
+            session,
+            trace_output::Trace {
+                what,
+                component: component.clone(),
+                tracer,
+                events,
+                duration,
+                detach: Box::new(move || {
+                    // Only this trace: a later one may have taken the slot.
+                    slot.rcu(|current| match current {
+                        Some(current) if Arc::ptr_eq(current, &mine) => None,
+                        other => other.clone(),
+                    });
+                }),
+            },
+            "calls",
+        ))
+    }
+
+    fn start_trace(
+        &self,
+        session: &Arc<Session>,
+        trace: trace_output::Trace,
+        unit: &str,
+    ) -> String {
+        let limits = trace.tracer.limits();
         let text = format!(
-            "tracing {key}: up to {} messages, for {duration:?}, at most {} per second\n",
-            limits.count, limits.per_second
+            "tracing {}: up to {} {unit}, for {:?}, at most {} per second\n",
+            trace.what, limits.count, trace.duration, limits.per_second
         );
+        session.trace_started();
         tokio::spawn(trace_output::run(
             self.node.clone(),
             session.clone(),
-            key,
-            tracer,
-            events,
-            duration,
+            trace,
             session.trace_stopper(),
         ));
-        Ok(text)
+        text
     }
 
-    fn memory(&self) -> String {
+    /// This node's figures.
+    pub fn figures(&self) -> NodeFigures {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let field = |name: &str| {
+        let kib = |name: &str| {
             status
                 .lines()
                 .find(|line| line.starts_with(name))
                 .and_then(|line| line.split_whitespace().nth(1))
                 .and_then(|kib| kib.parse::<usize>().ok())
-                .map_or("unknown".to_string(), |kib| views::bytes(kib * 1024))
+                .map_or(0, |kib| kib * 1024)
         };
-        let mappings = std::fs::read_to_string("/proc/self/maps")
-            .map(|maps| maps.lines().count().to_string())
-            .unwrap_or_else(|_| "unknown".into());
         let rows = self.node.registry().snapshot();
-        let mut per_component: std::collections::BTreeMap<&str, (usize, usize)> =
+        NodeFigures {
+            node: self.me(),
+            resident: kib("VmRSS:"),
+            page_tables: kib("VmPTE:"),
+            mappings: std::fs::read_to_string("/proc/self/maps")
+                .map(|maps| maps.lines().count())
+                .unwrap_or(0),
+            max_map_count: std::fs::read_to_string("/proc/sys/vm/max_map_count")
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or(0),
+            processes: rows.len(),
+            max_processes: self.node.config().limits.max_processes,
+            linear_memory: rows.iter().map(|row| row.memory).sum(),
+            crashes: self.node.metrics().crashes(),
+            messages: rows.iter().map(|row| row.messages).sum(),
+        }
+    }
+
+    fn memory(&self) -> String {
+        let figures = self.figures();
+        let mut per_component: std::collections::BTreeMap<String, (usize, usize)> =
             Default::default();
-        for row in &rows {
-            let entry = per_component.entry(&row.component).or_default();
+        for row in self.node.registry().snapshot() {
+            let entry = per_component.entry(row.component).or_default();
             entry.0 += 1;
             entry.1 += row.memory;
         }
         let mut out = format!(
-            "node {}\n  resident:      {}\n  page tables:   {}\n  mappings:      {mappings} (vm.max_map_count: {})\n  processes:     {} of at most {}\n",
-            self.me(),
-            field("VmRSS:"),
-            field("VmPTE:"),
-            std::fs::read_to_string("/proc/sys/vm/max_map_count")
-                .map(|text| text.trim().to_string())
-                .unwrap_or_else(|_| "unknown".into()),
-            rows.len(),
-            self.node.config().limits.max_processes,
+            "node {}\n  resident:      {}\n  page tables:   {}\n  mappings:      {} (vm.max_map_count: {})\n  processes:     {} of at most {}\n",
+            figures.node,
+            views::bytes(figures.resident),
+            views::bytes(figures.page_tables),
+            figures.mappings,
+            figures.max_map_count,
+            figures.processes,
+            figures.max_processes,
         );
         for (component, (count, memory)) in per_component {
             out.push_str(&format!(
@@ -640,6 +792,19 @@ impl Console {
     }
 }
 
+/// A trace's `--count`, `--rate` and `--for`, or their defaults.
+fn trace_bounds(options: &Options) -> Result<(TraceLimits, Duration), String> {
+    let limits = TraceLimits {
+        count: options.number("count", 100)?.max(1),
+        per_second: options.number("rate", 50)?.max(1),
+    };
+    let duration = match options.get("for") {
+        Some(text) => crate::config::parse_duration(text)?,
+        None => DEFAULT_TRACE_DURATION,
+    };
+    Ok((limits, duration))
+}
+
 fn untrace(session: &Session) -> String {
     if !session.tracing() {
         return "no trace is running\n".to_string();
@@ -668,6 +833,19 @@ impl ConsoleService for Console {
             let Some(console) = console else {
                 return protocol::encode(&ConsoleReply::failed("the node is stopping\n"));
             };
+            let request = match protocol::decode::<ConsoleRequest>(&request) {
+                Ok(request) => request,
+                Err(e) => return protocol::encode(&ConsoleReply::failed(e + "\n")),
+            };
+            if !link.is_hidden() {
+                // Another member's console asking (its `ps`, a forwarded
+                // `info`): no session of its own, nothing that outlives
+                // the request.
+                let transient = Arc::new(Session::new());
+                let reply = console.serve_in(&transient, request).await;
+                transient.ended.cancel();
+                return protocol::encode(&reply);
+            }
             let new = !console
                 .sessions
                 .lock()
@@ -681,11 +859,7 @@ impl ConsoleService for Console {
                     watcher.end_session(id);
                 });
             }
-            let reply = match protocol::decode::<ConsoleRequest>(&request) {
-                Ok(request) => console.serve(id, request).await,
-                Err(e) => ConsoleReply::failed(e + "\n"),
-            };
-            protocol::encode(&reply)
+            protocol::encode(&console.serve(id, request).await)
         })
     }
 }

@@ -31,6 +31,28 @@ pub struct ConsoleReply {
     pub completions: Vec<String>,
     /// For `Processes`.
     pub processes: Vec<ProcessRow>,
+    /// For `Processes`: the node's own figures.
+    pub figures: Option<NodeFigures>,
+}
+
+/// One node's memory and counts, as `memory` and the observer show them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeFigures {
+    pub node: String,
+    /// Resident memory and page tables, in bytes (from /proc; 0 if unknown).
+    pub resident: usize,
+    pub page_tables: usize,
+    /// Memory mappings of the process, and the kernel's limit.
+    pub mappings: usize,
+    pub max_map_count: usize,
+    pub processes: usize,
+    pub max_processes: u32,
+    /// The processes' linear memory, all together.
+    pub linear_memory: usize,
+    /// Process crashes since the node started.
+    pub crashes: u64,
+    /// Messages handled by the live processes (a rate is its change).
+    pub messages: u64,
 }
 
 /// One process, with the node it runs on and its restart history.

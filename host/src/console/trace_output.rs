@@ -14,22 +14,38 @@ use super::Session;
 use crate::component::LoadedComponent;
 use crate::node::NodeCore;
 use crate::process::guarded;
-use crate::registry::ProcessKey;
 use crate::state::InstanceState;
-use crate::trace::{EventKind, TraceEvent, Tracer};
+use crate::trace::{EventKind, TraceEvent, Tracer, render_bytes};
 
-/// Runs one trace of `key` for `session` until its count, its duration or
-/// the session ends, then takes it off the process.
+/// One running trace, as the console holds it.
+pub struct Trace {
+    /// What is traced: a process, or a component's host calls.
+    pub what: String,
+    pub component: String,
+    pub tracer: Arc<Tracer>,
+    pub events: mpsc::Receiver<TraceEvent>,
+    pub duration: Duration,
+    /// Takes the tracer off what it traces, once the trace is over.
+    pub detach: Box<dyn FnOnce() + Send>,
+}
+
+/// Runs `trace` for `session` until its count, its duration or the
+/// session ends (or `cancel`), then detaches it.
 pub async fn run(
     node: Arc<NodeCore>,
     session: Arc<Session>,
-    key: ProcessKey,
-    tracer: Arc<Tracer>,
-    mut events: mpsc::Receiver<TraceEvent>,
-    duration: Duration,
+    trace: Trace,
     cancel: CancellationToken,
 ) {
-    let mut renderer = match node.component(&key.component) {
+    let Trace {
+        what,
+        component,
+        tracer,
+        mut events,
+        duration,
+        detach,
+    } = trace;
+    let mut renderer = match node.component(&component) {
         Some(component) => Renderer::new(&node, component.clone()).await,
         None => Renderer::Bytes,
     };
@@ -54,10 +70,10 @@ pub async fn run(
         session.print(format_event(&event, &text));
         shown += 1;
     };
-    node.registry().set_trace(&key, None);
+    detach();
     let dropped = tracer.dropped();
     session.print(format!(
-        "trace of {key} ended ({why}): {shown} shown{}",
+        "trace of {what} ended ({why}): {shown} shown{}",
         if dropped > 0 {
             format!(", {dropped} dropped (over the rate)")
         } else {
@@ -73,6 +89,9 @@ fn format_event(event: &TraceEvent, text: &str) -> String {
         EventKind::Call => "call",
         EventKind::Cast => "cast",
         EventKind::Reply => "reply",
+        EventKind::HostCall => {
+            return format!("{} {} host call: {text}", clock(event.at), event.key);
+        }
     };
     format!(
         "{} {} <{}> {what}: {text}",
@@ -93,25 +112,6 @@ fn clock(at: SystemTime) -> String {
         seconds % 60,
         since.subsec_millis()
     )
-}
-
-/// Bytes as a trace shows them when the component cannot: printable ASCII
-/// as is, the rest as `\xNN`, cut at 120 characters.
-pub fn render_bytes(bytes: &[u8], len: usize) -> String {
-    let mut out = String::new();
-    for &byte in bytes {
-        if out.len() >= 120 {
-            break;
-        }
-        match byte {
-            b' '..=b'~' => out.push(char::from(byte)),
-            _ => out.push_str(&format!("\\x{byte:02x}")),
-        }
-    }
-    if out.len() >= 120 || bytes.len() < len {
-        out.push_str(&format!("... ({len} bytes)"));
-    }
-    format!("<<{out}>>")
 }
 
 /// Renders trace events: by the component's `render-message`, in an
@@ -147,6 +147,9 @@ impl Renderer {
     }
 
     async fn render(&mut self, node: &NodeCore, event: &TraceEvent) -> String {
+        if event.kind == EventKind::HostCall {
+            return String::from_utf8_lossy(&event.bytes).into_owned();
+        }
         let bytes = render_bytes(&event.bytes, event.len);
         let Renderer::Component { store, render, .. } = self else {
             return bytes;
@@ -154,7 +157,7 @@ impl Renderer {
         let kind = match event.kind {
             EventKind::Call => "call",
             EventKind::Cast => "cast",
-            EventKind::Reply => "reply",
+            EventKind::Reply | EventKind::HostCall => "reply",
         };
         let params = [
             Val::Enum(kind.to_string()),
@@ -190,12 +193,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bytes_render_readably_and_bounded() {
-        assert_eq!(render_bytes(b"ok\x01", 3), "<<ok\\x01>>");
-        let long = vec![b'a'; 300];
-        let shown = render_bytes(&long, 300);
-        assert!(shown.ends_with("... (300 bytes)>>"), "{shown}");
-        assert!(shown.len() < 160);
+    fn times_are_utc_clock_times() {
         assert_eq!(
             clock(UNIX_EPOCH + Duration::from_millis(3_723_045)),
             "01:02:03.045"

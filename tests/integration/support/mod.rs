@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod browser;
 pub mod cluster;
 pub mod release;
 
@@ -187,6 +188,10 @@ impl NodeBuilder {
                 .unwrap_or_else(|| panic!("no HTTP port in {line:?}")),
             metrics_port: port_after(&line, "metrics on http://127.0.0.1:"),
             dist_port: port_after(&line, "distribution on 127.0.0.1:"),
+            observer_url: line
+                .split("observer on ")
+                .nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap_or(rest).to_string()),
             name: self.node_name.unwrap_or_else(|| "test".into()),
             stderr_path,
             data_dir,
@@ -209,6 +214,8 @@ pub struct Node {
     pub metrics_port: Option<u16>,
     /// The distribution listener's port, when distribution is on.
     pub dist_port: Option<u16>,
+    /// The observer's address, with its token.
+    pub observer_url: Option<String>,
     /// Its node name (`name@127.0.0.1` when clustered).
     pub name: String,
     stderr_path: PathBuf,
