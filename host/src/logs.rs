@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Log lines the ring keeps.
+/// Log lines the ring keeps, and bytes kept of each (a guest's crash
+/// reason can be long).
 const RECENT_LINES: usize = 1000;
+const RECENT_LINE_BYTES: usize = 2048;
 
 /// Size at which a log file is rotated, and rotated files kept
 /// (`host.log.1` newest ... `host.log.5` oldest).
@@ -39,7 +41,12 @@ fn remember(text: &str) {
         if lines.len() == RECENT_LINES {
             lines.pop_front();
         }
-        lines.push_back(strip_ansi(line));
+        let mut line = strip_ansi(line);
+        if line.len() > RECENT_LINE_BYTES {
+            line.truncate(line.floor_char_boundary(RECENT_LINE_BYTES));
+            line.push_str("...");
+        }
+        lines.push_back(line);
     }
 }
 

@@ -71,6 +71,9 @@ enum Command {
     /// machine without the toolchain, with `bin/NAME start | daemon |
     /// remote | stop ...`, as `mix release`.
     Release(cli::release::ReleaseArgs),
+    /// Print the value an args file (a release's vm.args) gives an option,
+    /// read as `host run --args-file` reads it (used by bin/NAME).
+    VmArg(cli::args_file::VmArgArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,7 +90,10 @@ fn main() -> ExitCode {
         if run.daemon
             && let Some(log_dir) = &run.log_dir
         {
-            return cli::daemon::start(args, log_dir);
+            // The node gets the command line as given, not expanded: an
+            // args file's values (a cookie) stay out of its argv, which
+            // every user of the machine can read.
+            return cli::daemon::start(std::env::args_os().collect(), log_dir);
         }
         if let Some(file) = &run.log_file {
             match LogSink::file(file) {
@@ -132,8 +138,12 @@ fn main() -> ExitCode {
             Command::Stop(args) => cli::console::stop(args).await,
             Command::Pid(args) => cli::console::pid(args).await,
             Command::Release(args) => cli::release::build(args).await,
+            Command::VmArg(args) => cli::args_file::print_value(&args),
         }
     });
+    // A console's line editor blocks a thread in `readline`: the node must
+    // not wait for a key press to exit once it has stopped.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -242,9 +242,7 @@ impl NodeCore {
     /// `Process.exit(pid, :kill)`); its next message starts it again.
     /// Returns whether one was running.
     pub fn kill(&self, key: &ProcessKey) -> bool {
-        self.registry
-            .stop_where(&StopReason::Killed, |candidate, _| candidate == key)
-            > 0
+        self.registry.kill(key)
     }
 
     /// Sends `message` to process `name` of `component`, starting it if

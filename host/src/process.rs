@@ -313,7 +313,8 @@ impl Process {
         if let Some(tracer) = trace.as_ref()
             && !tracer.offer(&self.key, self.pid, kind, message)
         {
-            self.stats.trace.store(None);
+            // Only this tracer: a newer one may have been set meanwhile.
+            let _ = self.stats.trace.compare_and_swap(&trace, None);
         }
     }
 

@@ -189,17 +189,55 @@ impl Registry {
     }
 
     /// Traces the process holding `key`, and those that hold it after it,
-    /// until the tracer is finished; `None` ends the trace.
-    pub fn set_trace(&self, key: &ProcessKey, tracer: Option<Arc<Tracer>>) {
+    /// until the tracer is finished. One trace per name: a name already
+    /// traced is refused (two consoles would each miss half the messages).
+    pub fn trace(&self, key: &ProcessKey, tracer: Arc<Tracer>) -> Result<(), String> {
         let mut inner = self.lock();
         inner.traces.retain(|_, tracer| !tracer.is_finished());
-        if let Some(registration) = inner.processes.get(key) {
-            registration.stats.trace.store(tracer.clone());
+        if inner.traces.contains_key(key) {
+            return Err(format!(
+                "`{key}` is already traced (by another console or the observer): \
+                 wait for that trace to end"
+            ));
         }
-        match tracer {
-            Some(tracer) => inner.traces.insert(key.clone(), tracer),
-            None => inner.traces.remove(key),
-        };
+        if let Some(registration) = inner.processes.get(key) {
+            registration.stats.trace.store(Some(tracer.clone()));
+        }
+        inner.traces.insert(key.clone(), tracer);
+        Ok(())
+    }
+
+    /// Ends `tracer`'s trace of `key` (and only that trace).
+    pub fn untrace(&self, key: &ProcessKey, tracer: &Arc<Tracer>) {
+        let mut inner = self.lock();
+        if inner
+            .traces
+            .get(key)
+            .is_some_and(|current| Arc::ptr_eq(current, tracer))
+        {
+            inner.traces.remove(key);
+        }
+        if let Some(registration) = inner.processes.get(key) {
+            registration.stats.trace.rcu(|current| match current {
+                Some(current) if Arc::ptr_eq(current, tracer) => None,
+                other => other.clone(),
+            });
+        }
+    }
+
+    /// Tells the process holding `key` to end after its current message,
+    /// as if it crashed (`kill`). It keeps the name until it has ended, so
+    /// no second process of the name runs meanwhile; messages that reach it
+    /// before then are refused. Returns whether one was running.
+    pub fn kill(&self, key: &ProcessKey) -> bool {
+        let inner = self.lock();
+        match inner.processes.get(key) {
+            Some(registration) => {
+                registration.stop(StopReason::Killed);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Traces of processes not yet over.
@@ -220,19 +258,32 @@ impl Registry {
             .map(|registration| registration.mailbox.clone())
     }
 
-    /// Every live process, as the console shows it.
+    /// Every live process, as the console shows it. Only reference counts
+    /// are taken under the lock every call and cast goes through; the rows
+    /// are built after it is released.
     pub fn snapshot(&self) -> Vec<ProcessInfo> {
-        let inner = self.lock();
-        inner
-            .processes
-            .iter()
-            .map(|(key, registration)| {
-                let (queued_messages, queued_bytes) = registration.mailbox.queued();
-                let stats = &registration.stats;
+        let live: Vec<(ProcessKey, Pid, Mailbox, Arc<ProcessStats>)> = {
+            let inner = self.lock();
+            inner
+                .processes
+                .iter()
+                .map(|(key, registration)| {
+                    (
+                        key.clone(),
+                        registration.pid,
+                        registration.mailbox.clone(),
+                        registration.stats.clone(),
+                    )
+                })
+                .collect()
+        };
+        live.into_iter()
+            .map(|(key, pid, mailbox, stats)| {
+                let (queued_messages, queued_bytes) = mailbox.queued();
                 ProcessInfo {
                     component: key.component.to_string(),
                     name: key.name.to_string(),
-                    pid: registration.pid,
+                    pid,
                     started: stats.started,
                     messages: stats.messages.load(Ordering::Relaxed),
                     memory: stats.memory.load(Ordering::Relaxed),

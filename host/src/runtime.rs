@@ -32,6 +32,10 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 8;
 
+/// Instances beyond processes and HTTP handlers: the console's calls and
+/// the renderers of running traces (both bounded by the console).
+pub const CONSOLE_INSTANCES: u32 = 48;
+
 /// Bytes of linear memory and of tables a freed pool slot keeps resident,
 /// reset in place for the next instance.
 const KEEP_RESIDENT_MEMORY: usize = 128 * 1024;
@@ -81,7 +85,8 @@ fn engine_config(node: &NodeConfig) -> Config {
     let limits = &node.limits;
     let instances = limits
         .max_processes
-        .saturating_add(node.http.max_concurrent_requests);
+        .saturating_add(node.http.max_concurrent_requests)
+        .saturating_add(CONSOLE_INSTANCES);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(4))

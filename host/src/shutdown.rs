@@ -6,9 +6,12 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 /// so a supervisor that signals the moment it reads the ready line gets a
 /// graceful stop, not the default action (killed, nothing flushed).
 pub struct StopSignals {
-    /// None when the terminal's Ctrl-C belongs to a console (`start_iex`):
-    /// there it stops a trace, or leaves the console.
-    interrupt: Option<Signal>,
+    interrupt: Signal,
+    /// False when the terminal's Ctrl-C belongs to a console (`start_iex`):
+    /// there it stops a trace, or leaves the console, never the node (the
+    /// handler stays installed, so SIGINT's default action cannot kill the
+    /// node without a graceful stop).
+    interrupt_stops: bool,
     terminate: Signal,
 }
 
@@ -23,11 +26,8 @@ impl StopSignals {
             signal(kind).map_err(|e| anyhow::anyhow!("cannot install a signal handler: {e}"))
         };
         Ok(Self {
-            interrupt: if interrupt {
-                Some(handler(SignalKind::interrupt())?)
-            } else {
-                None
-            },
+            interrupt: handler(SignalKind::interrupt())?,
+            interrupt_stops: interrupt,
             terminate: handler(SignalKind::terminate())?,
         })
     }
@@ -35,13 +35,16 @@ impl StopSignals {
     /// Resolves on SIGINT or SIGTERM and says which.
     pub async fn recv(self) -> &'static str {
         let Self {
-            interrupt,
+            mut interrupt,
+            interrupt_stops,
             mut terminate,
         } = self;
         let interrupt = async {
-            match interrupt {
-                Some(mut interrupt) => interrupt.recv().await,
-                None => std::future::pending().await,
+            loop {
+                interrupt.recv().await;
+                if interrupt_stops {
+                    return;
+                }
             }
         };
         tokio::select! {

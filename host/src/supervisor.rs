@@ -25,6 +25,9 @@ const REMEMBERED_NAMES: usize = 10_000;
 /// Crashes kept per name, newest last.
 const REMEMBERED_CRASHES: usize = 5;
 
+/// Bytes of a crash's reason kept (a guest chooses its `init` error).
+const REMEMBERED_REASON_BYTES: usize = 1024;
+
 pub struct Supervisor {
     intensity: RestartIntensity,
     history: Mutex<HashMap<ProcessKey, CrashHistory>>,
@@ -88,9 +91,12 @@ impl Supervisor {
         }
         let record = restarts.entry(key.clone()).or_default();
         record.count += 1;
-        record
-            .recent
-            .push_back((SystemTime::now(), reason.to_string()));
+        let mut reason = reason.to_string();
+        if reason.len() > REMEMBERED_REASON_BYTES {
+            reason.truncate(reason.floor_char_boundary(REMEMBERED_REASON_BYTES));
+            reason.push_str("...");
+        }
+        record.recent.push_back((SystemTime::now(), reason));
         if record.recent.len() > REMEMBERED_CRASHES {
             record.recent.pop_front();
         }

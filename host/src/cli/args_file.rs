@@ -8,7 +8,39 @@
 //! (or env.sh) wins, as in a `mix release`.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+/// `host vm-arg FILE OPTION`.
+#[derive(Args)]
+pub struct VmArgArgs {
+    /// The args file (a release's vm.args).
+    file: PathBuf,
+    /// The option, without its dashes: `node`, `cookie`, `max-processes`.
+    option: String,
+}
+
+/// Prints the value the args file gives `--OPTION` (the last one), read
+/// with the same rules as `--args-file`; nothing when it gives none. The
+/// release's script asks this rather than parsing the file itself.
+pub fn print_value(args: &VmArgArgs) -> anyhow::Result<()> {
+    let words = read_words(&args.file).map_err(|e| anyhow::anyhow!(e))?;
+    let option = format!("--{}", args.option);
+    let mut value = None;
+    let mut iter = words.iter();
+    while let Some(word) = iter.next() {
+        if *word == option {
+            value = iter.next().cloned();
+        } else if let Some(inline) = word.strip_prefix(&format!("{option}=")) {
+            value = Some(inline.to_string());
+        }
+    }
+    if let Some(value) = value {
+        println!("{value}");
+    }
+    Ok(())
+}
 
 /// The arguments with every `--args-file FILE` replaced by its options.
 pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
@@ -26,23 +58,36 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
 }
 
 fn read(path: &Path) -> Result<Vec<String>, String> {
+    Ok(without_overridden(read_words(path)?))
+}
+
+/// Every word of the file, variables substituted inside each word (after
+/// splitting, so a value with spaces or quotes stays one word).
+fn read_words(path: &Path) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    words_of(&text, &|name| std::env::var(name).ok())
+        .map_err(|e| format!("{}, {e}", path.display()))
+}
+
+/// The words of an args file's `text`, `${VAR}` looked up with `lookup`.
+fn words_of(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let at = |e: String| format!("{}, line {}: {e}", path.display(), index + 1);
-        let line = substitute(line).map_err(at)?;
-        words.extend(split(&line).map_err(at)?);
+        let at = |e: String| format!("line {}: {e}", index + 1);
+        for word in split(line).map_err(at)? {
+            words.push(substitute(&word, lookup).map_err(at)?);
+        }
     }
-    Ok(without_overridden(words))
+    Ok(words)
 }
 
-/// Replaces `${VAR}` with the environment variable VAR.
-fn substitute(line: &str) -> Result<String, String> {
+/// Replaces `${VAR}` with VAR's value from `lookup` (the environment).
+fn substitute(line: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
     while let Some(start) = rest.find("${") {
@@ -52,8 +97,8 @@ fn substitute(line: &str) -> Result<String, String> {
             .find('}')
             .ok_or_else(|| "`${` is not closed".to_string())?;
         let name = &after[..end];
-        let value = std::env::var(name)
-            .map_err(|_| format!("${{{name}}} is not set in the environment"))?;
+        let value =
+            lookup(name).ok_or_else(|| format!("${{{name}}} is not set in the environment"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -152,10 +197,37 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_with_spaces_or_quotes_stays_one_word() {
+        let lookup = |name: &str| match name {
+            "RELEASE_ROOT" => Some("/opt/My Apps/todo".to_string()),
+            "ODD" => Some("a\"b".to_string()),
+            _ => None,
+        };
+        let words = words_of(
+            "x=${RELEASE_ROOT}/a.wasm --node n@h --cookie ${ODD}\n",
+            &lookup,
+        )
+        .expect("words");
+        assert_eq!(
+            words,
+            [
+                "x=/opt/My Apps/todo/a.wasm",
+                "--node",
+                "n@h",
+                "--cookie",
+                "a\"b"
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_variables_and_open_quotes_are_errors() {
-        assert!(substitute("${SURELY_NOT_SET_ANYWHERE_42}").is_err());
-        assert!(substitute("${OPEN").is_err());
-        assert_eq!(substitute("plain").as_deref(), Ok("plain"));
+        let none = |_: &str| None;
+        assert!(substitute("${UNSET}", &none).is_err());
+        assert!(substitute("${OPEN", &none).is_err());
+        assert_eq!(substitute("plain", &none).as_deref(), Ok("plain"));
         assert!(split("\"open").is_err());
+        let error = words_of("\n--node \"open\n", &none).expect_err("an error");
+        assert!(error.starts_with("line 2:"), "{error}");
     }
 }

@@ -119,7 +119,12 @@ async fn connect(node: &str, dist: &DistArgs) -> anyhow::Result<(NodeName, Arc<L
 /// runs, what the trace prints; Ctrl-C stops the trace. Returns whether
 /// the command succeeded.
 async fn print_reply(transport: &Transport, reply: ConsoleReply) -> bool {
-    print!("{}", reply.text);
+    // What failed goes to stderr: `rpc`'s stdout is only what succeeded.
+    if reply.ok {
+        print!("{}", reply.text);
+    } else {
+        eprint!("{}", reply.text);
+    }
     let mut live = reply.live;
     while live {
         tokio::select! {
@@ -207,12 +212,13 @@ pub async fn stop(args: NodeArgs) -> anyhow::Result<()> {
         .trim()
         .parse::<u32>()
         .ok();
-    let reply = transport
-        .run("stop")
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    if !reply.ok {
-        anyhow::bail!("{}", reply.text.trim_end());
+    match transport.run("stop").await {
+        Ok(reply) if !reply.ok => anyhow::bail!("{}", reply.text.trim_end()),
+        Ok(_) => {}
+        // The link went down with the answer: the node is going; wait for
+        // it as for any stop.
+        Err(e) if !link.is_open() => tracing::debug!("no answer to stop: {e}"),
+        Err(e) => anyhow::bail!(e),
     }
     let gone = async {
         link.closed().await;
@@ -221,7 +227,7 @@ pub async fn stop(args: NodeArgs) -> anyhow::Result<()> {
         if let Some(pid) = pid
             && node_is_local(&node)
         {
-            while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            while running(pid) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -231,6 +237,19 @@ pub async fn stop(args: NodeArgs) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("{node} is still running after {STOP_WAIT:?}"))?;
     println!("{node} stopped");
     Ok(())
+}
+
+/// Whether process `pid` exists and has not exited (an exited process its
+/// parent has not reaped yet is a zombie: gone, as far as `stop` cares).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 fn node_is_local(node: &NodeName) -> bool {

@@ -49,6 +49,17 @@ const OUTPUT_LINES: usize = 10_000;
 /// How long a console waits for another member's answer.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The bounds of every trace, whatever it asks.
+const MAX_TRACE_COUNT: u64 = 1_000_000;
+const MAX_TRACE_RATE: u64 = 10_000;
+const MAX_TRACE_DURATION: Duration = Duration::from_secs(24 * 3600);
+const MAX_TRACES_PER_SESSION: usize = 4;
+const MAX_TRACES_PER_NODE: usize = 32;
+
+/// Console calls of components' functions running at once, each in an
+/// instance of its own (`runtime::CONSOLE_INSTANCES` reserves them).
+const MAX_CONSOLE_CALLS: usize = 8;
+
 /// Processes `tree` shows per component unless told.
 const TREE_LIMIT: u64 = 100;
 
@@ -71,6 +82,8 @@ pub struct Console {
     sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
     /// Cancelled by `stop`: the node's start waits on it.
     stop_node: CancellationToken,
+    /// Console calls of components' functions running at once.
+    calls: tokio::sync::Semaphore,
     /// The observer's address, with its token, once it serves.
     observer_url: std::sync::OnceLock<String>,
 }
@@ -84,11 +97,22 @@ pub struct Session {
     ended: CancellationToken,
     /// Cancelled by `untrace` (then replaced): the running traces stop.
     untraced: Mutex<CancellationToken>,
+    /// Another member's console asking: commands are not forwarded again.
+    from_member: bool,
+    /// The link of a remote console: a session found under a link's
+    /// address belongs to that link only while it lives.
+    link: Option<Weak<Link>>,
 }
 
 impl Session {
     fn new() -> Self {
+        Self::with(false, None)
+    }
+
+    fn with(from_member: bool, link: Option<Weak<Link>>) -> Self {
         Self {
+            from_member,
+            link,
             output: Mutex::new(VecDeque::new()),
             printed: Notify::new(),
             traces: Mutex::new(0),
@@ -143,7 +167,11 @@ impl Session {
     }
 
     fn tracing(&self) -> bool {
-        *self.traces.lock().unwrap_or_else(|p| p.into_inner()) > 0
+        self.running_traces() > 0
+    }
+
+    fn running_traces(&self) -> usize {
+        *self.traces.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// What was printed since the last call, waiting up to `wait` for
@@ -174,6 +202,7 @@ impl Console {
             cluster,
             sessions: Mutex::new(HashMap::new()),
             stop_node,
+            calls: tokio::sync::Semaphore::new(MAX_CONSOLE_CALLS),
             observer_url: std::sync::OnceLock::new(),
         })
     }
@@ -193,6 +222,50 @@ impl Console {
                 Arc::new(Session::new())
             })
             .clone()
+    }
+
+    /// The session of remote console `link` (kept under `id`, the link's
+    /// address), made on first use, with a watcher that ends it when the
+    /// link closes. A session left under the address of a link that is
+    /// gone is not reused: it is ended and replaced.
+    fn link_session(self: &Arc<Self>, id: SessionId, link: &Arc<Link>) -> Arc<Session> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(session) = sessions.get(&id) {
+            let same_link = session
+                .link
+                .as_ref()
+                .and_then(Weak::upgrade)
+                .is_some_and(|current| Arc::ptr_eq(&current, link));
+            if same_link {
+                return session.clone();
+            }
+            if let Some(stale) = sessions.remove(&id) {
+                self.node.metrics().console_detached();
+                stale.ended.cancel();
+            }
+        }
+        let session = Arc::new(Session::with(false, Some(Arc::downgrade(link))));
+        sessions.insert(id, session.clone());
+        self.node.metrics().console_attached();
+        let (watcher, link, watched) = (self.clone(), link.clone(), session.clone());
+        tokio::spawn(async move {
+            link.closed().await;
+            watcher.end_session_if(id, &watched);
+        });
+        session
+    }
+
+    /// Ends session `id` if it is still `session`.
+    fn end_session_if(&self, id: SessionId, session: &Arc<Session>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions
+            .get(&id)
+            .is_some_and(|current| Arc::ptr_eq(current, session))
+            && let Some(ended) = sessions.remove(&id)
+        {
+            self.node.metrics().console_detached();
+            ended.ended.cancel();
+        }
     }
 
     /// Ends session `id`: its traces stop.
@@ -239,18 +312,26 @@ impl Console {
                     ..ConsoleReply::default()
                 }
             }
-            ConsoleRequest::Processes => ConsoleReply {
-                ok: true,
-                processes: self.local_rows(),
-                figures: Some(self.figures()),
-                ..ConsoleReply::default()
-            },
+            ConsoleRequest::Processes { limit } => {
+                let processes = self.local_rows(usize::try_from(limit).unwrap_or(usize::MAX));
+                ConsoleReply {
+                    ok: true,
+                    figures: Some(self.figures().await),
+                    processes,
+                    ..ConsoleReply::default()
+                }
+            }
         }
     }
 
     async fn run(self: &Arc<Self>, session: &Arc<Session>, line: &str) -> ConsoleReply {
         let line = line.trim();
         if wave::is_call(line) {
+            let Ok(_slot) = self.calls.try_acquire() else {
+                return ConsoleReply::failed(format!(
+                    "{MAX_CONSOLE_CALLS} console calls are running on this node already: try again\n"
+                ));
+            };
             return match wave::call(&self.node, line).await {
                 Ok(text) => ConsoleReply::ok(text + "\n"),
                 Err(text) => ConsoleReply::failed(text + "\n"),
@@ -269,11 +350,11 @@ impl Console {
             "connect" => self.connect(args).await,
             "ps" | "top" => self.ps(args).await,
             "tree" => self.tree(args).await,
-            "info" => self.info(line, args).await,
-            "state" => self.state(line, args).await,
-            "memory" => Ok(self.memory()),
+            "info" => self.info(session, line, args).await,
+            "state" => self.state(session, line, args).await,
+            "memory" => Ok(self.memory().await),
             "logs" => logs(args),
-            "kill" => self.kill(line, args).await,
+            "kill" => self.kill(session, line, args).await,
             "trace" => self.trace(session, args),
             "trace-calls" => self.trace_calls(session, args),
             "untrace" => Ok(untrace(session)),
@@ -339,8 +420,13 @@ impl Console {
         Ok(ProcessKey::new(component.name(), text))
     }
 
-    /// The member holding `key`, when it is not this node.
-    fn held_elsewhere(&self, key: &ProcessKey) -> Option<NodeName> {
+    /// The member holding `key`, when it is not this node. A command that
+    /// came from another member is never sent on: while two members' views
+    /// of the placement differ, it would bounce between them.
+    fn held_elsewhere(&self, session: &Session, key: &ProcessKey) -> Option<NodeName> {
+        if session.from_member {
+            return None;
+        }
         let cluster = self.cluster.as_ref()?;
         let holder = cluster.holder_of(&key.component, &key.name)?;
         (holder != *cluster.me()).then_some(holder)
@@ -361,12 +447,16 @@ impl Console {
         }
     }
 
-    fn local_rows(&self) -> Vec<ProcessRow> {
+    /// This node's processes: the `limit` largest in memory.
+    fn local_rows(&self, limit: usize) -> Vec<ProcessRow> {
         let supervisor = self.node.supervisor();
         let node = self.me();
-        self.node
-            .registry()
-            .snapshot()
+        let mut processes = self.node.registry().snapshot();
+        if processes.len() > limit {
+            processes.sort_by_key(|info| std::cmp::Reverse(info.memory));
+            processes.truncate(limit);
+        }
+        processes
             .into_iter()
             .map(|info| {
                 let key = ProcessKey::new(&info.component, &info.name);
@@ -379,19 +469,20 @@ impl Console {
             .collect()
     }
 
-    /// The processes and figures of every member up (or of `only`), and
-    /// what could not be asked.
-    pub async fn cluster_view(&self, only: Option<&str>) -> ClusterView {
+    /// The processes (each node's `limit` largest in memory) and figures
+    /// of every member up (or of `only`), and what could not be asked.
+    pub async fn cluster_view(&self, only: Option<&str>, limit: usize) -> ClusterView {
         let mut view = ClusterView::default();
         let me = self.me();
         if only.is_none_or(|only| only == me) {
-            view.rows.extend(self.local_rows());
-            view.figures.push(self.figures());
+            view.rows.extend(self.local_rows(limit));
+            view.figures.push(self.figures().await);
         }
         let Some(cluster) = &self.cluster else {
             return view;
         };
-        let request = protocol::encode(&ConsoleRequest::Processes);
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        let request = protocol::encode(&ConsoleRequest::Processes { limit });
         for member in cluster.nodes() {
             let name = member.name.to_string();
             if name == me || only.is_some_and(|only| only != name) {
@@ -448,7 +539,7 @@ impl Console {
         let options = Options::parse(args, &["node", "sort", "limit", "every"])?;
         let sort = SortBy::parse(options.get("sort").unwrap_or("memory"))?;
         let limit = usize::try_from(options.number("limit", 50)?).unwrap_or(usize::MAX);
-        let view = self.cluster_view(options.get("node")).await;
+        let view = self.cluster_view(options.get("node"), usize::MAX).await;
         let mut text = views::ps(view.rows, sort, limit, SystemTime::now());
         for line in view.missing {
             text.push_str(&format!("({line})\n"));
@@ -459,7 +550,7 @@ impl Console {
     async fn tree(&self, args: &[String]) -> Result<String, String> {
         let options = Options::parse(args, &["limit"])?;
         let limit = usize::try_from(options.number("limit", TREE_LIMIT)?).unwrap_or(usize::MAX);
-        let ClusterView { rows, missing, .. } = self.cluster_view(None).await;
+        let ClusterView { rows, missing, .. } = self.cluster_view(None, usize::MAX).await;
         let supervisor = self.node.supervisor();
         let running: std::collections::HashSet<(String, String)> = rows
             .iter()
@@ -504,16 +595,16 @@ impl Console {
         Ok(text)
     }
 
-    async fn info(&self, line: &str, args: &[String]) -> Result<String, String> {
+    async fn info(&self, session: &Session, line: &str, args: &[String]) -> Result<String, String> {
         let [name] = args else {
             return Err("usage: info NAME".into());
         };
         let key = self.key(name)?;
-        if let Some(holder) = self.held_elsewhere(&key) {
+        if let Some(holder) = self.held_elsewhere(session, &key) {
             return self.forward(&holder, line).await;
         }
         let row = self
-            .local_rows()
+            .local_rows(usize::MAX)
             .into_iter()
             .find(|row| row.info.component == *key.component && row.info.name == *key.name)
             .ok_or_else(|| {
@@ -525,23 +616,28 @@ impl Console {
         Ok(views::info(&row, SystemTime::now()))
     }
 
-    async fn state(&self, line: &str, args: &[String]) -> Result<String, String> {
+    async fn state(
+        &self,
+        session: &Session,
+        line: &str,
+        args: &[String],
+    ) -> Result<String, String> {
         let [name] = args else {
             return Err("usage: state NAME".into());
         };
         let key = self.key(name)?;
-        if let Some(holder) = self.held_elsewhere(&key) {
+        if let Some(holder) = self.held_elsewhere(session, &key) {
             return self.forward(&holder, line).await;
         }
         self.node.render_state(&key).await.map(|state| state + "\n")
     }
 
-    async fn kill(&self, line: &str, args: &[String]) -> Result<String, String> {
+    async fn kill(&self, session: &Session, line: &str, args: &[String]) -> Result<String, String> {
         let [name] = args else {
             return Err("usage: kill NAME".into());
         };
         let key = self.key(name)?;
-        if let Some(holder) = self.held_elsewhere(&key) {
+        if let Some(holder) = self.held_elsewhere(session, &key) {
             return self.forward(&holder, line).await;
         }
         if self.node.kill(&key) {
@@ -559,17 +655,19 @@ impl Console {
             return Err("usage: trace NAME [--count N] [--for DURATION] [--rate N]".into());
         };
         let key = self.key(name)?;
-        if let Some(holder) = self.held_elsewhere(&key) {
+        if let Some(holder) = self.held_elsewhere(session, &key) {
             return Err(format!(
                 "{key} runs on {holder}: trace it there (remote {holder})"
             ));
         }
         let (limits, duration) = trace_bounds(&options)?;
+        self.room_for_a_trace(session)?;
         let (tracer, events) = Tracer::new(limits);
         let tracer = Arc::new(tracer);
-        self.node.registry().set_trace(&key, Some(tracer.clone()));
+        self.node.registry().trace(&key, tracer.clone())?;
         let node = self.node.clone();
         let detached_key = key.clone();
+        let detached = tracer.clone();
         Ok(self.start_trace(
             session,
             trace_output::Trace {
@@ -578,7 +676,7 @@ impl Console {
                 tracer,
                 events,
                 duration,
-                detach: Box::new(move || node.registry().set_trace(&detached_key, None)),
+                detach: Box::new(move || node.registry().untrace(&detached_key, &detached)),
             },
             "messages",
         ))
@@ -604,6 +702,17 @@ impl Console {
             .ok_or_else(|| format!("no component `{component}` is loaded"))?
             .clone();
         let (limits, duration) = trace_bounds(&options)?;
+        self.room_for_a_trace(session)?;
+        if slot
+            .load()
+            .as_ref()
+            .is_some_and(|tracer| !tracer.is_finished())
+        {
+            return Err(format!(
+                "{component}'s host calls are already traced (by another console): wait for \
+                 that trace to end"
+            ));
+        }
         let (tracer, events) = Tracer::filtered(limits, filter.clone());
         let tracer = Arc::new(tracer);
         slot.store(Some(tracer.clone()));
@@ -632,6 +741,23 @@ impl Console {
         ))
     }
 
+    /// Traces are cheap but not free (a rendering instance each, events to
+    /// copy): a few per console, a few dozen per node.
+    fn room_for_a_trace(&self, session: &Session) -> Result<(), String> {
+        if session.running_traces() >= MAX_TRACES_PER_SESSION {
+            return Err(format!(
+                "this console already runs {MAX_TRACES_PER_SESSION} traces: untrace first"
+            ));
+        }
+        if self.node.traces_running() >= MAX_TRACES_PER_NODE {
+            return Err(format!(
+                "{} already runs {MAX_TRACES_PER_NODE} traces: wait for one to end",
+                self.me()
+            ));
+        }
+        Ok(())
+    }
+
     fn start_trace(
         &self,
         session: &Arc<Session>,
@@ -653,29 +779,20 @@ impl Console {
         text
     }
 
-    /// This node's figures.
-    pub fn figures(&self) -> NodeFigures {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let kib = |name: &str| {
-            status
-                .lines()
-                .find(|line| line.starts_with(name))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<usize>().ok())
-                .map_or(0, |kib| kib * 1024)
-        };
+    /// This node's figures. The kernel's (read from /proc, which takes the
+    /// process's memory-map lock) are read on a blocking thread.
+    pub async fn figures(&self) -> NodeFigures {
+        let (resident, page_tables, mappings, max_map_count) =
+            tokio::task::spawn_blocking(kernel_figures)
+                .await
+                .unwrap_or_default();
         let rows = self.node.registry().snapshot();
         NodeFigures {
             node: self.me(),
-            resident: kib("VmRSS:"),
-            page_tables: kib("VmPTE:"),
-            mappings: std::fs::read_to_string("/proc/self/maps")
-                .map(|maps| maps.lines().count())
-                .unwrap_or(0),
-            max_map_count: std::fs::read_to_string("/proc/sys/vm/max_map_count")
-                .ok()
-                .and_then(|text| text.trim().parse().ok())
-                .unwrap_or(0),
+            resident,
+            page_tables,
+            mappings,
+            max_map_count,
             processes: rows.len(),
             max_processes: self.node.config().limits.max_processes,
             linear_memory: rows.iter().map(|row| row.memory).sum(),
@@ -684,8 +801,8 @@ impl Console {
         }
     }
 
-    fn memory(&self) -> String {
-        let figures = self.figures();
+    async fn memory(&self) -> String {
+        let figures = self.figures().await;
         let mut per_component: std::collections::BTreeMap<String, (usize, usize)> =
             Default::default();
         for row in self.node.registry().snapshot() {
@@ -739,7 +856,12 @@ impl Console {
     }
 
     fn stop(&self) -> String {
-        self.stop_node.cancel();
+        // Answer first, then stop: the node closes its links as it goes.
+        let stop = self.stop_node.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.cancel();
+        });
         format!("{} is stopping\n", self.me())
     }
 
@@ -792,17 +914,47 @@ impl Console {
     }
 }
 
-/// A trace's `--count`, `--rate` and `--for`, or their defaults.
+/// A trace's `--count`, `--rate` and `--for`, or their defaults, within
+/// the bounds every trace keeps.
 fn trace_bounds(options: &Options) -> Result<(TraceLimits, Duration), String> {
     let limits = TraceLimits {
-        count: options.number("count", 100)?.max(1),
-        per_second: options.number("rate", 50)?.max(1),
+        count: options.number("count", 100)?.clamp(1, MAX_TRACE_COUNT),
+        per_second: options.number("rate", 50)?.clamp(1, MAX_TRACE_RATE),
     };
     let duration = match options.get("for") {
         Some(text) => crate::config::parse_duration(text)?,
         None => DEFAULT_TRACE_DURATION,
     };
+    if duration > MAX_TRACE_DURATION {
+        return Err(format!(
+            "a trace runs at most {}h: --for {}",
+            MAX_TRACE_DURATION.as_secs() / 3600,
+            options.get("for").unwrap_or_default()
+        ));
+    }
     Ok((limits, duration))
+}
+
+/// Resident memory and page tables (bytes), memory mappings, and the
+/// kernel's limit on them: zero where /proc does not say.
+fn kernel_figures() -> (usize, usize, usize, usize) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<usize>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    let mappings = std::fs::read("/proc/self/maps")
+        .map(|maps| maps.iter().filter(|&&byte| byte == b'\n').count())
+        .unwrap_or(0);
+    let max_map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    (kib("VmRSS:"), kib("VmPTE:"), mappings, max_map_count)
 }
 
 fn untrace(session: &Session) -> String {
@@ -841,25 +993,13 @@ impl ConsoleService for Console {
                 // Another member's console asking (its `ps`, a forwarded
                 // `info`): no session of its own, nothing that outlives
                 // the request.
-                let transient = Arc::new(Session::new());
+                let transient = Arc::new(Session::with(true, None));
                 let reply = console.serve_in(&transient, request).await;
                 transient.ended.cancel();
                 return protocol::encode(&reply);
             }
-            let new = !console
-                .sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&id);
-            if new {
-                console.session(id);
-                let watcher = console.clone();
-                tokio::spawn(async move {
-                    link.closed().await;
-                    watcher.end_session(id);
-                });
-            }
-            protocol::encode(&console.serve(id, request).await)
+            let session = console.link_session(id, &link);
+            protocol::encode(&console.serve_in(&session, request).await)
         })
     }
 }

@@ -15,8 +15,9 @@ pub enum ConsoleRequest {
     /// What the session's running traces printed since the last ask,
     /// waiting up to a second for something.
     Output,
-    /// This node's processes (asked member to member by `ps` and `tree`).
-    Processes,
+    /// This node's processes (asked member to member by `ps`, `tree` and
+    /// the observer): the `limit` largest in memory.
+    Processes { limit: u32 },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -45,11 +45,23 @@ pub async fn run(
         duration,
         detach,
     } = trace;
-    let mut renderer = match node.component(&component) {
-        Some(component) => Renderer::new(&node, component.clone()).await,
-        None => Renderer::Bytes,
+    // Whatever ends this task (a panic included), the trace is taken off
+    // what it traces and the session stops waiting for it.
+    let _ended = Ended {
+        detach: Some(detach),
+        session: session.clone(),
+        cancel: cancel.clone(),
     };
-    let deadline = tokio::time::Instant::now() + duration;
+    // Host calls are described by the host: no instance to render them.
+    let mut renderer = match node.component(&component) {
+        Some(component) if !what.contains("host calls") => {
+            Renderer::new(&node, component.clone()).await
+        }
+        _ => Renderer::Bytes,
+    };
+    let deadline = tokio::time::Instant::now()
+        .checked_add(duration)
+        .unwrap_or_else(tokio::time::Instant::now);
     let mut shown = 0u64;
     let why = loop {
         let event = tokio::select! {
@@ -70,7 +82,6 @@ pub async fn run(
         session.print(format_event(&event, &text));
         shown += 1;
     };
-    detach();
     let dropped = tracer.dropped();
     session.print(format!(
         "trace of {what} ended ({why}): {shown} shown{}",
@@ -80,7 +91,24 @@ pub async fn run(
             String::new()
         }
     ));
-    session.trace_ended();
+}
+
+/// Ends a trace when its task ends, however it ends.
+struct Ended {
+    detach: Option<Box<dyn FnOnce() + Send>>,
+    session: Arc<Session>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        if let Some(detach) = self.detach.take() {
+            detach();
+        }
+        // Ends the watcher of the session's stop tokens too.
+        self.cancel.cancel();
+        self.session.trace_ended();
+    }
 }
 
 /// `14:03:04.120 guest_todo/production_list <7> call: add 2023-01-01 "x"`

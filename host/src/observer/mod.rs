@@ -45,6 +45,10 @@ pub struct Observer {
     token: String,
     streams: Arc<Semaphore>,
     stop: CancellationToken,
+    /// The last view of the cluster, shared by every open page: the node
+    /// (and its members, asked over their links) is read once a second
+    /// however many pages watch it.
+    latest: tokio::sync::Mutex<Option<(Instant, Arc<ClusterView>)>>,
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -60,6 +64,7 @@ impl Observer {
             token: random.iter().map(|b| format!("{b:02x}")).collect(),
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             stop,
+            latest: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -109,14 +114,25 @@ impl Observer {
         Ok(response.unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "error\n")))
     }
 
+    /// The cluster's processes and figures, at most [`UPDATE_EVERY`] old.
+    async fn view(&self) -> Arc<ClusterView> {
+        let mut latest = self.latest.lock().await;
+        if let Some((at, view)) = latest.as_ref()
+            && at.elapsed() < UPDATE_EVERY - Duration::from_millis(100)
+        {
+            return view.clone();
+        }
+        let view = Arc::new(self.console.cluster_view(None, MAX_LISTED).await);
+        *latest = Some((Instant::now(), view.clone()));
+        view
+    }
+
     /// Everything the page shows at one moment.
     async fn overview(&self, rates: &mut Rates) -> Value {
-        let ClusterView {
-            mut rows,
-            figures,
-            missing,
-        } = self.console.cluster_view(None).await;
-        let total = rows.len();
+        let view = self.view().await;
+        let (figures, missing) = (&view.figures, &view.missing);
+        let mut rows: Vec<&ProcessRow> = view.rows.iter().collect();
+        let total: usize = figures.iter().map(|f| f.processes).sum();
         rows.sort_by_key(|row| std::cmp::Reverse(row.info.memory));
         rows.truncate(MAX_LISTED);
         let now = SystemTime::now();
@@ -209,14 +225,21 @@ impl Observer {
             id: session,
             _permit: permit,
         };
-        let state = (self, guard, Some(first), started.live);
+        // After the trace (or a refusal to start it), an `end` event: the
+        // page closes the stream instead of letting the browser reconnect.
+        let state = (self, guard, Some(first), Some(started.live));
         let lines = stream::unfold(state, |(observer, guard, first, live)| async move {
             if let Some(first) = first {
                 let frame = Frame::data(Bytes::from(first));
                 return Some((Ok::<_, Infallible>(frame), (observer, guard, None, live)));
             }
-            if !live {
-                return None;
+            match live {
+                None => return None,
+                Some(false) => {
+                    let frame = Frame::data(Bytes::from_static(b"event: end\ndata: \n\n"));
+                    return Some((Ok(frame), (observer, guard, None, None)));
+                }
+                Some(true) => {}
             }
             let output = tokio::select! {
                 output = observer.console.serve(guard.id, ConsoleRequest::Output) => output,
@@ -228,7 +251,7 @@ impl Observer {
                 .map(|line| format!("data: {}\n\n", json!(line)))
                 .collect();
             let frame = Frame::data(Bytes::from(events));
-            Some((Ok(frame), (observer, guard, None, output.live)))
+            Some((Ok(frame), (observer, guard, None, Some(output.live))))
         });
         event_stream(StreamBody::new(lines).boxed_unsync())
     }

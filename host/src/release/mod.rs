@@ -48,8 +48,18 @@ pub struct ReleaseSpec {
 
 /// Builds the release and returns its directory.
 pub fn build(spec: &ReleaseSpec) -> anyhow::Result<PathBuf> {
-    validate_release_name(&spec.name)?;
+    validate_word("release name", &spec.name)?;
+    validate_word("release version", &spec.version)?;
     if spec.out.exists() {
+        // Replaced only if it is a release (a typo in --out must not wipe
+        // a directory that is something else).
+        let is_release = spec.out.join("releases").join("start_erl.data").is_file();
+        let is_empty = fs::read_dir(&spec.out).is_ok_and(|mut entries| entries.next().is_none());
+        anyhow::ensure!(
+            is_release || is_empty,
+            "{} exists and is not a release: choose another --out, or remove it yourself",
+            spec.out.display()
+        );
         fs::remove_dir_all(&spec.out)
             .with_context(|| format!("cannot replace {}", spec.out.display()))?;
     }
@@ -79,7 +89,8 @@ pub fn build(spec: &ReleaseSpec) -> anyhow::Result<PathBuf> {
     };
     write_file(&out.join("bin").join(&spec.name), &fill(BIN_SCRIPT), 0o755)?;
     write_file(&version_dir.join("env.sh"), &fill(ENV_SH), 0o755)?;
-    write_file(&version_dir.join("vm.args"), &fill(VM_ARGS), 0o644)?;
+    // vm.args may hold the cookie: readable by its owner only.
+    write_file(&version_dir.join("vm.args"), &fill(VM_ARGS), 0o600)?;
     write_file(
         &out.join("releases").join("start_erl.data"),
         &spec.version,
@@ -117,15 +128,18 @@ fn precompile(components: &[(String, PathBuf)], dir: &Path) -> anyhow::Result<()
     Ok(())
 }
 
-fn validate_release_name(name: &str) -> anyhow::Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
+/// Names and versions become file names: letters, digits, `_`, `-`, and
+/// (not first) `.`.
+fn validate_word(what: &str, word: &str) -> anyhow::Result<()> {
+    let valid = !word.is_empty()
+        && word.len() <= 64
+        && !word.starts_with('.')
+        && word
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     anyhow::ensure!(
         valid,
-        "`{name}` is not a release name: use letters, digits, `_` or `-`"
+        "`{word}` is not a {what}: use letters, digits, `_`, `-` and `.`"
     );
     Ok(())
 }

@@ -14,18 +14,31 @@ use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 pub struct Browser {
-    child: Child,
-    _profile: TempDir,
     socket: WebSocket<MaybeTlsStream<TcpStream>>,
     session: String,
     next_id: u64,
+    /// Last, so the socket closes before Chromium is killed.
+    _chromium: Chromium,
+}
+
+/// The browser's process group, killed when dropped (a test that fails
+/// half-way leaves no Chromium behind).
+struct Chromium {
+    child: Child,
+    _profile: TempDir,
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        kill_group(&mut self.child);
+    }
 }
 
 impl Browser {
     /// Starts Chromium and opens `url` in a 1280x800 window.
     pub fn open(url: &str) -> Self {
         let profile = tempfile::tempdir().expect("browser profile");
-        let mut child = Command::new("chromium")
+        let child = Command::new("chromium")
             .args([
                 "--headless=new",
                 "--no-sandbox",
@@ -43,7 +56,11 @@ impl Browser {
             .process_group(0)
             .spawn()
             .expect("start chromium (apt-get install chromium)");
-        let stderr = child.stderr.take().expect("chromium's stderr");
+        let mut chromium = Chromium {
+            child,
+            _profile: profile,
+        };
+        let stderr = chromium.child.stderr.take().expect("chromium's stderr");
         let (found, address) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -52,17 +69,21 @@ impl Browser {
                 }
             }
         });
-        let Ok(browser_url) = address.recv_timeout(Duration::from_secs(30)) else {
-            kill_group(&mut child);
-            panic!("chromium did not say where its DevTools listen");
-        };
+        let browser_url = address
+            .recv_timeout(Duration::from_secs(30))
+            .expect("chromium says where its DevTools listen");
         let (socket, _) = tungstenite::connect(browser_url.as_str()).expect("connect to DevTools");
+        if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+            // A stuck browser must not hang the test: reads give up.
+            stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("read timeout");
+        }
         let mut browser = Self {
-            child,
-            _profile: profile,
             socket,
             session: String::new(),
             next_id: 1,
+            _chromium: chromium,
         };
         let target = browser.send(None, "Target.createTarget", json!({ "url": url }));
         let target_id = target["targetId"]
@@ -147,12 +168,6 @@ impl Browser {
         base64::engine::general_purpose::STANDARD
             .decode(shot["data"].as_str().expect("screenshot data"))
             .expect("a base64 PNG")
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        kill_group(&mut self.child);
     }
 }
 

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,43 +78,67 @@ impl Release {
 
     /// Runs `bin/todo ARGS` to its end (at most `limit`).
     pub fn run(&self, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
-        let mut child = self
+        let child = self
             .command(args, env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("run bin/todo");
-        wait_output(&mut child, limit, &format!("bin/todo {}", args.join(" ")))
+        wait_output(child, limit, &format!("bin/todo {}", args.join(" ")))
     }
 }
 
-/// Waits for `child` (killing it past `limit`) and collects its output.
-fn wait_output(child: &mut Child, limit: Duration, what: &str) -> Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what} did not finish within {limit:?}");
-            }
+/// Waits for `child` (killing it past `limit`) and collects its output;
+/// its pipes are read while it runs, so a talkative child never blocks.
+fn wait_output(child: Child, limit: Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => panic!("{what}: {e}"),
+        Err(_) => {
+            kill(pid);
+            panic!("{what} did not finish within {limit:?}");
         }
     }
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    if let Some(mut out) = child.stdout.take() {
-        let _ = out.read_to_end(&mut stdout);
+}
+
+/// SIGKILL to `pid`.
+fn kill(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: sending a signal has no memory effects here.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
     }
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_end(&mut stderr);
-    }
-    Output {
-        status: child.wait().expect("wait"),
-        stdout,
-        stderr,
+}
+
+impl Drop for Release {
+    /// Whatever the test did, nothing it started from this release keeps
+    /// running: every process whose command line names the release's
+    /// directory is killed (daemons included, even if their starter was).
+    fn drop(&mut self) {
+        let root = self.root.display().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if pid != std::process::id() && String::from_utf8_lossy(&cmdline).contains(&root) {
+                kill(pid);
+            }
+        }
     }
 }
 
@@ -186,8 +210,13 @@ impl Terminal {
 
     /// Types `line` and Enter.
     pub fn send_line(&mut self, line: &str) {
+        self.send_raw(&format!("{line}\r"));
+    }
+
+    /// Types `keys` as they are (Tab, arrows, Ctrl-U...).
+    pub fn send_raw(&mut self, keys: &str) {
         self.writer
-            .write_all(format!("{line}\r").as_bytes())
+            .write_all(keys.as_bytes())
             .expect("type on the terminal");
     }
 
@@ -259,20 +288,21 @@ impl Daemon {
         Self { pid }
     }
 
+    /// Whether it runs (an exited process not reaped yet, a zombie, does
+    /// not: a daemon's parent is init, which reaps it when it gets to it).
     pub fn alive(&self) -> bool {
-        Path::new(&format!("/proc/{}", self.pid)).exists()
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.pid)
-            && self.alive()
-        {
-            // SAFETY: sending a signal has no memory effects here.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+        if self.alive() {
+            kill(self.pid);
         }
     }
 }

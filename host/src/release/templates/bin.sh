@@ -33,9 +33,10 @@ fi
 RELEASE_VM_ARGS=${RELEASE_VM_ARGS:-$REL_VSN_DIR/vm.args}
 HOST=$RELEASE_ROOT/bin/host
 
-# An option of vm.args, or nothing.
+# The value vm.args gives option $1, or nothing: read by the host, with the
+# same rules as when it starts (quotes, ${VAR}, several options per line).
 vm_arg() {
-  sed -n "s/^[[:space:]]*--$1[[:space:]=]\{1,\}\([^[:space:]]*\).*/\1/p" "$RELEASE_VM_ARGS" | tail -n 1
+  "$HOST" vm-arg "$RELEASE_VM_ARGS" "$1"
 }
 
 # The node's name and cookie: the environment (or env.sh), else vm.args,
@@ -63,7 +64,10 @@ LOG_DIR=$RELEASE_TMP/log/$NODE_DIR
 # check the kernel allows them before starting rather than failing later.
 check_kernel() {
   max=$(vm_arg max-processes)
-  max=${max:-10000}
+  case $max in
+    '') max=10000 ;;
+    *[!0-9]*) return 0 ;; # not a number: the node says so itself
+  esac
   need=$((max * 4 + 16384))
   have=$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo "$need")
   if [ "$have" -lt "$need" ]; then
