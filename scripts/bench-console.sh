@@ -25,7 +25,10 @@ echo $! >>"$work/pids"
 sleep 0.3
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-now_ms() { python3 -c 'import time; print(f"{time.monotonic() * 1000:.1f}")'; }
+# Milliseconds, from bash's own clock (spawning a program to read the time
+# would add its start-up to every figure).
+now_ms() { awk -v t="$EPOCHREALTIME" 'BEGIN { printf "%.1f", t * 1000 }'; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f\n", b - a }'; }
 
 daemon_to_200() {
   local release="$1" port
@@ -36,7 +39,7 @@ daemon_to_200() {
   until curl -sf -o /dev/null "http://127.0.0.1:$port/entries?list=a&date=2023-01-01"; do sleep 0.001; done
   end="$(now_ms)"
   RELEASE_NODE=bench_d@127.0.0.1 "$release/bin/todo" stop >/dev/null
-  python3 -c "print(f'{$end - $start:.1f}')"
+  elapsed "$start" "$end"
 }
 
 "$host" release --out "$work/rel/todo" \
@@ -50,16 +53,18 @@ for _ in $(seq 1 "$ROUNDS"); do
 done >"$work/compiled"
 echo "daemon to first 200, compiled at start: median $(median <"$work/compiled") ms"
 
-port="$(start_server "$work/node" "$host" run "$target_dir/wasm32-wasip2/release/minimal.wasm" \
+start_server "$work/node" "$host" run "$target_dir/wasm32-wasip2/release/minimal.wasm" \
   --node bench_ps@127.0.0.1 --http-host 127.0.0.1 --http-port 0 --data-dir "$work/data" \
-  --idle-timeout 1h --max-processes "$((COUNT + 100))")"
+  --idle-timeout 1h --max-processes "$((COUNT + 100))" >/dev/null
+# (The node's name holds 127.0.0.1 too: take the port after HTTP's address.)
+port="$(port_after "$work/node" "HTTP listening on http://127.0.0.1:")"
 python3 scripts/wrk/spawn.py "$port" "$COUNT"
 time_rpc() {
   local start end
   start="$(now_ms)"
   "$host" rpc --node bench_ps@127.0.0.1 "$1" >"$work/rpc.out"
   end="$(now_ms)"
-  python3 -c "print(f'{$end - $start:.1f}')"
+  elapsed "$start" "$end"
 }
 for command in "ps --limit 20" "ps --limit 100000" "tree --limit 20" "memory"; do
   for _ in $(seq 1 5); do time_rpc "$command"; done >"$work/times"

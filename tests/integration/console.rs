@@ -174,7 +174,7 @@ fn traces_are_bounded_and_counted_on_the_metrics_page() {
     );
     assert!(printed.contains("reply: 1 entry"), "{printed}");
     assert!(
-        printed.contains("ended (its 2 messages are shown): 2 shown"),
+        printed.contains("ended (its 2 messages shown): 2 shown"),
         "{printed}"
     );
     eventually(Duration::from_secs(5), "the trace is gone", || {
@@ -269,4 +269,46 @@ fn a_wrong_cookie_or_a_missing_node_is_one_clear_line() {
         "stop returned before the node had stopped: {logs}"
     );
     assert!(node.stop_after_signal().success());
+}
+
+/// `kill` of a process busy with a slow message: the process keeps its
+/// name until it has ended, so a call sent meanwhile is refused rather than
+/// served by a second process of the same name; after it, a fresh one
+/// starts (its in-memory count begins again).
+#[test]
+fn a_killed_process_keeps_its_name_until_it_has_ended() {
+    let epmd = Epmd::start();
+    let misbehave = crate::support::wasm("misbehave").display().to_string();
+    let node = NodeBuilder::with_components(&[misbehave])
+        .clustered("console_k", &epmd, COOKIE)
+        .start();
+    assert_eq!(node.get("/echo/slow").text(), "slow: call #1");
+    let port = node.port;
+    let napping =
+        std::thread::spawn(move || crate::support::request(port, "GET", "/nap/slow", &[], b""));
+    // The process counts a message as it takes it: 2 once it naps.
+    eventually(Duration::from_secs(5), "the nap is under way", || {
+        rpc_ok(&epmd, &node, "info slow").contains("messages:  2 handled")
+    });
+    assert!(rpc_ok(&epmd, &node, "kill slow").contains("killed after its current message"));
+    let meanwhile = node.get("/echo/slow");
+    assert_eq!(meanwhile.status, 500, "{}", meanwhile.text());
+    assert!(
+        meanwhile
+            .text()
+            .contains("killed by an operator before taking this message"),
+        "{}",
+        meanwhile.text()
+    );
+    let napped = napping.join().expect("the nap's request");
+    assert_eq!(
+        napped.text(),
+        "slow: call #2",
+        "the current message is finished"
+    );
+    assert_eq!(
+        node.get("/echo/slow").text(),
+        "slow: call #1",
+        "a fresh process"
+    );
 }

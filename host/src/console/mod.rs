@@ -312,11 +312,15 @@ impl Console {
                     ..ConsoleReply::default()
                 }
             }
-            ConsoleRequest::Processes { limit } => {
+            ConsoleRequest::Processes { limit, figures } => {
                 let processes = self.local_rows(usize::try_from(limit).unwrap_or(usize::MAX));
                 ConsoleReply {
                     ok: true,
-                    figures: Some(self.figures().await),
+                    figures: if figures {
+                        Some(self.figures().await)
+                    } else {
+                        None
+                    },
                     processes,
                     ..ConsoleReply::default()
                 }
@@ -469,20 +473,28 @@ impl Console {
             .collect()
     }
 
-    /// The processes (each node's `limit` largest in memory) and figures
-    /// of every member up (or of `only`), and what could not be asked.
-    pub async fn cluster_view(&self, only: Option<&str>, limit: usize) -> ClusterView {
+    /// The processes (each node's `limit` largest in memory) and, when
+    /// asked, the figures of every member up (or of `only`), and what could
+    /// not be asked.
+    pub async fn cluster_view(
+        &self,
+        only: Option<&str>,
+        limit: usize,
+        figures: bool,
+    ) -> ClusterView {
         let mut view = ClusterView::default();
         let me = self.me();
         if only.is_none_or(|only| only == me) {
             view.rows.extend(self.local_rows(limit));
-            view.figures.push(self.figures().await);
+            if figures {
+                view.figures.push(self.figures().await);
+            }
         }
         let Some(cluster) = &self.cluster else {
             return view;
         };
         let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-        let request = protocol::encode(&ConsoleRequest::Processes { limit });
+        let request = protocol::encode(&ConsoleRequest::Processes { limit, figures });
         for member in cluster.nodes() {
             let name = member.name.to_string();
             if name == me || only.is_some_and(|only| only != name) {
@@ -539,7 +551,9 @@ impl Console {
         let options = Options::parse(args, &["node", "sort", "limit", "every"])?;
         let sort = SortBy::parse(options.get("sort").unwrap_or("memory"))?;
         let limit = usize::try_from(options.number("limit", 50)?).unwrap_or(usize::MAX);
-        let view = self.cluster_view(options.get("node"), usize::MAX).await;
+        let view = self
+            .cluster_view(options.get("node"), usize::MAX, false)
+            .await;
         let mut text = views::ps(view.rows, sort, limit, SystemTime::now());
         for line in view.missing {
             text.push_str(&format!("({line})\n"));
@@ -550,7 +564,7 @@ impl Console {
     async fn tree(&self, args: &[String]) -> Result<String, String> {
         let options = Options::parse(args, &["limit"])?;
         let limit = usize::try_from(options.number("limit", TREE_LIMIT)?).unwrap_or(usize::MAX);
-        let ClusterView { rows, missing, .. } = self.cluster_view(None, usize::MAX).await;
+        let ClusterView { rows, missing, .. } = self.cluster_view(None, usize::MAX, false).await;
         let supervisor = self.node.supervisor();
         let running: std::collections::HashSet<(String, String)> = rows
             .iter()
@@ -672,13 +686,13 @@ impl Console {
             session,
             trace_output::Trace {
                 what: key.to_string(),
+                unit: "message",
                 component: key.component.to_string(),
                 tracer,
                 events,
                 duration,
                 detach: Box::new(move || node.registry().untrace(&detached_key, &detached)),
             },
-            "messages",
         ))
     }
 
@@ -725,6 +739,7 @@ impl Console {
             session,
             trace_output::Trace {
                 what,
+                unit: "call",
                 component: component.clone(),
                 tracer,
                 events,
@@ -737,7 +752,6 @@ impl Console {
                     });
                 }),
             },
-            "calls",
         ))
     }
 
@@ -758,16 +772,14 @@ impl Console {
         Ok(())
     }
 
-    fn start_trace(
-        &self,
-        session: &Arc<Session>,
-        trace: trace_output::Trace,
-        unit: &str,
-    ) -> String {
+    fn start_trace(&self, session: &Arc<Session>, trace: trace_output::Trace) -> String {
         let limits = trace.tracer.limits();
         let text = format!(
-            "tracing {}: up to {} {unit}, for {:?}, at most {} per second\n",
-            trace.what, limits.count, trace.duration, limits.per_second
+            "tracing {}: up to {}, for {:?}, at most {} per second\n",
+            trace.what,
+            trace_output::counted(limits.count, trace.unit),
+            trace.duration,
+            limits.per_second
         );
         session.trace_started();
         tokio::spawn(trace_output::run(

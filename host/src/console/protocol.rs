@@ -16,8 +16,10 @@ pub enum ConsoleRequest {
     /// waiting up to a second for something.
     Output,
     /// This node's processes (asked member to member by `ps`, `tree` and
-    /// the observer): the `limit` largest in memory.
-    Processes { limit: u32 },
+    /// the observer): the `limit` largest in memory, and, when asked, the
+    /// node's figures (reading them costs the node a pass over its memory
+    /// maps: only the observer and `memory` want them).
+    Processes { limit: u32, figures: bool },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -21,6 +21,8 @@ use crate::trace::{EventKind, TraceEvent, Tracer, render_bytes};
 pub struct Trace {
     /// What is traced: a process, or a component's host calls.
     pub what: String,
+    /// What it counts: `message` or `call`.
+    pub unit: &'static str,
     pub component: String,
     pub tracer: Arc<Tracer>,
     pub events: mpsc::Receiver<TraceEvent>,
@@ -39,6 +41,7 @@ pub async fn run(
 ) {
     let Trace {
         what,
+        unit,
         component,
         tracer,
         mut events,
@@ -70,7 +73,7 @@ pub async fn run(
             () = cancel.cancelled() => break "stopped".to_string(),
             () = tokio::time::sleep(Duration::from_millis(200)) => {
                 if tracer.is_finished() && events.is_empty() {
-                    break format!("its {} messages are shown", tracer.limits().count);
+                    break format!("its {} shown", counted(tracer.limits().count, unit));
                 }
                 continue;
             }
@@ -91,6 +94,15 @@ pub async fn run(
             String::new()
         }
     ));
+}
+
+/// `1 message`, `2 messages`.
+pub fn counted(count: u64, unit: &str) -> String {
+    if count == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{count} {unit}s")
+    }
 }
 
 /// Ends a trace when its task ends, however it ends.
@@ -219,6 +231,12 @@ impl Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_read_well() {
+        assert_eq!(counted(1, "call"), "1 call");
+        assert_eq!(counted(20, "message"), "20 messages");
+    }
 
     #[test]
     fn times_are_utc_clock_times() {

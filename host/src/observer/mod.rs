@@ -122,7 +122,7 @@ impl Observer {
         {
             return view.clone();
         }
-        let view = Arc::new(self.console.cluster_view(None, MAX_LISTED).await);
+        let view = Arc::new(self.console.cluster_view(None, MAX_LISTED, true).await);
         *latest = Some((Instant::now(), view.clone()));
         view
     }
