@@ -1,9 +1,9 @@
 //! `--args-file FILE`: options read from a file, as Erlang's `-args_file`
 //! reads `vm.args`. Expanded into the command line before it is parsed.
 //!
-//! A line is split into words (double quotes group words with spaces);
-//! lines starting with `#` are comments; `${VAR}` is the environment
-//! variable VAR. `--node` and `--cookie` in the file give way to
+//! A line is split into words as a console line is (double quotes group
+//! words with spaces); lines starting with `#` are comments; `${VAR}` is
+//! the environment variable VAR. `--node` and `--cookie` in the file give way to
 //! RELEASE_NODE and RELEASE_COOKIE when those are set: the environment
 //! (or env.sh) wins, as in a `mix release`.
 
@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use host::console::words as split_words;
 
 /// `host vm-arg FILE OPTION`.
 #[derive(Args)]
@@ -79,7 +80,7 @@ fn words_of(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<S
             continue;
         }
         let at = |e: String| format!("line {}: {e}", index + 1);
-        for word in split(line).map_err(at)? {
+        for word in split_words(line).map_err(at)? {
             words.push(substitute(&word, lookup).map_err(at)?);
         }
     }
@@ -104,37 +105,6 @@ fn substitute(line: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
     }
     out.push_str(rest);
     Ok(out)
-}
-
-fn split(line: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let (mut in_word, mut quoted) = (false, false);
-    for c in line.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                in_word = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if in_word {
-                    words.push(std::mem::take(&mut current));
-                    in_word = false;
-                }
-            }
-            c => {
-                current.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if quoted {
-        return Err("a quote is not closed".into());
-    }
-    if in_word {
-        words.push(current);
-    }
-    Ok(words)
 }
 
 /// Drops `--node X` and `--cookie X` (or `--node=X`) when the environment
@@ -226,7 +196,6 @@ mod tests {
         assert!(substitute("${UNSET}", &none).is_err());
         assert!(substitute("${OPEN", &none).is_err());
         assert_eq!(substitute("plain", &none).as_deref(), Ok("plain"));
-        assert!(split("\"open").is_err());
         let error = words_of("\n--node \"open\n", &none).expect_err("an error");
         assert!(error.starts_with("line 2:"), "{error}");
     }

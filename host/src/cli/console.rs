@@ -26,7 +26,7 @@ use host::cluster::wire::{ToolReply, ToolRequest};
 use host::console::protocol::{self, ConsoleReply, ConsoleRequest};
 use host::console::{Console, SessionId};
 use host::dist::NodeName;
-use host::dist::link::{Link, Liveness};
+use host::dist::link::Link;
 
 /// Longest a console waits for one answer (a call may start a process and
 /// wait for the cluster).
@@ -101,14 +101,7 @@ impl Transport {
 /// A hidden link to `node`, as a tool named after this process.
 async fn connect(node: &str, dist: &DistArgs) -> anyhow::Result<(NodeName, Arc<Link>)> {
     let node = NodeName::parse(node).map_err(|e| anyhow::anyhow!(e))?;
-    let me = NodeName::parse(&format!("console_{}", std::process::id()))
-        .or_else(|_| NodeName::parse(&format!("console_{}@localhost", std::process::id())))
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let liveness = Liveness {
-        ping_every: Duration::from_secs(1),
-        silence_limit: Duration::from_secs(10),
-    };
-    let dialer = dist.dialer(me, liveness)?;
+    let dialer = dist.tool_dialer("console", Duration::from_secs(10))?;
     let link = tool::connect(&dialer, &node)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;

@@ -75,6 +75,20 @@ impl DistArgs {
         )))
     }
 
+    /// The dialer of a tool (not a node): named `ROLE_PID` on this host,
+    /// pinging every second, giving up on a node silent for `silence_limit`.
+    pub fn tool_dialer(&self, role: &str, silence_limit: Duration) -> anyhow::Result<Dialer> {
+        let pid = std::process::id();
+        let me = NodeName::parse(&format!("{role}_{pid}"))
+            .or_else(|_| NodeName::parse(&format!("{role}_{pid}@localhost")))
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let liveness = Liveness {
+            ping_every: Duration::from_secs(1),
+            silence_limit,
+        };
+        self.dialer(me, liveness)
+    }
+
     /// How `me` finds and authenticates peers.
     pub fn dialer(&self, me: NodeName, liveness: Liveness) -> anyhow::Result<Dialer> {
         Ok(Dialer {

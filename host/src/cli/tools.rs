@@ -9,7 +9,6 @@ use clap::Args;
 use super::dist::DistArgs;
 use host::cluster::tool;
 use host::cluster::wire::{ToolReply, ToolRequest};
-use host::dist::link::Liveness;
 use host::dist::{NodeName, epmd};
 
 /// Longest a tool waits for its answer (a join may move a snapshot).
@@ -62,14 +61,7 @@ pub struct EpmdArgs {
 /// Sends `request` to `node` as a hidden tool and returns its reply.
 async fn ask(node: &str, dist: &DistArgs, request: ToolRequest) -> anyhow::Result<ToolReply> {
     let node = NodeName::parse(node).map_err(|e| anyhow::anyhow!(e))?;
-    let me = NodeName::parse(&format!("tool_{}", std::process::id()))
-        .or_else(|_| NodeName::parse(&format!("tool_{}@localhost", std::process::id())))
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let liveness = Liveness {
-        ping_every: Duration::from_secs(1),
-        silence_limit: TOOL_TIMEOUT,
-    };
-    let dialer = dist.dialer(me, liveness)?;
+    let dialer = dist.tool_dialer("tool", TOOL_TIMEOUT)?;
     tool::ask(&dialer, &node, request, TOOL_TIMEOUT)
         .await
         .map_err(|e| anyhow::anyhow!(e))

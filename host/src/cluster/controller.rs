@@ -273,10 +273,14 @@ fn desired_voters(replica: &Replica, view: &ClusterState) -> Option<BTreeSet<Nod
         return membership.get_joint_config().last().cloned();
     }
     let current: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let up = |id: &NodeId| view.nodes.get(id).is_some_and(|record| record.up);
+    // A member that is down is never made a voter: a vote held by a dead
+    // node counts against the majority (with it, the last live voter could
+    // not leave). One that votes already may keep its vote while down.
     let mut candidates: Vec<NodeId> = membership
         .nodes()
         .map(|(id, _)| *id)
-        .filter(|id| view.nodes.contains_key(id))
+        .filter(|id| view.nodes.contains_key(id) && (up(id) || current.contains(id)))
         .collect();
     if candidates.is_empty() {
         return None;
@@ -285,10 +289,7 @@ fn desired_voters(replica: &Replica, view: &ClusterState) -> Option<BTreeSet<Nod
     if target.is_multiple_of(2) {
         target -= 1;
     }
-    candidates.sort_by_key(|id| {
-        let up = view.nodes.get(id).is_some_and(|record| record.up);
-        (!up, !current.contains(id), *id)
-    });
+    candidates.sort_by_key(|id| (!up(id), !current.contains(id), *id));
     let desired: BTreeSet<NodeId> = candidates.into_iter().take(target).collect();
     (desired != current).then_some(desired)
 }

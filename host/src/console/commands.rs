@@ -120,8 +120,9 @@ pub fn help(topic: Option<&str>) -> Result<String, String> {
     }
 }
 
-/// Splits a command line into words; double quotes group words with
-/// spaces (`info "my list"`).
+/// Splits a command line (or a line of a release's vm.args) into words;
+/// double quotes group words with spaces (`info "my list"`), and inside
+/// them a backslash takes the next character as it is.
 pub fn words(line: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut current = String::new();

@@ -36,11 +36,11 @@ use crate::dist::link::Link;
 use crate::node::NodeCore;
 use crate::registry::ProcessKey;
 use crate::trace::{DEFAULT_TRACE_DURATION, TraceLimits, Tracer};
-use commands::{Options, words};
+use commands::Options;
 use protocol::{ConsoleReply, ConsoleRequest, NodeFigures, ProcessRow};
 use views::SortBy;
 
-pub use commands::COMMANDS;
+pub use commands::{COMMANDS, words};
 pub use views::render_nodes;
 
 /// Lines a session's output holds for its client; past it, the oldest go.
