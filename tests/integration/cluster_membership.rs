@@ -167,6 +167,19 @@ fn the_leader_leaves_gracefully_and_the_others_carry_on() {
         .iter()
         .position(|node| node.metric("host_cluster_leader") == 1)
         .expect("a leader");
+    // The Raft state on the metrics page: 2 on the leader, 0 (follower) or
+    // 3 (learner) elsewhere; lag is a count of entries, small once idle.
+    for (index, node) in cluster.iter().enumerate() {
+        let state = node.metric("host_cluster_raft_state");
+        if index == leader {
+            assert_eq!(state, 2);
+        } else {
+            assert!(state == 0 || state == 3, "raft state {state}");
+        }
+        eventually(Duration::from_secs(10), "replication catches up", || {
+            node.metric("host_cluster_replication_lag") < 50
+        });
+    }
     let leaving = cluster.remove(leader);
     let name = leaving.name.clone();
     assert_eq!(

@@ -312,3 +312,37 @@ fn a_killed_process_keeps_its_name_until_it_has_ended() {
         "a fresh process"
     );
 }
+
+/// A trace whose console goes away (killed, not even saying goodbye) ends
+/// with it: nothing keeps copying messages for nobody.
+#[test]
+fn a_trace_ends_when_its_console_goes_away() {
+    let epmd = Epmd::start();
+    let node = todo_node(&epmd);
+    assert_eq!(
+        node.post("/add_entry?list=watched&date=2023-01-01&title=A", "")
+            .status,
+        200
+    );
+    let port = epmd.port.to_string();
+    let mut console = Command::new(host_binary())
+        .args(["rpc", "--node", &node.name, "trace watched --for 1h"])
+        .env("ERL_EPMD_PORT", &port)
+        .env("RELEASE_COOKIE", COOKIE)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a trace");
+    eventually(Duration::from_secs(10), "the trace runs", || {
+        node.metric("host_traces_running") == 1 && node.metric("host_console_sessions") == 1
+    });
+    let _ = console.kill();
+    let _ = console.wait();
+    eventually(
+        Duration::from_secs(10),
+        "the trace ended with its console",
+        || node.metric("host_traces_running") == 0 && node.metric("host_console_sessions") == 0,
+    );
+    let ps = rpc_ok(&epmd, &node, "ps");
+    assert!(!ps.contains("(traced)"), "{ps}");
+}
