@@ -26,6 +26,19 @@ fn rpc(epmd: &Epmd, node: &Node, command: &str) -> (bool, String, String) {
     )
 }
 
+/// `host rpc --node NODE COMMAND` running in the background (a trace),
+/// its output piped.
+fn rpc_in_background(epmd: &Epmd, node: &Node, command: &str) -> std::process::Child {
+    Command::new(host_binary())
+        .args(["rpc", "--node", &node.name, command])
+        .env("ERL_EPMD_PORT", epmd.port.to_string())
+        .env("RELEASE_COOKIE", COOKIE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start host rpc")
+}
+
 fn rpc_ok(epmd: &Epmd, node: &Node, command: &str) -> String {
     let (ok, stdout, stderr) = rpc(epmd, node, command);
     assert!(ok, "`{command}` failed: {stdout}{stderr}");
@@ -149,15 +162,7 @@ fn traces_are_bounded_and_counted_on_the_metrics_page() {
     assert_eq!(node.metric("host_traces_running"), 0);
 
     // A message trace of two events, run by a console in the background.
-    let port = epmd.port.to_string();
-    let trace = Command::new(host_binary())
-        .args(["rpc", "--node", &node.name, "trace traced --count 2"])
-        .env("ERL_EPMD_PORT", &port)
-        .env("RELEASE_COOKIE", COOKIE)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start a trace");
+    let trace = rpc_in_background(&epmd, &node, "trace traced --count 2");
     eventually(Duration::from_secs(10), "the trace runs", || {
         node.metric("host_traces_running") == 1 && node.metric("host_console_sessions") == 1
     });
@@ -182,20 +187,11 @@ fn traces_are_bounded_and_counted_on_the_metrics_page() {
     });
 
     // Host calls, filtered, with their durations; a time bound too.
-    let port = epmd.port.to_string();
-    let calls = Command::new(host_binary())
-        .args([
-            "rpc",
-            "--node",
-            &node.name,
-            "trace-calls guest_todo storage.batch --for 20s --count 1",
-        ])
-        .env("ERL_EPMD_PORT", &port)
-        .env("RELEASE_COOKIE", COOKIE)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start a host-call trace");
+    let calls = rpc_in_background(
+        &epmd,
+        &node,
+        "trace-calls guest_todo storage.batch --for 20s --count 1",
+    );
     eventually(Duration::from_secs(10), "the host-call trace runs", || {
         node.metric("host_traces_running") == 1
     });
@@ -324,15 +320,7 @@ fn a_trace_ends_when_its_console_goes_away() {
             .status,
         200
     );
-    let port = epmd.port.to_string();
-    let mut console = Command::new(host_binary())
-        .args(["rpc", "--node", &node.name, "trace watched --for 1h"])
-        .env("ERL_EPMD_PORT", &port)
-        .env("RELEASE_COOKIE", COOKIE)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start a trace");
+    let mut console = rpc_in_background(&epmd, &node, "trace watched --for 1h");
     eventually(Duration::from_secs(10), "the trace runs", || {
         node.metric("host_traces_running") == 1 && node.metric("host_console_sessions") == 1
     });
