@@ -27,9 +27,17 @@ fresh_todo_node() {
   local name="$1"
   local port
   port="$(start_server "$work/$name" "$target_dir/$PROFILE/host" run "$target_dir/wasm32-wasip2/release/guest_todo.wasm" \
-    --node bench --distribution none --http-host 127.0.0.1 --http-port 0 --data-dir "$work/$name-data" --idle-timeout 1h)"
+    --node bench --distribution none --no-observer --http-host 127.0.0.1 --http-port 0 --data-dir "$work/$name-data" --idle-timeout 1h)"
   python3 scripts/wrk/prefill.py "$port" "${PREFILL_ENTRIES:-3}"
   echo "$port"
+}
+
+# A node running the smallest wasi:http component (examples/hello): what
+# this host costs a request before any process is called.
+hello_node() {
+  start_server "$work/hello-node" "$target_dir/$PROFILE/host" run "$target_dir/wasm32-wasip2/release/hello.wasm" \
+    --node bench_hello --distribution none --no-observer --http-host 127.0.0.1 --http-port 0 \
+    --data-dir "$work/hello-data"
 }
 
 run() {
@@ -48,6 +56,7 @@ run() {
 
 results=()
 results+=("$(run "hyper hello-world (ceiling)" "$hello_port")")
+results+=("$(run "wasi:http hello component on this host" "$(hello_node)")")
 results+=("$(run "GET /entries, 1,000 lists" "$(fresh_todo_node get)" scripts/wrk/get.lua)")
 results+=("$(run "POST /add_entry, 1,000 lists" "$(fresh_todo_node post)" scripts/wrk/post.lua)")
 results+=("$(run "book mix 80% GET / 20% POST, 1,000 lists" "$(fresh_todo_node mix)" scripts/wrk/mix.lua)")

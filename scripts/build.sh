@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --target wasm32-wasip2 -p guest-todo -p minimal -p misbehave
+cargo build --release --target wasm32-wasip2 -p guest-todo -p minimal -p misbehave -p hello
 cargo build --release -p host

@@ -98,3 +98,19 @@ fn at_its_process_limit_a_node_refuses_new_names_and_serves_the_others() {
     );
     assert_eq!(existing.status, 200);
 }
+
+/// A component that exports only the HTTP handler (no process behaviour)
+/// runs: the smallest `wasi:http` guest, the HTTP benchmarks' floor.
+#[test]
+fn a_component_with_only_an_http_handler_serves() {
+    let node = NodeBuilder::with_components(&[crate::support::wasm("hello").display().to_string()])
+        .start();
+    let answer = node.get("/anything");
+    assert_eq!((answer.status, answer.text().as_str()), (200, "hello"));
+    assert!(
+        node.logs().contains("component=hello")
+            && node.logs().contains("processes=false http=true"),
+        "{}",
+        node.logs()
+    );
+}
