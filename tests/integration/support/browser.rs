@@ -43,6 +43,8 @@ impl Browser {
                 "--headless=new",
                 "--no-sandbox",
                 "--disable-gpu",
+                // Containers often give /dev/shm a few MiB: use /tmp.
+                "--disable-dev-shm-usage",
                 "--hide-scrollbars",
                 "--no-first-run",
                 "--remote-debugging-port=0",
