@@ -222,19 +222,12 @@ impl Terminal {
 
     /// Waits for the process to end on its own.
     pub fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "the terminal's process did not end within {limit:?}; it shows:\n{}",
-                    self.text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::exit_within(&mut self.child, limit).unwrap_or_else(|| {
+            panic!(
+                "the terminal's process did not end within {limit:?}; it shows:\n{}",
+                self.text()
+            )
+        })
     }
 }
 
