@@ -49,11 +49,17 @@ pub struct HttpConfig {
 pub struct ProcessLimits {
     /// A process idle this long is stopped and its memory freed.
     pub idle_timeout: Duration,
+    /// A process idle this long hibernates: its state is handed over and
+    /// kept, its instance freed. None: only when a slot is needed.
+    pub hibernate_after: Option<Duration>,
+    /// Instances processes may hold at once; the others hibernate. None:
+    /// as many as the machine allows, up to a default (see `runtime`).
+    pub max_instances: Option<u32>,
     /// Longest a process may spend on one message (or on init).
     pub call_deadline: Duration,
     /// Largest linear memory a process (or HTTP handler) may grow to.
     pub max_memory_bytes: usize,
-    /// Processes alive at once on this node.
+    /// Processes alive at once on this node, hibernated ones included.
     pub max_processes: u32,
     /// Bytes of messages a process's mailbox may hold; past it, sends are
     /// refused.
@@ -97,9 +103,11 @@ impl Default for ProcessLimits {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(60),
+            hibernate_after: Some(Duration::from_secs(10)),
+            max_instances: None,
             call_deadline: Duration::from_secs(5),
             max_memory_bytes: 64 * 1024 * 1024,
-            max_processes: 10_000,
+            max_processes: 1_000_000,
             max_mailbox_bytes: 16 * 1024 * 1024,
         }
     }

@@ -10,6 +10,7 @@ pub mod component;
 pub mod config;
 pub mod console;
 pub mod dist;
+pub mod hibernation;
 pub mod http;
 pub mod logs;
 pub mod mailbox;

@@ -24,6 +24,9 @@ pub struct Metrics {
     http_errors: AtomicU64,
     nodes_down: AtomicU64,
     console_sessions: AtomicU64,
+    processes_hibernated: AtomicU64,
+    processes_woken: AtomicU64,
+    hand_overs_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -38,6 +41,18 @@ impl Metrics {
     }
     pub fn refused(&self) {
         self.starts_refused.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A process handed its state over and dropped its instance.
+    pub fn hibernated(&self) {
+        self.processes_hibernated.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A hibernated process got a message and took its state back.
+    pub fn woken(&self) {
+        self.processes_woken.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A process's hand-over trapped or failed: it expired instead.
+    pub fn hand_over_failed(&self) {
+        self.hand_overs_failed.fetch_add(1, Ordering::Relaxed);
     }
     pub fn mailbox_full(&self) {
         self.mailbox_full.fetch_add(1, Ordering::Relaxed);
@@ -97,9 +112,39 @@ pub fn render(ingress: &Ingress) -> String {
             load(&m.processes_expired),
         ),
         (
+            "host_processes_hibernated_total",
+            "counter",
+            "Times a process handed its state over and freed its instance (idle, or to make room).",
+            load(&m.processes_hibernated),
+        ),
+        (
+            "host_processes_woken_total",
+            "counter",
+            "Times a hibernated process was started again from its handed-over state.",
+            load(&m.processes_woken),
+        ),
+        (
+            "host_hand_overs_failed_total",
+            "counter",
+            "Hand-overs that trapped or failed: the process expired instead of hibernating.",
+            load(&m.hand_overs_failed),
+        ),
+        (
+            "host_instance_slots",
+            "gauge",
+            "Instance slots processes may hold at once (--max-instances).",
+            u64::from(node.slots().total()),
+        ),
+        (
+            "host_instance_slots_held",
+            "gauge",
+            "Instance slots held by running processes now; the rest of the processes hibernate.",
+            u64::from(node.slots().held()),
+        ),
+        (
             "host_process_starts_refused_total",
             "counter",
-            "Starts refused by restart intensity.",
+            "Starts refused by restart intensity, or for want of an instance slot.",
             load(&m.starts_refused),
         ),
         (

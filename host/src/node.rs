@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::capabilities::{CallError, HostCallSlot};
 use crate::component::LoadedComponent;
 use crate::config::NodeConfig;
+use crate::hibernation::{InstanceSlots, Sleeps};
 use crate::mailbox::{Mailbox, Message, SendError};
 use crate::metrics::Metrics;
 use crate::process::{self, Exit, Pid, ProcessStats};
@@ -87,6 +88,10 @@ pub struct NodeCore {
     router: OnceLock<Arc<dyn Router>>,
     /// Per component: the trace of its host calls, if one is on.
     host_calls: HashMap<String, HostCallSlot>,
+    /// Instance slots for processes: the rest hibernate.
+    slots: InstanceSlots,
+    /// When hibernated processes expire.
+    sleeps: Sleeps,
 }
 
 impl NodeCore {
@@ -94,6 +99,7 @@ impl NodeCore {
     /// opens storage.
     pub fn start(config: NodeConfig, sources: &[ComponentSource]) -> anyhow::Result<Arc<Self>> {
         let runtime = Runtime::new(&config)?;
+        let slots = InstanceSlots::new(runtime.process_slots());
         let cache_dir = config
             .compile_cache
             .clone()
@@ -133,7 +139,7 @@ impl NodeCore {
             .keys()
             .map(|name| (name.clone(), HostCallSlot::default()))
             .collect();
-        Ok(Arc::new(Self {
+        let node = Arc::new(Self {
             name: Arc::from(config.node_name.as_str()),
             registry: Registry::new(config.limits.max_processes),
             supervisor: Supervisor::new(config.restarts.clone()),
@@ -147,7 +153,31 @@ impl NodeCore {
             next_pid: AtomicU64::new(1),
             router: OnceLock::new(),
             host_calls,
-        }))
+            slots,
+            sleeps: Sleeps::default(),
+        });
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => node.expire_sleeps_on(&runtime),
+            Err(_) => anyhow::bail!("a node starts within a tokio runtime"),
+        }
+        Ok(node)
+    }
+
+    /// Ends hibernated processes idle past `--idle-timeout`, until the node
+    /// is dropped.
+    fn expire_sleeps_on(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+        let node = Arc::downgrade(self);
+        let every = (self.config.limits.idle_timeout / 8)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(node) = node.upgrade() else { break };
+                node.sleeps.end_due(tokio::time::Instant::now());
+            }
+        });
     }
 
     /// Routes calls through `router` from now on. Processes started before
@@ -186,6 +216,14 @@ impl NodeCore {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn slots(&self) -> &InstanceSlots {
+        &self.slots
+    }
+
+    pub fn sleeps(&self) -> &Sleeps {
+        &self.sleeps
     }
 
     pub fn tasks(&self) -> &TaskTracker {
@@ -275,13 +313,9 @@ impl NodeCore {
         fence: Option<Fence>,
     ) -> Result<Vec<u8>, CallError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut answer = None;
-        self.send(component, name, fence, message, |message| {
-            let (reply, receiver) = tokio::sync::oneshot::channel();
-            answer = Some(receiver);
-            Message::Call { message, reply }
-        })?;
-        let answer = answer.ok_or_else(stopped_during_delivery)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send_to(component, name, fence, Message::Call { message, reply })
+            .map_err(|(error, _)| error)?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(CallError::Crashed(
@@ -338,9 +372,8 @@ impl NodeCore {
         message: Vec<u8>,
         fence: Option<Fence>,
     ) -> Result<(), CallError> {
-        self.send(component, name, fence, message, |message| Message::Cast {
-            message,
-        })
+        self.send_to(component, name, fence, Message::Cast { message })
+            .map_err(|(error, _)| error)
     }
 
     /// Stops this node's processes whose registration matches (see
@@ -353,33 +386,39 @@ impl NodeCore {
         self.registry.stop_where(reason, matches)
     }
 
-    /// Puts `wrap(payload)` in the process's mailbox. A process that stops
-    /// between the lookup and the send (idle expiry) hands the message back,
-    /// and it goes to the name's next process. A full mailbox refuses it.
-    fn send(
+    /// Puts `message` in the mailbox of the process holding the name under
+    /// `fence`, starting it if none does (or waking it if it hibernates). A
+    /// process that stops between the lookup and the send (idle expiry)
+    /// hands the message back, and it goes to the name's next process. A
+    /// full mailbox refuses it. A refused message comes back with the error.
+    pub(crate) fn send_to(
         self: &Arc<Self>,
         component: &str,
         name: &str,
         fence: Option<Fence>,
-        payload: Vec<u8>,
-        mut wrap: impl FnMut(Vec<u8>) -> Message,
-    ) -> Result<(), CallError> {
-        let mut payload = payload;
+        message: Message,
+    ) -> Result<(), (CallError, Message)> {
+        let mut message = message;
         for _ in 0..DELIVERY_ATTEMPTS {
-            match self.mailbox(component, name, fence)?.send(wrap(payload)) {
+            let mailbox = match self.mailbox(component, name, fence) {
+                Ok(mailbox) => mailbox,
+                Err(error) => return Err((error, message)),
+            };
+            match mailbox.send(message) {
                 Ok(()) => return Ok(()),
-                Err(SendError::Closed(returned)) => payload = returned.into_payload(),
+                Err(SendError::Closed(returned)) => message = returned,
                 Err(SendError::Full { message, limit }) => {
                     self.metrics.mailbox_full();
-                    return Err(CallError::Refused(format!(
+                    let error = CallError::Refused(format!(
                         "the mailbox of `{component}/{name}` is full: it holds at most \
                          {limit} bytes of messages, and this one is {} bytes",
-                        message.into_payload().len()
-                    )));
+                        message.payload_len()
+                    ));
+                    return Err((error, message));
                 }
             }
         }
-        Err(stopped_during_delivery())
+        Err((stopped_during_delivery(), message))
     }
 
     /// The mailbox of the process holding the name under `fence`, starting
@@ -444,6 +483,10 @@ impl NodeCore {
             }
             Exit::Stopped(reason) => {
                 tracing::debug!(process = %key, pid, "process stopped by the node: {reason:?}")
+            }
+            Exit::NoSlot(reason) => {
+                tracing::warn!(process = %key, pid, "process could not start: {reason}");
+                self.metrics.refused();
             }
             // Logs come before counters: whoever sees a counter move can
             // read the log line that explains it.

@@ -340,7 +340,11 @@ impl Registry {
             inner.open = false;
             inner.processes.drain().map(|(_, r)| r).collect()
         };
-        drop(drained);
+        // Outside the lock: a hibernated process ends where it sleeps, and
+        // that unregisters it.
+        for registration in drained {
+            registration.mailbox.close();
+        }
     }
 
     pub fn len(&self) -> usize {

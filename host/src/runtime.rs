@@ -1,9 +1,13 @@
 //! The wasmtime engine: how it is configured, and the clock that keeps
 //! guests from holding a thread.
 //!
-//! Instances come from the pooling allocator, sized once at start for the
-//! node's process and HTTP limits, so a spawn is a slot reuse, not a round of
-//! `mmap` calls. Epoch interruption makes every running guest yield to tokio
+//! Instances come from the pooling allocator, sized once at start, so a
+//! spawn is a slot reuse, not a round of `mmap` calls. The pool has a slot
+//! for each HTTP handler and console instance allowed at once, and
+//! `--max-instances` slots for processes; processes beyond those hibernate
+//! (`crate::hibernation`). What the machine allows bounds the pool (see
+//! [`PoolPlan`]): a node either starts with a pool that fits, or fails at
+//! once saying which limit is short and what to change. Epoch interruption makes every running guest yield to tokio
 //! on each tick: a guest stuck in a loop costs one time slice per tick, never
 //! a whole worker thread, and the deadline set around every call can fire.
 
@@ -41,8 +45,160 @@ pub const CONSOLE_INSTANCES: u32 = 48;
 const KEEP_RESIDENT_MEMORY: usize = 128 * 1024;
 const KEEP_RESIDENT_TABLE: usize = 64 * 1024;
 
+/// Memory mappings one instance slot costs (`vm.max_map_count` counts
+/// them): its fiber stack and the stack's guard page from the start, and,
+/// while an instance is in the slot, its linear memory and its table made
+/// accessible inside their reserved regions (each splits one mapping in
+/// two). Measured: 2 per slot at start, 4 more per live instance.
+const MAPPINGS_PER_SLOT: u64 = 6;
+
+/// Mappings left for everything but the pool: the binary and its
+/// libraries, thread stacks, RocksDB, the allocator.
+const MAPPINGS_RESERVED: u64 = 8192;
+
+/// Address space one instance slot reserves: its linear memory's 4 GiB
+/// (bounds checks are then done by the MMU, not by code in every load),
+/// the guard after it, its fiber stack and its share of the tables and
+/// instance metadata.
+const MEMORY_RESERVATION: u64 = 4 << 30;
+const MEMORY_GUARD: u64 = 32 << 20;
+const ADDRESS_SPACE_PER_SLOT: u64 = MEMORY_RESERVATION + MEMORY_GUARD + (8 << 20);
+
+/// Share of the process's address space the pool may take (the rest is
+/// for the heap, RocksDB and thread stacks): three quarters of 128 TiB, the
+/// user address space of x86-64 and AArch64 with 4-level page tables, or of
+/// `ulimit -v` when lower.
+const USER_ADDRESS_SPACE: u64 = 1 << 47;
+
+/// Process slots when the operator says nothing and the machine allows
+/// more. A live instance costs about 50 KiB of resident memory and page
+/// tables; a hibernated process about 0.5 KiB plus its state.
+pub const DEFAULT_PROCESS_SLOTS: u32 = 8192;
+
+/// Host memory a process costs while it hibernates, besides its state:
+/// what `--max-processes` is checked against.
+const HIBERNATED_PROCESS_BYTES: u64 = 1024;
+
+/// How the instance pool is sized, from the node's limits and the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolPlan {
+    /// Instances processes may hold at once.
+    pub process_slots: u32,
+    /// Every slot: processes, HTTP handlers and the console.
+    pub instances: u32,
+}
+
+/// What the machine allows a process: its limits, read once at start.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineLimits {
+    /// `vm.max_map_count`.
+    pub max_map_count: u64,
+    /// The address space this process may map (`ulimit -v`, or the user
+    /// address space).
+    pub address_space: u64,
+    /// Physical memory.
+    pub memory: u64,
+}
+
+impl MachineLimits {
+    /// This machine's limits (Linux defaults where one cannot be read).
+    pub fn read() -> Self {
+        let max_map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(65_530);
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct it is given, nothing else.
+        let read = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0;
+        let address_space = if read && limit.rlim_cur != libc::RLIM_INFINITY {
+            limit.rlim_cur.min(USER_ADDRESS_SPACE)
+        } else {
+            USER_ADDRESS_SPACE
+        };
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| {
+                let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
+                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                Some(kib * 1024)
+            })
+            .unwrap_or(u64::MAX);
+        Self {
+            max_map_count,
+            address_space,
+            memory,
+        }
+    }
+}
+
+impl PoolPlan {
+    /// The pool for `config` on a machine with `machine`'s limits, or why
+    /// none fits, naming the limit and what to change.
+    pub fn new(config: &NodeConfig, machine: &MachineLimits) -> Result<Self, String> {
+        let limits = &config.limits;
+        let others = u64::from(config.http.max_concurrent_requests) + u64::from(CONSOLE_INSTANCES);
+        let by_mappings = (machine.max_map_count.saturating_sub(MAPPINGS_RESERVED)
+            / MAPPINGS_PER_SLOT)
+            .saturating_sub(others);
+        let by_address_space =
+            (machine.address_space / 4 * 3 / ADDRESS_SPACE_PER_SLOT).saturating_sub(others);
+        let fits = by_mappings.min(by_address_space);
+        let bookkeeping = u64::from(limits.max_processes) * HIBERNATED_PROCESS_BYTES;
+        if bookkeeping > machine.memory / 2 {
+            return Err(format!(
+                "--max-processes {} would need up to {} MiB of host memory with every process \
+                 hibernated (about 1 KiB each, plus its state), more than half of this machine's \
+                 {} MiB: lower --max-processes",
+                limits.max_processes,
+                bookkeeping >> 20,
+                machine.memory >> 20
+            ));
+        }
+        let wanted = match limits.max_instances {
+            Some(wanted) => u64::from(wanted),
+            None => fits.min(u64::from(DEFAULT_PROCESS_SLOTS)),
+        }
+        .min(u64::from(limits.max_processes));
+        if wanted > by_mappings || wanted == 0 && by_mappings == 0 {
+            let needed = (wanted.max(1) + others) * MAPPINGS_PER_SLOT + MAPPINGS_RESERVED;
+            return Err(format!(
+                "{} process instances and {others} for HTTP handlers and the console need about \
+                 {needed} memory mappings ({MAPPINGS_PER_SLOT} per instance, {MAPPINGS_RESERVED} \
+                 for the rest), and the kernel allows {} (vm.max_map_count). Lower \
+                 --max-instances (at most {by_mappings} fit) or --max-concurrent-requests, or \
+                 raise the limit: sudo sysctl -w vm.max_map_count={needed}",
+                wanted.max(1),
+                machine.max_map_count
+            ));
+        }
+        if wanted > by_address_space || wanted == 0 {
+            return Err(format!(
+                "{} process instances and {others} for HTTP handlers and the console need about \
+                 {} GiB of address space (4 GiB reserved per instance's memory), and this process \
+                 may map {} GiB (ulimit -v, or the CPU's user address space; the pool takes at \
+                 most three quarters). Lower --max-instances (at most {by_address_space} fit) or \
+                 --max-concurrent-requests, or raise ulimit -v",
+                wanted.max(1),
+                ((wanted.max(1) + others) * ADDRESS_SPACE_PER_SLOT) >> 30,
+                machine.address_space >> 30
+            ));
+        }
+        let process_slots = u32::try_from(wanted).unwrap_or(u32::MAX);
+        Ok(Self {
+            process_slots,
+            instances: process_slots
+                .saturating_add(config.http.max_concurrent_requests)
+                .saturating_add(CONSOLE_INSTANCES),
+        })
+    }
+}
+
 pub struct Runtime {
     engine: Engine,
+    plan: PoolPlan,
     linker: Linker<InstanceState>,
     _ticker: EpochTicker,
 }
@@ -51,16 +207,23 @@ impl Runtime {
     /// Builds an engine with room for the node's processes plus its HTTP
     /// request handlers alive at once.
     pub fn new(config: &NodeConfig) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config(config))
+        let plan = PoolPlan::new(config, &MachineLimits::read()).map_err(anyhow::Error::msg)?;
+        let engine = Engine::new(&engine_config(config, &plan))
             .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         crate::capabilities::add_to_linker(&mut linker)?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
+            plan,
             linker,
             _ticker: ticker,
         })
+    }
+
+    /// Instances processes may hold at once.
+    pub fn process_slots(&self) -> u32 {
+        self.plan.process_slots
     }
 
     pub fn engine(&self) -> &Engine {
@@ -81,12 +244,9 @@ impl Runtime {
     }
 }
 
-fn engine_config(node: &NodeConfig) -> Config {
+fn engine_config(node: &NodeConfig, plan: &PoolPlan) -> Config {
     let limits = &node.limits;
-    let instances = limits
-        .max_processes
-        .saturating_add(node.http.max_concurrent_requests)
-        .saturating_add(CONSOLE_INSTANCES);
+    let instances = plan.instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(4))
@@ -118,6 +278,8 @@ fn engine_config(node: &NodeConfig) -> Config {
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
+        .memory_reservation(MEMORY_RESERVATION)
+        .memory_guard_size(MEMORY_GUARD)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
@@ -152,5 +314,72 @@ impl Drop for EpochTicker {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(max_map_count: u64) -> MachineLimits {
+        MachineLimits {
+            max_map_count,
+            address_space: USER_ADDRESS_SPACE,
+            memory: 24 << 30,
+        }
+    }
+
+    fn config(max_processes: u32, max_instances: Option<u32>) -> NodeConfig {
+        use crate::config::{Durability, HttpConfig, ProcessLimits, RestartIntensity};
+        NodeConfig {
+            node_name: "test".into(),
+            data_dir: std::path::PathBuf::from("unused"),
+            http: HttpConfig::default(),
+            limits: ProcessLimits {
+                max_processes,
+                max_instances,
+                ..ProcessLimits::default()
+            },
+            restarts: RestartIntensity::default(),
+            durability: Durability::Wal,
+            metrics_addr: None,
+            perfmap: false,
+            compile_cache: None,
+            call_grants: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_default_pool_fits_the_kernels_default_mapping_limit() {
+        let plan = PoolPlan::new(&config(1_000_000, None), &machine(65_530)).expect("fits");
+        assert_eq!(plan.process_slots, DEFAULT_PROCESS_SLOTS);
+        let mappings = u64::from(plan.instances) * MAPPINGS_PER_SLOT + MAPPINGS_RESERVED;
+        assert!(mappings <= 65_530, "{mappings}");
+    }
+
+    #[test]
+    fn a_lower_mapping_limit_gives_fewer_slots_rather_than_a_failure() {
+        let plan = PoolPlan::new(&config(1_000_000, None), &machine(30_000)).expect("fits");
+        assert!(plan.process_slots < DEFAULT_PROCESS_SLOTS);
+        assert!(u64::from(plan.instances) * MAPPINGS_PER_SLOT + MAPPINGS_RESERVED <= 30_000);
+    }
+
+    #[test]
+    fn too_many_instances_are_refused_naming_the_limit() {
+        let error = PoolPlan::new(&config(1_000_000, Some(100_000)), &machine(65_530))
+            .expect_err("does not fit");
+        assert!(error.contains("vm.max_map_count"), "{error}");
+        assert!(error.contains("--max-instances"), "{error}");
+        let roomy = machine(10_000_000);
+        let error =
+            PoolPlan::new(&config(1_000_000, Some(1_000_000)), &roomy).expect_err("does not fit");
+        assert!(error.contains("address space"), "{error}");
+    }
+
+    #[test]
+    fn more_processes_than_memory_allows_are_refused() {
+        let error =
+            PoolPlan::new(&config(u32::MAX, None), &machine(65_530)).expect_err("does not fit");
+        assert!(error.contains("--max-processes"), "{error}");
     }
 }

@@ -17,6 +17,7 @@ mod cluster_seed;
 mod concurrency;
 mod console;
 mod dist_bad_input;
+mod hibernation;
 mod isolation;
 mod json_api;
 mod lifecycle;

@@ -15,7 +15,13 @@
 //! 1 MiB messages at it until the host refuses one, and says how many it
 //! took: a mailbox must not grow without bound in the host's memory.
 //!
-//! Processes whose name starts with `bad-init` fail in `init`. The HTTP
+//! `GET /notes/NAME/A-B-C` casts `note:A`, `note:B`, `note:C` to process NAME,
+//! then calls it with `journal`, which answers every note it was ever cast,
+//! in the order taken: a test of message order (and of state kept across
+//! hibernation, since the journal is handed over with the count).
+//!
+//! Processes whose name starts with `bad-init` fail in `init`; those whose
+//! name starts with `bad-hand-over` trap in `hand-over`. The HTTP
 //! handler itself misbehaves on `GET /front/trap`, `/front/loop` and
 //! `/front/hog`; `GET /front/count` answers how many requests this handler
 //! instance has served (to test how often the host reuses one). `GET /peek/KEY` reads KEY from this component's storage
@@ -38,6 +44,7 @@ const NAP: Duration = Duration::from_secs(3);
 
 thread_local! {
     static CALLS: Cell<u64> = const { Cell::new(0) };
+    static JOURNAL: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
     static REQUESTS: Cell<u64> = const { Cell::new(0) };
 }
 
@@ -50,6 +57,11 @@ impl Behaviour for Misbehave {
     }
 
     fn handle_call(message: Vec<u8>) -> Vec<u8> {
+        if message == b"journal" {
+            return JOURNAL
+                .with_borrow(|journal| journal.join(","))
+                .into_bytes();
+        }
         misbehave(&message);
         let calls = CALLS.get() + 1;
         CALLS.set(calls);
@@ -58,18 +70,42 @@ impl Behaviour for Misbehave {
     }
 
     fn handle_cast(message: Vec<u8>) {
+        if let Some(note) = message.strip_prefix(b"note:") {
+            let note = String::from_utf8_lossy(note).into_owned();
+            JOURNAL.with_borrow_mut(|journal| journal.push(note));
+            return;
+        }
         misbehave(&message);
     }
 
+    /// The count, then the journal's notes, comma-separated.
     fn hand_over() -> Vec<u8> {
-        CALLS.get().to_le_bytes().to_vec()
+        let name = guest_sdk::self_name().unwrap_or_default();
+        if name.starts_with("bad-hand-over") {
+            std::process::abort();
+        }
+        let mut state = CALLS.get().to_le_bytes().to_vec();
+        state.extend(
+            JOURNAL
+                .with_borrow(|journal| journal.join(","))
+                .into_bytes(),
+        );
+        state
     }
 
     fn take_over(_name: String, state: Vec<u8>) -> Result<(), String> {
-        let bytes: [u8; 8] = state
-            .try_into()
-            .map_err(|_| "expected 8 bytes".to_string())?;
-        CALLS.set(u64::from_le_bytes(bytes));
+        let (count, journal) = state
+            .split_first_chunk::<8>()
+            .ok_or_else(|| "expected at least 8 bytes".to_string())?;
+        CALLS.set(u64::from_le_bytes(*count));
+        let journal = String::from_utf8_lossy(journal);
+        JOURNAL.set(
+            journal
+                .split(',')
+                .filter(|note| !note.is_empty())
+                .map(str::to_string)
+                .collect(),
+        );
         Ok(())
     }
 }
@@ -137,6 +173,17 @@ fn route(request: &Request) -> Response {
             Err(e) => call_error(e),
         },
         ("GET", ["flood", name]) => flood(name),
+        ("GET", ["notes", name, notes]) => {
+            for note in notes.split('-') {
+                if let Err(e) = guest_sdk::cast(name, format!("note:{note}").as_bytes()) {
+                    return call_error(e);
+                }
+            }
+            match guest_sdk::call(name, b"journal", 10_000) {
+                Ok(reply) => Response::text(200, reply),
+                Err(e) => call_error(e),
+            }
+        }
         ("GET", [action, name]) => match guest_sdk::call(name, action.as_bytes(), 10_000) {
             Ok(reply) => Response::text(200, reply),
             Err(e) => call_error(e),

@@ -112,6 +112,20 @@ pub struct RunArgs {
     #[arg(long, env = "TODO_SERVER_EXPIRY", value_parser = parse_duration, default_value = "60s")]
     idle_timeout: Duration,
 
+    /// Hibernate a process idle this long: its state is handed over
+    /// (`hand-over`) and kept by the host, its instance freed; its next
+    /// message restores it (`take-over`). `off`: only when another process
+    /// needs an instance slot. A process whose hand-over fails expires
+    /// instead (its state stays in storage).
+    #[arg(long, value_parser = parse_hibernate_after, default_value = "10s")]
+    hibernate_after: HibernateAfter,
+
+    /// Process instances held at once; the other processes hibernate, and
+    /// the idlest are hibernated when a slot is needed. [default: 8192, or
+    /// what vm.max_map_count and the address space allow]
+    #[arg(long)]
+    max_instances: Option<u32>,
+
     /// Longest a process may spend on one message or on init before it is
     /// ended.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
@@ -129,8 +143,9 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_size, default_value = "64MiB")]
     process_memory: usize,
 
-    /// Processes alive at once on this node.
-    #[arg(long, default_value_t = 10_000)]
+    /// Processes alive at once on this node, hibernated ones included (a
+    /// hibernated process costs about 1 KiB of host memory plus its state).
+    #[arg(long, default_value_t = 1_000_000)]
     max_processes: u32,
 
     /// Bytes of messages one process's mailbox may hold; past it, calls and
@@ -297,6 +312,8 @@ impl RunArgs {
             },
             limits: ProcessLimits {
                 idle_timeout: self.idle_timeout,
+                hibernate_after: self.hibernate_after.0,
+                max_instances: self.max_instances,
                 call_deadline: self.call_deadline,
                 max_memory_bytes: self.process_memory,
                 max_processes: self.max_processes.max(1),
@@ -332,6 +349,17 @@ impl RunArgs {
                 Ok(ComponentSource { name, path })
             })
             .collect()
+    }
+}
+
+/// `--hibernate-after`: a duration, or never by the clock.
+#[derive(Debug, Clone, Copy)]
+struct HibernateAfter(Option<Duration>);
+
+fn parse_hibernate_after(text: &str) -> Result<HibernateAfter, String> {
+    match text.trim() {
+        "off" | "never" => Ok(HibernateAfter(None)),
+        text => parse_duration(text).map(|after| HibernateAfter(Some(after))),
     }
 }
 

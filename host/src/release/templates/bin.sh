@@ -60,27 +60,7 @@ NODE_DIR=$(printf '%s' "$RELEASE_NODE" | tr -c 'A-Za-z0-9_.@-' '_')
 RELEASE_DATA=${RELEASE_DATA:-$RELEASE_ROOT/data/$NODE_DIR}
 LOG_DIR=$RELEASE_TMP/log/$NODE_DIR
 
-# The node needs about 4 memory mappings per process (its instance pool):
-# check the kernel allows them before starting rather than failing later.
-check_kernel() {
-  max=$(vm_arg max-processes)
-  case $max in
-    '') max=10000 ;;
-    *[!0-9]*) return 0 ;; # not a number: the node says so itself
-  esac
-  need=$((max * 4 + 16384))
-  have=$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo "$need")
-  if [ "$have" -lt "$need" ]; then
-    echo "error: vm.max_map_count is $have; a node with --max-processes $max needs about $need memory mappings." >&2
-    echo "Raise it:                  sudo sysctl -w vm.max_map_count=$need" >&2
-    echo "and keep it after reboots: echo vm.max_map_count=$need | sudo tee /etc/sysctl.d/90-$RELEASE_NAME.conf" >&2
-    echo "or lower --max-processes in $RELEASE_VM_ARGS" >&2
-    exit 1
-  fi
-}
-
 run_node() {
-  check_kernel
   exec "$HOST" run --args-file "$RELEASE_VM_ARGS" --data-dir "$RELEASE_DATA" \
     --compile-cache "$RELEASE_ROOT/lib/compiled" "$@"
 }
