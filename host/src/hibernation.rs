@@ -1,4 +1,4 @@
-//! Instance slots and hibernation: how a node keeps far more processes
+//! Instance slots and idle timers: how a node keeps far more processes
 //! alive than it holds component instances.
 //!
 //! A process holds one of the pool's instance slots only while it has an
@@ -7,13 +7,12 @@
 //! behaviour's `hand-over`), the host keeps those bytes in its mailbox, and
 //! the instance is dropped: a hibernated process costs a registry entry, a
 //! mailbox and its state's bytes. Its next message starts a fresh instance
-//! from those bytes (`take-over`) before it is handled
-//! (`process::Hibernated`).
+//! from those bytes (`take-over`) before it is handled (`crate::process`).
 //!
 //! This module owns the counting: [`InstanceSlots`] (who may instantiate,
-//! and whom to ask to hibernate when nobody may) and [`Sleeps`] (when a
-//! hibernated process has been idle long enough to expire, as a running one
-//! would). It calls nothing but mailboxes.
+//! and whom to ask to make room when nobody may) and [`IdleTimers`] (when a
+//! resting process has been idle long enough to hibernate or expire). What
+//! happens then is the process's business: both call back into it.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -23,24 +22,25 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::mailbox::Mailbox;
+use crate::process::ProcessMailbox;
 
-/// Processes asked to hibernate each time a process finds no slot free:
-/// a few at once, so a burst of starts does not ask one at a time.
+/// Processes asked to make room each time a process finds no slot free: a
+/// few at once, so a burst of starts does not ask one at a time.
 const ASKED_PER_SHORTAGE: usize = 8;
 
 /// How often a process still waiting for a slot asks again.
 const ASK_AGAIN_AFTER: Duration = Duration::from_millis(20);
 
 /// The instance slots processes may hold at once (the pool has more, for
-/// HTTP handlers and the console), and the running processes oldest first.
+/// HTTP handlers and the console), and the processes holding them, oldest
+/// first.
 pub struct InstanceSlots {
     permits: Arc<Semaphore>,
     total: u32,
-    /// Processes that hold a slot, oldest first: whom to ask to hibernate.
-    /// Entries of processes that have since slept or ended are skipped when
-    /// met, and swept out when the queue grows past twice the slots.
-    running: Mutex<VecDeque<Mailbox>>,
+    /// Processes that got a slot, oldest first: whom to ask to make room.
+    /// Entries of processes that have since hibernated or ended are skipped
+    /// when met, and swept out when the queue grows past twice the slots.
+    holders: Mutex<VecDeque<ProcessMailbox>>,
 }
 
 /// A held slot; dropping it frees the slot. Drop it after the instance.
@@ -51,13 +51,13 @@ impl InstanceSlots {
         Self {
             permits: Arc::new(Semaphore::new(total as usize)),
             total,
-            running: Mutex::new(VecDeque::new()),
+            holders: Mutex::new(VecDeque::new()),
         }
     }
 
-    fn running(&self) -> MutexGuard<'_, VecDeque<Mailbox>> {
+    fn holders(&self) -> MutexGuard<'_, VecDeque<ProcessMailbox>> {
         // Pushes and pops only: a poisoned lock is safe to keep using.
-        self.running
+        self.holders
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -72,15 +72,20 @@ impl InstanceSlots {
             .saturating_sub(u32::try_from(self.permits.available_permits()).unwrap_or(u32::MAX))
     }
 
-    /// A slot, at once if one is free; otherwise idle processes are asked
-    /// to hibernate, and this waits up to `within` for one of them.
-    pub async fn acquire(&self, within: Duration) -> Result<Slot, String> {
+    /// A slot, at once if one is free. Otherwise holders, oldest first, are
+    /// offered to `make_room` (which hibernates the idle ones and says
+    /// whether it did), and this waits up to `within` for a slot.
+    pub async fn acquire(
+        &self,
+        within: Duration,
+        make_room: impl Fn(&ProcessMailbox) -> bool,
+    ) -> Result<Slot, String> {
         if let Ok(slot) = self.permits.clone().try_acquire_owned() {
             return Ok(slot);
         }
         let give_up = Instant::now() + within;
         loop {
-            self.ask_to_hibernate(ASKED_PER_SHORTAGE);
+            self.ask(ASKED_PER_SHORTAGE, &make_room);
             let wait = ASK_AGAIN_AFTER.min(give_up.saturating_duration_since(Instant::now()));
             match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
                 Ok(Ok(slot)) => return Ok(slot),
@@ -98,96 +103,89 @@ impl InstanceSlots {
     }
 
     /// Records that the process of `mailbox` now holds a slot.
-    pub fn now_running(&self, mailbox: Mailbox) {
-        let mut running = self.running();
-        running.push_back(mailbox);
-        if running.len() > 2 * self.total as usize + 64 {
-            running.retain(Mailbox::is_running);
+    pub fn held_by(&self, mailbox: ProcessMailbox) {
+        let mut holders = self.holders();
+        holders.push_back(mailbox);
+        if holders.len() > 2 * self.total as usize + 64 {
+            holders.retain(crate::process::holds_instance);
         }
     }
 
-    /// Asks up to `count` running processes, oldest first, to hibernate.
-    fn ask_to_hibernate(&self, count: usize) {
+    /// Offers up to `count` holders, oldest first, to `make_room`, until
+    /// `count` of them have made room (or were asked to, once done).
+    fn ask(&self, count: usize, make_room: &impl Fn(&ProcessMailbox) -> bool) {
         let mut asked = 0;
-        let mut running = self.running();
-        while asked < count {
-            let Some(mailbox) = running.pop_front() else {
+        let mut offered = 0;
+        let mut holders = self.holders();
+        let held = holders.len();
+        while asked < count && offered < held {
+            let Some(mailbox) = holders.pop_front() else {
                 break;
             };
-            if mailbox.ask_to_hibernate() {
+            offered += 1;
+            if make_room(&mailbox) {
                 asked += 1;
             }
         }
     }
 }
 
-/// Hibernated processes by when they expire, as a running process expires
-/// after `--idle-timeout` without a message.
+/// Resting processes by when to look at them again: a parked one may
+/// hibernate after `--hibernate-after`, any one expires after
+/// `--idle-timeout` without a message. One entry per instantiation or
+/// hibernation; a process that got messages since is looked at and put
+/// back for later, as a running process's idle timer is moved.
 #[derive(Default)]
-pub struct Sleeps {
-    due: Mutex<BinaryHeap<Reverse<Sleep>>>,
+pub struct IdleTimers {
+    due: Mutex<BinaryHeap<Reverse<Due>>>,
 }
 
-/// One sleep of one process: the mailbox ends it at `until` if the process
-/// still sleeps that sleep (a woken process's old sleeps are skipped).
-struct Sleep {
-    until: Instant,
-    mailbox: Mailbox,
-    number: u32,
+struct Due {
+    at: Instant,
+    mailbox: ProcessMailbox,
 }
 
-impl PartialEq for Sleep {
+impl PartialEq for Due {
     fn eq(&self, other: &Self) -> bool {
-        self.until == other.until
+        self.at == other.at
     }
 }
-impl Eq for Sleep {}
-impl PartialOrd for Sleep {
+impl Eq for Due {}
+impl PartialOrd for Due {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Sleep {
+impl Ord for Due {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.until.cmp(&other.until)
+        self.at.cmp(&other.at)
     }
 }
 
-impl Sleeps {
-    fn due(&self) -> MutexGuard<'_, BinaryHeap<Reverse<Sleep>>> {
+impl IdleTimers {
+    fn due(&self) -> MutexGuard<'_, BinaryHeap<Reverse<Due>>> {
         self.due
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Schedules the end of sleep `number` of `mailbox`'s process at `until`.
-    pub fn asleep(&self, mailbox: Mailbox, number: u32, until: Instant) {
-        self.due().push(Reverse(Sleep {
-            until,
-            mailbox,
-            number,
-        }));
+    /// Look at `mailbox`'s process again at `at`.
+    pub fn schedule(&self, at: Instant, mailbox: ProcessMailbox) {
+        self.due().push(Reverse(Due { at, mailbox }));
     }
 
-    /// Ends the sleeps due by `now` (processes still asleep expire).
-    /// Returns how many processes expired.
-    pub fn end_due(&self, now: Instant) -> usize {
+    /// The processes due by `now`, taken off the timers.
+    pub fn take_due(&self, now: Instant) -> Vec<ProcessMailbox> {
         let mut due = Vec::new();
-        {
-            let mut heap = self.due();
-            while heap.peek().is_some_and(|Reverse(sleep)| sleep.until <= now) {
-                if let Some(Reverse(sleep)) = heap.pop() {
-                    due.push(sleep);
-                }
+        let mut heap = self.due();
+        while heap.peek().is_some_and(|Reverse(entry)| entry.at <= now) {
+            if let Some(Reverse(entry)) = heap.pop() {
+                due.push(entry.mailbox);
             }
         }
-        // Outside the lock: ending a process takes the registry's lock.
-        due.into_iter()
-            .filter(|sleep| sleep.mailbox.end_sleep(sleep.number))
-            .count()
+        due
     }
 
-    /// Sleeps scheduled (some may have woken since).
     pub fn len(&self) -> usize {
         self.due().len()
     }

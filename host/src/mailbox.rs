@@ -8,18 +8,19 @@
 //! cap. So a mailbox is bounded in bytes (`--mailbox-limit`): past it, a
 //! send is refused and the sender is told, never dropped in silence.
 //!
-//! Why not a channel: a hibernated process has no task to receive, yet its
-//! mailbox must take messages and start it again, and the choice between
-//! "queue it" and "wake it" must be made atomically with the process going
-//! to sleep, or a message sent while it hands over its state would be lost
-//! or handled by a process whose state is already gone. One small lock per
-//! mailbox makes that choice; an empty mailbox allocates nothing for its
-//! queue, which is what a node of 250,000 mostly idle processes needs.
+//! Why not a channel: between messages a process has no task. It rests in
+//! its mailbox, either parked (its instance ready) or asleep (hibernated:
+//! only its handed-over state). A message to a resting process starts a
+//! task for it (or, for a call, the caller runs it: `process`), and the
+//! choice between "queue it" and "start it" must be made atomically with
+//! the process coming to rest, or a message sent just then would be lost,
+//! handled twice at once, or handled by a process whose state is gone. One
+//! small lock per mailbox makes that choice; an empty mailbox allocates
+//! nothing for its queue, which is what a node of 250,000 mostly idle
+//! processes needs.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
 
 use tokio::sync::oneshot;
 
@@ -87,62 +88,74 @@ pub enum SendError {
     Full { message: Message, limit: usize },
 }
 
-/// A process that sleeps without a task or an instance: what it needs to
-/// run again. The mailbox holds it, and the first message wakes it.
-pub trait Sleeper: Send + 'static {
-    /// Starts the process again; `inbox` holds the message that woke it.
-    fn wake(self: Box<Self>, inbox: Inbox);
+/// A process at rest in its mailbox: what it needs to run again.
+pub trait Rest: Send + Sized + 'static {
+    /// Starts a task for the process; `inbox` holds the message that woke
+    /// it.
+    fn wake(self, inbox: Inbox<Self>);
 
-    /// Ends the process without waking it (idle past its timeout, or the
-    /// node is shutting down): nothing was queued, nothing is lost.
-    fn end(self: Box<Self>, shutdown: bool);
+    /// Ends the process where it rests, without waking it: nothing is
+    /// queued, nothing is lost. `shutdown`: the node is stopping; otherwise
+    /// it was idle past its timeout.
+    fn end(self, shutdown: bool);
 }
 
 /// The sending side, held by the registry and cloned for each sender.
-#[derive(Clone)]
-pub struct Mailbox {
-    shared: Arc<Shared>,
+pub struct Mailbox<R> {
+    shared: Arc<Shared<R>>,
 }
 
-/// The receiving side, owned by the running process.
-pub struct Inbox {
-    shared: Arc<Shared>,
+impl<R> Clone for Mailbox<R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
 }
 
-struct Shared {
-    inner: Mutex<Inner>,
+/// The receiving side, held by whoever runs the process now.
+pub struct Inbox<R> {
+    shared: Arc<Shared<R>>,
+}
+
+struct Shared<R> {
+    inner: Mutex<Inner<R>>,
     limit_bytes: usize,
 }
 
-struct Inner {
+struct Inner<R> {
     queue: VecDeque<Message>,
     /// The bytes queued (the limit's measure).
     bytes: usize,
-    status: Status,
-    /// The running process's task, when it waits for a message.
-    waker: Option<Waker>,
-    /// How many times the process has gone to sleep: tells a sleep the
-    /// node scheduled to end from a later one.
-    sleeps: u32,
+    status: Status<R>,
 }
 
-enum Status {
+/// Where the process is.
+pub enum Status<R> {
+    /// A task, or a caller, runs it: messages queue.
     Running,
-    Asleep(Box<dyn Sleeper>),
-    /// No more messages are taken; those queued can still be received.
+    /// Between messages, in its mailbox: the next message starts it.
+    Resting(R),
+    /// No more messages are taken; those queued can still be taken.
     Closed,
+}
+
+/// Why a process could not come to rest: it goes on.
+pub enum Unrested<R> {
+    /// Messages are queued: handle them first.
+    Busy(R),
+    /// The mailbox was closed (the node is stopping): end.
+    Closed(R),
 }
 
 /// A new, empty mailbox of a running process, holding at most
 /// `limit_bytes` of messages.
-pub fn new(limit_bytes: usize) -> (Mailbox, Inbox) {
+pub fn new<R>(limit_bytes: usize) -> (Mailbox<R>, Inbox<R>) {
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
             queue: VecDeque::new(),
             bytes: 0,
             status: Status::Running,
-            waker: None,
-            sleeps: 0,
         }),
         limit_bytes,
     });
@@ -154,8 +167,8 @@ pub fn new(limit_bytes: usize) -> (Mailbox, Inbox) {
     )
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+impl<R> Shared<R> {
+    fn lock(&self) -> MutexGuard<'_, Inner<R>> {
         // Every update under the lock is a few field writes that cannot
         // panic half-way: a poisoned lock is safe to keep using.
         self.inner
@@ -164,22 +177,14 @@ impl Shared {
     }
 }
 
-/// What happened to a message put in a mailbox.
-enum Queued {
-    /// Queued for the running process (whose task was woken if it waited).
-    Running(Option<Waker>),
-    /// Queued for a sleeping process, which must now be started.
-    Woke(Box<dyn Sleeper>),
-}
-
-impl Mailbox {
-    /// Queues `message`, waking the process if it sleeps.
+impl<R: Rest> Mailbox<R> {
+    /// Queues `message`, starting the process if it rests.
     pub fn send(&self, message: Message) -> Result<(), SendError> {
         self.put(message, true)
     }
 
     /// Queues a message that weighs nothing (a wake-up, a request for its
-    /// state), past the limit; wakes the process if it sleeps. Hands the
+    /// state), past the limit; starts the process if it rests. Hands the
     /// message back if the process is ending.
     pub(crate) fn wake(&self, message: Message) -> Result<(), Message> {
         self.put(message, false).map_err(|error| match error {
@@ -189,47 +194,98 @@ impl Mailbox {
 
     fn put(&self, message: Message, bounded: bool) -> Result<(), SendError> {
         let weight = message.weight();
-        let queued = {
+        let resting = {
             let mut inner = self.shared.lock();
-            if matches!(inner.status, Status::Closed) {
-                return Err(SendError::Closed(message));
-            }
-            if bounded && inner.bytes.saturating_add(weight) > self.shared.limit_bytes {
-                return Err(SendError::Full {
-                    message,
-                    limit: self.shared.limit_bytes,
-                });
+            match inner.status {
+                Status::Closed => return Err(SendError::Closed(message)),
+                _ if bounded && inner.bytes.saturating_add(weight) > self.shared.limit_bytes => {
+                    return Err(SendError::Full {
+                        message,
+                        limit: self.shared.limit_bytes,
+                    });
+                }
+                _ => {}
             }
             inner.bytes += weight;
             inner.queue.push_back(message);
             match std::mem::replace(&mut inner.status, Status::Running) {
-                Status::Asleep(sleeper) => Queued::Woke(sleeper),
-                _ => Queued::Running(inner.waker.take()),
+                Status::Resting(rest) => Some(rest),
+                _ => None,
             }
         };
-        // Outside the lock: a woken task may run on another thread at once.
-        match queued {
-            Queued::Running(waker) => waker.into_iter().for_each(Waker::wake),
-            Queued::Woke(sleeper) => sleeper.wake(Inbox {
-                shared: self.shared.clone(),
-            }),
+        // Outside the lock: the process's task may run on another thread
+        // at once.
+        if let Some(rest) = resting {
+            rest.wake(self.inbox());
         }
         Ok(())
     }
 
-    /// Asks the process to hibernate if it is running; a process that
-    /// sleeps already, or is ending, is left alone. Returns whether asked.
-    pub(crate) fn ask_to_hibernate(&self) -> bool {
-        let waker = {
+    /// Takes no more messages. Whoever runs the process gets what is
+    /// queued, then cannot rest and ends; a resting process ends where it
+    /// rests (shutdown).
+    pub fn close(&self) {
+        let resting = {
             let mut inner = self.shared.lock();
-            if !matches!(inner.status, Status::Running) {
-                return false;
+            match std::mem::replace(&mut inner.status, Status::Closed) {
+                Status::Resting(rest) => Some(rest),
+                _ => None,
             }
-            inner.queue.push_back(Message::Hibernate);
-            inner.waker.take()
         };
-        waker.into_iter().for_each(Waker::wake);
+        if let Some(rest) = resting {
+            rest.end(true);
+        }
+    }
+
+    /// Ends the process if it rests and `due` says its time has come (idle
+    /// past its timeout). Returns whether it ended.
+    pub(crate) fn end_if(&self, due: impl FnOnce(&R) -> bool) -> bool {
+        let resting = {
+            let mut inner = self.shared.lock();
+            match &inner.status {
+                Status::Resting(rest) if due(rest) => {}
+                _ => return false,
+            }
+            match std::mem::replace(&mut inner.status, Status::Closed) {
+                Status::Resting(rest) => rest,
+                _ => return false,
+            }
+        };
+        resting.end(false);
         true
+    }
+}
+
+impl<R> Mailbox<R> {
+    /// Takes the resting process to run it here, if `choose` says so and
+    /// nothing is queued: until it rests again, messages queue.
+    pub(crate) fn take_if(&self, choose: impl FnOnce(&R) -> bool) -> Option<(R, Inbox<R>)> {
+        let mut inner = self.shared.lock();
+        match &inner.status {
+            Status::Resting(rest) if inner.queue.is_empty() && choose(rest) => {}
+            _ => return None,
+        }
+        match std::mem::replace(&mut inner.status, Status::Running) {
+            Status::Resting(rest) => Some((rest, self.inbox())),
+            _ => None,
+        }
+    }
+
+    /// Queues `message` only if the process is running (not resting, not
+    /// ending). Returns whether it was queued.
+    pub(crate) fn send_if_running(&self, message: Message) -> bool {
+        let mut inner = self.shared.lock();
+        if !matches!(inner.status, Status::Running) {
+            return false;
+        }
+        inner.bytes += message.weight();
+        inner.queue.push_back(message);
+        true
+    }
+
+    /// What `look` makes of where the process is now.
+    pub fn inspect<T>(&self, look: impl FnOnce(&Status<R>) -> T) -> T {
+        look(&self.shared.lock().status)
     }
 
     /// Messages and bytes waiting in the mailbox.
@@ -238,75 +294,19 @@ impl Mailbox {
         (inner.queue.len(), inner.bytes)
     }
 
-    /// Whether the process sleeps (hibernated, holding no instance).
-    pub fn is_asleep(&self) -> bool {
-        matches!(self.shared.lock().status, Status::Asleep(_))
-    }
-
-    /// Whether the process runs (neither asleep nor ending).
-    pub fn is_running(&self) -> bool {
-        matches!(self.shared.lock().status, Status::Running)
-    }
-
-    /// Takes no more messages. A running process gets what is queued, then
-    /// `None`; a sleeping one ends where it sleeps (shutdown).
-    pub fn close(&self) {
-        let (waker, sleeper) = {
-            let mut inner = self.shared.lock();
-            let sleeper = match std::mem::replace(&mut inner.status, Status::Closed) {
-                Status::Asleep(sleeper) => Some(sleeper),
-                _ => None,
-            };
-            (inner.waker.take(), sleeper)
-        };
-        waker.into_iter().for_each(Waker::wake);
-        if let Some(sleeper) = sleeper {
-            sleeper.end(true);
-        }
-    }
-
-    /// Ends the process if it still sleeps the sleep numbered `sleep` (the
-    /// one [`Inbox::sleep`] returned): it was idle past its timeout.
-    /// Returns whether it ended.
-    pub(crate) fn end_sleep(&self, sleep: u32) -> bool {
-        let sleeper = {
-            let mut inner = self.shared.lock();
-            if inner.sleeps != sleep || !matches!(inner.status, Status::Asleep(_)) {
-                return false;
-            }
-            match std::mem::replace(&mut inner.status, Status::Closed) {
-                Status::Asleep(sleeper) => sleeper,
-                _ => return false,
-            }
-        };
-        sleeper.end(false);
-        true
-    }
-
     /// Whether both are the same process's mailbox.
-    pub fn same(&self, other: &Mailbox) -> bool {
+    pub fn same(&self, other: &Mailbox<R>) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    fn inbox(&self) -> Inbox<R> {
+        Inbox {
+            shared: self.shared.clone(),
+        }
     }
 }
 
-impl Inbox {
-    /// The next message; `None` once the mailbox is closed and empty.
-    pub async fn recv(&mut self) -> Option<Message> {
-        poll_fn(|context| {
-            let mut inner = self.shared.lock();
-            if let Some(message) = inner.queue.pop_front() {
-                inner.bytes -= message.weight();
-                return Poll::Ready(Some(message));
-            }
-            if matches!(inner.status, Status::Closed) {
-                return Poll::Ready(None);
-            }
-            inner.waker = Some(context.waker().clone());
-            Poll::Pending
-        })
-        .await
-    }
-
+impl<R> Inbox<R> {
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<Message> {
         let mut inner = self.shared.lock();
@@ -320,22 +320,22 @@ impl Inbox {
         self.shared.lock().status = Status::Closed;
     }
 
-    /// Puts the process to sleep, if nothing is queued: from now on the
-    /// first message starts `sleeper`. Returns the sleep's number, or hands
-    /// `sleeper` back when a message came first (the process goes on).
-    pub fn sleep(&mut self, sleeper: Box<dyn Sleeper>) -> Result<u32, Box<dyn Sleeper>> {
+    /// Puts the process to rest in its mailbox, if nothing is queued: from
+    /// now on the first message wakes it. Otherwise hands `rest` back.
+    pub fn rest(&mut self, rest: R) -> Result<(), Unrested<R>> {
         let mut inner = self.shared.lock();
-        if !inner.queue.is_empty() || !matches!(inner.status, Status::Running) {
-            return Err(sleeper);
+        match inner.status {
+            Status::Closed => Err(Unrested::Closed(rest)),
+            _ if !inner.queue.is_empty() => Err(Unrested::Busy(rest)),
+            _ => {
+                inner.status = Status::Resting(rest);
+                Ok(())
+            }
         }
-        inner.status = Status::Asleep(sleeper);
-        inner.waker = None;
-        inner.sleeps = inner.sleeps.wrapping_add(1);
-        Ok(inner.sleeps)
     }
 
     /// The sending side of this mailbox.
-    pub fn mailbox(&self) -> Mailbox {
+    pub fn mailbox(&self) -> Mailbox<R> {
         Mailbox {
             shared: self.shared.clone(),
         }
@@ -353,9 +353,29 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_full_mailbox_refuses_until_messages_are_taken() {
-        let (mailbox, mut inbox) = new(3 * (100 + MESSAGE_OVERHEAD_BYTES));
+    /// Counts wakes and ends, and keeps the inbox it was woken with.
+    #[derive(Default)]
+    struct Counter {
+        woken: AtomicUsize,
+        ended: AtomicUsize,
+        inbox: Mutex<Option<Inbox<Resting>>>,
+    }
+
+    struct Resting(Arc<Counter>, u32);
+
+    impl Rest for Resting {
+        fn wake(self, inbox: Inbox<Self>) {
+            self.0.woken.fetch_add(1, Ordering::SeqCst);
+            *self.0.inbox.lock().unwrap() = Some(inbox);
+        }
+        fn end(self, _shutdown: bool) {
+            self.0.ended.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_full_mailbox_refuses_until_messages_are_taken() {
+        let (mailbox, mut inbox) = new::<Resting>(3 * (100 + MESSAGE_OVERHEAD_BYTES));
         for _ in 0..3 {
             assert!(mailbox.send(cast(100)).is_ok());
         }
@@ -363,7 +383,7 @@ mod tests {
             mailbox.send(cast(100)),
             Err(SendError::Full { .. })
         ));
-        assert!(inbox.recv().await.is_some());
+        assert!(inbox.try_recv().is_some());
         assert!(
             mailbox.send(cast(100)).is_ok(),
             "room again once one is taken"
@@ -372,7 +392,7 @@ mod tests {
 
     #[test]
     fn a_message_larger_than_the_limit_is_refused_and_returned() {
-        let (mailbox, _inbox) = new(1000);
+        let (mailbox, _inbox) = new::<Resting>(1000);
         match mailbox.send(cast(5000)) {
             Err(SendError::Full { message, limit }) => {
                 assert_eq!(limit, 1000);
@@ -384,58 +404,32 @@ mod tests {
 
     #[test]
     fn a_closed_inbox_hands_the_message_back_and_frees_its_bytes() {
-        let (mailbox, mut inbox) = new(1000);
+        let (mailbox, mut inbox) = new::<Resting>(1000);
         inbox.close();
         assert!(matches!(mailbox.send(cast(10)), Err(SendError::Closed(_))));
         assert!(matches!(mailbox.send(cast(800)), Err(SendError::Closed(_))));
         assert_eq!(mailbox.queued(), (0, 0));
     }
 
-    /// Counts wakes and ends, and keeps the inbox it was woken with.
-    #[derive(Default)]
-    struct Counter {
-        woken: AtomicUsize,
-        ended: AtomicUsize,
-        inbox: Mutex<Option<Inbox>>,
-    }
-
-    struct CountingSleeper(Arc<Counter>);
-
-    impl Sleeper for CountingSleeper {
-        fn wake(self: Box<Self>, inbox: Inbox) {
-            self.0.woken.fetch_add(1, Ordering::SeqCst);
-            *self.0.inbox.lock().unwrap() = Some(inbox);
-        }
-        fn end(self: Box<Self>, _shutdown: bool) {
-            self.0.ended.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
     #[test]
-    fn a_process_sleeps_only_with_an_empty_mailbox() {
+    fn a_process_rests_only_with_an_empty_mailbox() {
         let counter = Arc::new(Counter::default());
         let (mailbox, mut inbox) = new(1000);
         mailbox.send(cast(1)).ok();
-        assert!(
-            inbox
-                .sleep(Box::new(CountingSleeper(counter.clone())))
-                .is_err()
-        );
-        assert!(!mailbox.is_asleep());
+        assert!(matches!(
+            inbox.rest(Resting(counter.clone(), 0)),
+            Err(Unrested::Busy(_))
+        ));
         inbox.try_recv();
-        assert!(
-            inbox
-                .sleep(Box::new(CountingSleeper(counter.clone())))
-                .is_ok()
-        );
-        assert!(mailbox.is_asleep());
+        assert!(inbox.rest(Resting(counter.clone(), 0)).is_ok());
+        assert!(mailbox.inspect(|status| matches!(status, Status::Resting(_))));
     }
 
     #[test]
-    fn the_first_message_wakes_a_sleeping_process_once_and_is_kept() {
+    fn the_first_message_wakes_a_resting_process_once_and_is_kept() {
         let counter = Arc::new(Counter::default());
         let (mailbox, mut inbox) = new(1000);
-        let _ = inbox.sleep(Box::new(CountingSleeper(counter.clone())));
+        assert!(inbox.rest(Resting(counter.clone(), 0)).is_ok());
         assert!(mailbox.send(cast(3)).is_ok());
         assert!(mailbox.send(cast(4)).is_ok());
         assert_eq!(counter.woken.load(Ordering::SeqCst), 1);
@@ -447,24 +441,36 @@ mod tests {
     }
 
     #[test]
-    fn a_sleep_ends_only_if_it_is_still_the_same_sleep() {
+    fn a_taken_process_queues_messages_and_cannot_rest_past_them() {
         let counter = Arc::new(Counter::default());
         let (mailbox, mut inbox) = new(1000);
-        let first = inbox
-            .sleep(Box::new(CountingSleeper(counter.clone())))
-            .ok()
-            .expect("asleep");
-        assert!(mailbox.send(cast(1)).is_ok());
-        let mut woken = counter.inbox.lock().unwrap().take().expect("woken");
-        woken.try_recv();
-        let second = woken
-            .sleep(Box::new(CountingSleeper(counter.clone())))
-            .ok()
-            .expect("asleep again");
-        assert!(!mailbox.end_sleep(first), "an older sleep does not end it");
-        assert!(!mailbox.ask_to_hibernate(), "asleep: nothing to ask");
-        assert!(mailbox.end_sleep(second));
+        assert!(inbox.rest(Resting(counter.clone(), 1)).is_ok());
+        assert!(mailbox.take_if(|rest| rest.1 == 2).is_none(), "not chosen");
+        let (rest, mut taken) = mailbox.take_if(|rest| rest.1 == 1).expect("taken");
+        assert!(mailbox.take_if(|_| true).is_none(), "taken once");
+        assert!(mailbox.send(cast(5)).is_ok());
+        assert_eq!(counter.woken.load(Ordering::SeqCst), 0, "queued, not woken");
+        let Err(Unrested::Busy(rest)) = taken.rest(rest) else {
+            panic!("a queued message keeps it running")
+        };
+        assert!(taken.try_recv().is_some());
+        assert!(taken.rest(rest).is_ok());
+    }
+
+    #[test]
+    fn a_rest_ends_only_when_due_and_a_closed_mailbox_ends_it() {
+        let counter = Arc::new(Counter::default());
+        let (mailbox, mut inbox) = new(1000);
+        assert!(inbox.rest(Resting(counter.clone(), 7)).is_ok());
+        assert!(!mailbox.end_if(|rest| rest.1 == 8));
+        assert!(mailbox.end_if(|rest| rest.1 == 7));
         assert_eq!(counter.ended.load(Ordering::SeqCst), 1);
         assert!(matches!(mailbox.send(cast(1)), Err(SendError::Closed(_))));
+
+        let (mailbox, mut inbox) = new(1000);
+        assert!(inbox.rest(Resting(counter.clone(), 0)).is_ok());
+        mailbox.close();
+        assert_eq!(counter.ended.load(Ordering::SeqCst), 2);
+        assert!(!mailbox.send_if_running(Message::Hibernate));
     }
 }

@@ -21,10 +21,10 @@ use tokio_util::task::TaskTracker;
 use crate::capabilities::{CallError, HostCallSlot};
 use crate::component::LoadedComponent;
 use crate::config::NodeConfig;
-use crate::hibernation::{InstanceSlots, Sleeps};
-use crate::mailbox::{Mailbox, Message, SendError};
+use crate::hibernation::{IdleTimers, InstanceSlots};
+use crate::mailbox::{Message, SendError};
 use crate::metrics::Metrics;
-use crate::process::{self, Exit, Pid, ProcessStats};
+use crate::process::{self, Exit, Pid, ProcessMailbox as Mailbox, ProcessStats};
 use crate::registry::{Fence, ProcessKey, Registration, Registry, StopFlag, StopReason};
 use crate::runtime::Runtime;
 use crate::storage::Storage;
@@ -90,8 +90,8 @@ pub struct NodeCore {
     host_calls: HashMap<String, HostCallSlot>,
     /// Instance slots for processes: the rest hibernate.
     slots: InstanceSlots,
-    /// When hibernated processes expire.
-    sleeps: Sleeps,
+    /// When resting processes hibernate or expire.
+    idle_timers: IdleTimers,
 }
 
 impl NodeCore {
@@ -154,28 +154,34 @@ impl NodeCore {
             router: OnceLock::new(),
             host_calls,
             slots,
-            sleeps: Sleeps::default(),
+            idle_timers: IdleTimers::default(),
         });
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => node.expire_sleeps_on(&runtime),
+            Ok(runtime) => node.run_idle_timers_on(&runtime),
             Err(_) => anyhow::bail!("a node starts within a tokio runtime"),
         }
         Ok(node)
     }
 
-    /// Ends hibernated processes idle past `--idle-timeout`, until the node
-    /// is dropped.
-    fn expire_sleeps_on(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+    /// Hibernates and expires idle processes, until the node is dropped.
+    fn run_idle_timers_on(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
         let node = Arc::downgrade(self);
-        let every = (self.config.limits.idle_timeout / 8)
-            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let limits = &self.config.limits;
+        let shortest = limits
+            .hibernate_after
+            .unwrap_or(Duration::MAX)
+            .min(limits.idle_timeout);
+        let every = (shortest / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
         runtime.spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
                 let Some(node) = node.upgrade() else { break };
-                node.sleeps.end_due(tokio::time::Instant::now());
+                let now = tokio::time::Instant::now();
+                for mailbox in node.idle_timers.take_due(now) {
+                    process::idle_due(&node, mailbox, now);
+                }
             }
         });
     }
@@ -222,8 +228,8 @@ impl NodeCore {
         &self.slots
     }
 
-    pub fn sleeps(&self) -> &Sleeps {
-        &self.sleeps
+    pub fn idle_timers(&self) -> &IdleTimers {
+        &self.idle_timers
     }
 
     pub fn tasks(&self) -> &TaskTracker {
@@ -313,6 +319,12 @@ impl NodeCore {
         fence: Option<Fence>,
     ) -> Result<Vec<u8>, CallError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        // An idle process is called right here, in the caller's task.
+        let mailbox = self.mailbox(component, name, fence)?;
+        let message = match process::call_parked(&mailbox, message, timeout).await {
+            Ok(answer) => return answer,
+            Err(message) => message,
+        };
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.send_to(component, name, fence, Message::Call { message, reply })
             .map_err(|(error, _)| error)?;

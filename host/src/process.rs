@@ -2,17 +2,27 @@
 //! handling one message at a time, as an OTP `gen_server`.
 //!
 //! Life of a process: registered under its name with an empty mailbox,
-//! instantiated, `init` (loads its state from storage), then messages. Idle
-//! for `hibernate_after`, or asked to make room for another process, it
-//! hibernates: its state is handed over (`hand-over`) and kept in its
-//! mailbox, its instance and slot are freed, and its next message starts it
-//! again from that state (`take-over`). Idle for `idle_timeout` (running or
-//! hibernated) it expires and its memory is freed; it comes back from
-//! storage. It may also crash (trap, deadline, memory cap: the caller gets
-//! `crashed`), or the node shuts down. Whatever still sits in the mailbox
-//! when it ends is answered, never dropped in silence.
+//! instantiated, `init` (loads its state from storage), then messages.
+//! Between messages it has no task: it rests in its mailbox, parked with
+//! its instance. A message to a parked process starts a task for it; a
+//! call from a task of this node runs the guest's `handle-call` right in
+//! the caller's task when nothing is queued ([`call_parked`]): no task
+//! wake-up, no reply channel. Idle for `hibernate_after`, or asked to make
+//! room for another process, it hibernates: its state is handed over
+//! (`hand-over`) and kept in its mailbox, its instance and slot are freed,
+//! and its next message starts it again from that state (`take-over`).
+//! Idle for `idle_timeout` (parked or hibernated) it expires and its memory
+//! is freed; it comes back from storage. It may also crash (trap, deadline,
+//! memory cap: the caller gets `crashed`), or the node shuts down. Whatever
+//! still sits in the mailbox when it ends is answered, never dropped in
+//! silence.
+//!
+//! Whoever runs a process holds its [`Live`] instance: a task, or a caller.
+//! There is one `Live` per process, moved between them and the mailbox, so
+//! one message at a time holds by construction.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -22,10 +32,11 @@ use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::Instance;
 
-use crate::bindings::behaviour::Guest as Behaviour;
+use crate::bindings::ProcessComponent;
 use crate::capabilities::CallError;
 use crate::component::LoadedComponent;
-use crate::mailbox::{self, Inbox, Mailbox, Message, ReplyTo, Sleeper};
+use crate::hibernation::Slot;
+use crate::mailbox::{self, Inbox, Mailbox, Message, ReplyTo, Rest, Status, Unrested};
 use crate::node::NodeCore;
 use crate::registry::{Fence, ProcessKey, StopFlag, StopReason};
 use crate::state::InstanceState;
@@ -34,6 +45,10 @@ use crate::trace::{EventKind, Tracer};
 /// A process id, unique within the node's lifetime. A process keeps it
 /// while it hibernates.
 pub type Pid = u64;
+
+/// A process's mailbox, where it rests between messages.
+pub type ProcessMailbox = Mailbox<Resting>;
+type ProcessInbox = Inbox<Resting>;
 
 /// What a process counts about itself, for the console and the observer.
 /// Updated with relaxed atomics on the message path; read by `ps`.
@@ -77,13 +92,6 @@ pub enum Exit {
     Stopped(StopReason),
 }
 
-/// How a process's task ended: the process ended, or it sleeps in its
-/// mailbox and a later task takes it on.
-enum Ended {
-    Exit(Exit),
-    Asleep,
-}
-
 /// Where a process's state comes from when it gets an instance.
 enum Start {
     /// Its `init`: a new process, which loads its state from storage.
@@ -92,7 +100,7 @@ enum Start {
     TakeOver(Vec<u8>),
 }
 
-/// Who a process is: what it needs to run, kept while it hibernates.
+/// Who a process is: what it needs to run, kept while it rests.
 struct Identity {
     node: Arc<NodeCore>,
     component: Arc<LoadedComponent>,
@@ -101,6 +109,80 @@ struct Identity {
     fence: Option<Fence>,
     stop: Arc<StopFlag>,
     stats: Arc<ProcessStats>,
+}
+
+/// A process's instance and what goes with it. Fields drop in order: the
+/// store (and its pool slot's contents) before the slot is given back.
+struct Live {
+    store: Store<InstanceState>,
+    bindings: ProcessComponent,
+    instance: Instance,
+    _slot: Slot,
+    last_message: Instant,
+}
+
+/// A process between messages, with its instance.
+pub struct Parked {
+    identity: Identity,
+    live: Live,
+}
+
+/// A hibernated process: its handed-over state, no instance.
+pub struct Hibernated {
+    identity: Identity,
+    state: Vec<u8>,
+    last_message: Instant,
+}
+
+/// How a process rests in its mailbox.
+pub enum Resting {
+    Parked(Box<Parked>),
+    Asleep(Box<Hibernated>),
+}
+
+impl Resting {
+    fn identity(&self) -> &Identity {
+        match self {
+            Resting::Parked(parked) => &parked.identity,
+            Resting::Asleep(hibernated) => &hibernated.identity,
+        }
+    }
+
+    fn last_message(&self) -> Instant {
+        match self {
+            Resting::Parked(parked) => parked.live.last_message,
+            Resting::Asleep(hibernated) => hibernated.last_message,
+        }
+    }
+}
+
+impl Rest for Resting {
+    fn wake(self, inbox: ProcessInbox) {
+        match self {
+            Resting::Parked(parked) => {
+                let Parked { identity, live } = *parked;
+                Task::new(identity, inbox).spawn(Begin::Resume(live));
+            }
+            Resting::Asleep(hibernated) => {
+                let Hibernated {
+                    identity, state, ..
+                } = *hibernated;
+                identity.node.metrics().woken();
+                Task::new(identity, inbox).spawn(Begin::Start(Start::TakeOver(state)));
+            }
+        }
+    }
+
+    fn end(self, shutdown: bool) {
+        let exit = if shutdown {
+            Exit::Shutdown
+        } else {
+            Exit::Expired
+        };
+        let Identity { node, key, pid, .. } = self.identity();
+        node.process_exited(key, *pid, &exit);
+        node.registry().unregister(key, *pid);
+    }
 }
 
 /// Starts process `key` of `component` as a task of `node` and returns its
@@ -115,7 +197,7 @@ pub fn spawn(
     fence: Option<Fence>,
     stop: Arc<StopFlag>,
     stats: Arc<ProcessStats>,
-) -> Mailbox {
+) -> ProcessMailbox {
     let (mailbox, inbox) = mailbox::new(node.config().limits.max_mailbox_bytes);
     let identity = Identity {
         node: node.clone(),
@@ -126,44 +208,203 @@ pub fn spawn(
         stop,
         stats,
     };
-    Process::new(identity, inbox, Start::Init).spawn();
+    Task::new(identity, inbox).spawn(Begin::Start(Start::Init));
     mailbox
 }
 
-/// A hibernated process, as its mailbox keeps it.
-struct Hibernated {
-    identity: Identity,
-    state: Vec<u8>,
+/// Whether the process of `mailbox` holds an instance (parked or running).
+pub fn holds_instance(mailbox: &ProcessMailbox) -> bool {
+    mailbox.inspect(|status| match status {
+        Status::Running => true,
+        Status::Resting(resting) => matches!(resting, Resting::Parked(_)),
+        Status::Closed => false,
+    })
 }
 
-impl Sleeper for Hibernated {
-    fn wake(self: Box<Self>, inbox: Inbox) {
-        let Hibernated { identity, state } = *self;
-        identity.node.metrics().woken();
-        Process::new(identity, inbox, Start::TakeOver(state)).spawn();
-    }
-
-    fn end(self: Box<Self>, shutdown: bool) {
-        let identity = &self.identity;
-        let exit = if shutdown {
-            Exit::Shutdown
-        } else {
-            Exit::Expired
-        };
-        identity
-            .node
-            .process_exited(&identity.key, identity.pid, &exit);
-        identity
-            .node
-            .registry()
-            .unregister(&identity.key, identity.pid);
+/// Makes the process of `mailbox` give up its slot if it is idle: a parked
+/// one hibernates (in a task of its own); a running one is asked to once it
+/// has nothing queued. Returns whether it was asked.
+pub fn make_room(mailbox: &ProcessMailbox) -> bool {
+    let taken = mailbox.take_if(|resting| matches!(resting, Resting::Parked(_)));
+    match taken {
+        Some((Resting::Parked(parked), inbox)) => {
+            let Parked { identity, live } = *parked;
+            Task::new(identity, inbox).spawn(Begin::Hibernate(live));
+            true
+        }
+        Some((asleep, inbox)) => {
+            // Not chosen by `take_if`; put back as it was.
+            let mut inbox = inbox;
+            if let Err(Unrested::Busy(rest) | Unrested::Closed(rest)) = inbox.rest(asleep) {
+                rest.wake(inbox);
+            }
+            false
+        }
+        None => mailbox.send_if_running(Message::Hibernate),
     }
 }
 
-struct Process {
+/// Looks at a resting process whose idle timer is due: hibernates it if
+/// parked past `hibernate_after`, ends it past `idle_timeout`, or schedules
+/// the next look. A process that is running is looked at again later; one
+/// that ended is forgotten.
+pub fn idle_due(node: &Arc<NodeCore>, mailbox: ProcessMailbox, now: Instant) {
+    let limits = &node.config().limits;
+    let idle_timeout = limits.idle_timeout;
+    let hibernate_after = limits.hibernate_after.unwrap_or(Duration::MAX);
+    let expired =
+        |resting: &Resting| now.saturating_duration_since(resting.last_message()) >= idle_timeout;
+    if mailbox.end_if(expired) {
+        return;
+    }
+    let hibernating = mailbox.take_if(|resting| {
+        matches!(resting, Resting::Parked(_))
+            && now.saturating_duration_since(resting.last_message()) >= hibernate_after
+    });
+    if let Some((Resting::Parked(parked), inbox)) = hibernating {
+        let Parked { identity, live } = *parked;
+        Task::new(identity, inbox).spawn(Begin::Hibernate(live));
+        return;
+    }
+    let next = mailbox.inspect(|status| match status {
+        Status::Closed => None,
+        Status::Running => Some(now + hibernate_after.min(idle_timeout)),
+        Status::Resting(Resting::Parked(parked)) => {
+            Some(parked.live.last_message + hibernate_after.min(idle_timeout))
+        }
+        Status::Resting(Resting::Asleep(hibernated)) => {
+            Some(hibernated.last_message + idle_timeout)
+        }
+    });
+    if let Some(next) = next {
+        node.idle_timers().schedule(next, mailbox);
+    }
+}
+
+/// Calls the parked process of `mailbox` from the caller's own task, if it
+/// is parked with nothing queued and not told to stop: the guest's
+/// `handle-call` runs here, so neither a task wake-up nor a reply channel
+/// is needed. `Err` gives the message back: it is not, and the message
+/// must go through the mailbox.
+///
+/// If the caller stops waiting (its `timeout`, or its own future is
+/// dropped, as when an HTTP client goes away), the call is not abandoned
+/// half-way: it goes on in a task of its own, as it would have in the
+/// process's task.
+pub async fn call_parked(
+    mailbox: &ProcessMailbox,
+    message: Vec<u8>,
+    timeout: Duration,
+) -> Result<Result<Vec<u8>, CallError>, Vec<u8>> {
+    let taken = mailbox.take_if(|resting| {
+        matches!(resting, Resting::Parked(parked) if parked.identity.stop.reason().is_none())
+    });
+    let Some((Resting::Parked(parked), inbox)) = taken else {
+        // Only a parked process is ever taken.
+        return Err(message);
+    };
+    let node = parked.identity.node.clone();
+    let mut call = Detachable {
+        node,
+        call: Some(Box::pin(direct_call(parked, inbox, message))),
+    };
+    let answer = match call.call.as_mut() {
+        Some(running) => tokio::time::timeout(timeout, running).await,
+        None => Ok(Err(CallError::Crashed("the call was lost".into()))),
+    };
+    match answer {
+        Ok(answer) => {
+            call.call = None;
+            Ok(answer)
+        }
+        Err(_) => Ok(Err(CallError::TimedOut)),
+    }
+}
+
+/// A call run in the caller's task: handles the message, then parks the
+/// process again, or hands it to a task if messages queued meanwhile.
+async fn direct_call(
+    mut parked: Box<Parked>,
+    mut inbox: ProcessInbox,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, CallError> {
+    let deadline = parked.identity.node.config().limits.call_deadline;
+    let Parked { identity, live } = &mut *parked;
+    match live.call(identity, message, deadline).await {
+        Ok(answer) => {
+            match inbox.rest(Resting::Parked(parked)) {
+                Ok(()) => {}
+                Err(Unrested::Busy(resting)) => resting.wake(inbox),
+                Err(Unrested::Closed(Resting::Parked(parked))) => {
+                    let Parked { identity, live } = *parked;
+                    drop(live);
+                    Task::new(identity, inbox).finish(Exit::Shutdown);
+                }
+                Err(Unrested::Closed(resting)) => resting.wake(inbox),
+            }
+            Ok(answer)
+        }
+        Err(reason) => {
+            let Parked { identity, live } = *parked;
+            drop(live);
+            Task::new(identity, inbox).finish(Exit::Crashed(reason.clone()));
+            Err(CallError::Crashed(reason))
+        }
+    }
+}
+
+type DirectCall = Pin<Box<dyn Future<Output = Result<Vec<u8>, CallError>> + Send>>;
+
+/// A direct call that outlives its caller: dropped before it finished, it
+/// goes on in a task (a guest call stopped half-way would leave the
+/// instance unusable and the process stuck).
+struct Detachable {
+    node: Arc<NodeCore>,
+    call: Option<DirectCall>,
+}
+
+impl Drop for Detachable {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            self.node.tasks().spawn(async move {
+                let _ = call.await;
+            });
+        }
+    }
+}
+
+/// How a task takes a process on.
+enum Begin {
+    /// Instantiate it (new, or waking from hibernation).
+    Start(Start),
+    /// It was parked; a message came.
+    Resume(Live),
+    /// It was parked and is to hibernate.
+    Hibernate(Live),
+}
+
+/// A process that could not park: its task goes on with it.
+struct Unparked {
+    task: Task,
+    live: Live,
+    /// The mailbox is closed: the process ends.
+    closed: bool,
+}
+
+/// How a task's turn with a process ended.
+enum Ended {
+    Exit(Exit),
+    /// The process rests in its mailbox (parked or asleep).
+    Rests,
+}
+
+/// A task running a process: it handles what is queued, then parks the
+/// process and ends.
+struct Task {
     identity: Identity,
-    inbox: Inbox,
-    start: Option<Start>,
+    inbox: ProcessInbox,
     /// The caller whose message crashed the process. It is answered only
     /// once the crash is recorded and the name released, so whatever it
     /// does next meets a fresh process (or a refusal), never this one.
@@ -173,27 +414,287 @@ struct Process {
     untaken: Option<Message>,
 }
 
-impl Process {
-    fn new(identity: Identity, inbox: Inbox, start: Start) -> Self {
+impl Task {
+    fn new(identity: Identity, inbox: ProcessInbox) -> Self {
         Self {
             identity,
             inbox,
-            start: Some(start),
             crashed_caller: None,
             untaken: None,
         }
     }
 
-    fn spawn(self) {
+    fn spawn(self, begin: Begin) {
         let node = self.identity.node.clone();
-        node.tasks().spawn(self.run());
+        node.tasks().spawn(self.run(begin));
     }
 
-    async fn run(mut self) {
-        let exit = match self.serve().await {
-            Ended::Exit(exit) => exit,
-            Ended::Asleep => return,
+    async fn run(self, begin: Begin) {
+        let mut task = self;
+        let live = match begin {
+            Begin::Start(start) => match task.start(start).await {
+                Ok(live) => live,
+                Err(ended) => return task.ended(ended),
+            },
+            Begin::Resume(live) => live,
+            Begin::Hibernate(live) => match task.hibernate(live).await {
+                Ok(ended) => return task.ended(ended),
+                Err(live) => live,
+            },
         };
+        task.serve(live).await;
+    }
+
+    fn ended(self, ended: Ended) {
+        if let Ended::Exit(exit) = ended {
+            self.finish(exit);
+        }
+    }
+
+    /// Gets the process an instance (a slot, instantiation, then `init` or
+    /// `take-over`).
+    async fn start(&mut self, start: Start) -> Result<Live, Ended> {
+        let node = self.identity.node.clone();
+        let deadline = node.config().limits.call_deadline;
+        match &start {
+            // A hibernated process told to stop needs no instance to stop.
+            Start::TakeOver(_) => {
+                if let Some(reason) = self.identity.stop.reason() {
+                    return Err(Ended::Exit(Exit::Stopped(reason.clone())));
+                }
+            }
+            // In a cluster, nothing new runs before this node has every
+            // write acknowledged so far. If that fails nothing ran, so there
+            // is no crash to count: waiting calls are answered with the
+            // reason, and those to a name that moved find it again.
+            Start::Init => {
+                if let Some(router) = node.router()
+                    && let Err(reason) = router.clone().start_barrier(self.identity.fence).await
+                {
+                    return Err(Ended::Exit(Exit::Stopped(reason)));
+                }
+            }
+        }
+        let slot = match node.slots().acquire(deadline, make_room).await {
+            Ok(slot) => slot,
+            Err(reason) => return Err(self.no_slot(start, reason)),
+        };
+        let identity = &self.identity;
+        let state = InstanceState::metered(
+            &node,
+            identity.component.name(),
+            Some(&identity.key.name),
+            identity.fence,
+            Some(identity.stats.memory.clone()),
+        );
+        let mut store = node.runtime().new_store(state);
+        let component = identity.component.clone();
+        let (instance, bindings) =
+            match guarded(deadline, component.instantiate_process(&mut store)).await {
+                Ok(instantiated) => instantiated,
+                Err(reason) => return Err(Ended::Exit(Exit::InitFailed(reason))),
+            };
+        let behaviour = bindings.otp_platform_behaviour();
+        let name = &identity.key.name;
+        let started = match &start {
+            Start::Init => guarded(deadline, behaviour.call_init(&mut store, name)).await,
+            Start::TakeOver(state) => {
+                guarded(deadline, behaviour.call_take_over(&mut store, name, state)).await
+            }
+        };
+        match started {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(Ended::Exit(Exit::InitFailed(message))),
+            Err(reason) => return Err(Ended::Exit(Exit::InitFailed(reason))),
+        }
+        let now = Instant::now();
+        let limits = &node.config().limits;
+        let rest = limits
+            .hibernate_after
+            .unwrap_or(Duration::MAX)
+            .min(limits.idle_timeout);
+        node.slots().held_by(self.inbox.mailbox());
+        node.idle_timers()
+            .schedule(now + rest, self.inbox.mailbox());
+        Ok(Live {
+            store,
+            bindings,
+            instance,
+            _slot: slot,
+            last_message: now,
+        })
+    }
+
+    /// Handles what is queued, then parks the process.
+    async fn serve(self, live: Live) {
+        let deadline = self.identity.node.config().limits.call_deadline;
+        let (mut task, mut live) = (self, live);
+        loop {
+            let Some(message) = task.inbox.try_recv() else {
+                match task.park(live) {
+                    Ok(()) => return,
+                    Err(unparked) => {
+                        let Unparked {
+                            task: back,
+                            live: instance,
+                            closed,
+                        } = *unparked;
+                        if closed {
+                            drop(instance);
+                            return back.finish(Exit::Shutdown);
+                        }
+                        (task, live) = (back, instance);
+                        continue;
+                    }
+                }
+            };
+            if let Some(reason) = task.identity.stop.reason() {
+                task.untaken = Some(message);
+                let reason = reason.clone();
+                drop(live);
+                return task.finish(Exit::Stopped(reason));
+            }
+            if let Message::Hibernate = message {
+                match task.hibernate(live).await {
+                    Ok(ended) => return task.ended(ended),
+                    Err(back) => live = back,
+                }
+                continue;
+            }
+            if let Err(reason) = task.deliver(&mut live, message, deadline).await {
+                drop(live);
+                return task.finish(Exit::Crashed(reason));
+            }
+        }
+    }
+
+    /// Parks the process in its mailbox, ending this task's turn. If
+    /// messages are queued, or the mailbox is closed, the task gets the
+    /// process back.
+    fn park(self, live: Live) -> Result<(), Box<Unparked>> {
+        let Task {
+            identity,
+            mut inbox,
+            crashed_caller,
+            untaken,
+        } = self;
+        let parked = Box::new(Parked { identity, live });
+        let (resting, closed) = match inbox.rest(Resting::Parked(parked)) {
+            Ok(()) => return Ok(()),
+            Err(Unrested::Busy(resting)) => (resting, false),
+            Err(Unrested::Closed(resting)) => (resting, true),
+        };
+        let Resting::Parked(parked) = resting else {
+            unreachable!("what comes back from `rest` is what was given");
+        };
+        let Parked { identity, live } = *parked;
+        Err(Box::new(Unparked {
+            task: Task {
+                identity,
+                inbox,
+                crashed_caller,
+                untaken,
+            },
+            live,
+            closed,
+        }))
+    }
+
+    /// No slot came free for the process to run in: the messages waiting
+    /// are refused. A new process ends (nothing ran, nothing is lost); a
+    /// hibernated one goes back to sleep with its state.
+    fn no_slot(&mut self, start: Start, reason: String) -> Ended {
+        let Start::TakeOver(state) = start else {
+            return Ended::Exit(Exit::NoSlot(reason));
+        };
+        self.identity.node.metrics().refused();
+        tracing::warn!(process = %self.identity.key, "could not wake: {reason}");
+        let last_message = Instant::now();
+        loop {
+            while let Some(message) = self.inbox.try_recv() {
+                refuse(message, &reason);
+            }
+            match self.fall_asleep(state.clone(), last_message) {
+                Ok(()) => return Ended::Rests,
+                Err(Unrested::Closed(())) => return Ended::Exit(Exit::Shutdown),
+                // A message came meanwhile: refuse it too, then sleep.
+                Err(Unrested::Busy(())) => continue,
+            }
+        }
+    }
+
+    /// Hibernates the process if its mailbox is empty: hands its state over
+    /// and sleeps in its mailbox. `Err`: a message came first, and the
+    /// process goes on with its instance. A guest whose hand-over fails
+    /// expires instead, and what it was sent meanwhile goes to its next
+    /// start.
+    async fn hibernate(&mut self, mut live: Live) -> Result<Ended, Live> {
+        let deadline = self.identity.node.config().limits.call_deadline;
+        let behaviour = live.bindings.otp_platform_behaviour();
+        match guarded(deadline, behaviour.call_hand_over(&mut live.store)).await {
+            Ok(state) => match self.fall_asleep(state, live.last_message) {
+                Ok(()) => Ok(Ended::Rests),
+                Err(Unrested::Busy(())) => Err(live),
+                Err(Unrested::Closed(())) => Ok(Ended::Exit(Exit::Shutdown)),
+            },
+            Err(reason) => {
+                drop(live);
+                let Identity { node, key, pid, .. } = &self.identity;
+                tracing::warn!(process = %key, pid, "hand-over failed, so the process expires instead of hibernating: {reason}");
+                node.metrics().hand_over_failed();
+                node.registry().unregister(key, *pid);
+                self.inbox.close();
+                while let Some(message) = self.inbox.try_recv() {
+                    self.redeliver(message);
+                }
+                Ok(Ended::Exit(Exit::Expired))
+            }
+        }
+    }
+
+    /// Puts the process to sleep in its mailbox with `state`, unless a
+    /// message is waiting. It expires `idle_timeout` after `last_message`.
+    fn fall_asleep(&mut self, state: Vec<u8>, last_message: Instant) -> Result<(), Unrested<()>> {
+        let node = self.identity.node.clone();
+        let state_bytes = state.len();
+        let hibernated = Box::new(Hibernated {
+            identity: self.identity.share(),
+            state,
+            last_message,
+        });
+        self.inbox
+            .rest(Resting::Asleep(hibernated))
+            .map_err(|unrested| match unrested {
+                Unrested::Busy(_) => Unrested::Busy(()),
+                Unrested::Closed(_) => Unrested::Closed(()),
+            })?;
+        self.identity
+            .stats
+            .memory
+            .store(state_bytes, Ordering::Relaxed);
+        node.metrics().hibernated();
+        let until = last_message + node.config().limits.idle_timeout;
+        node.idle_timers().schedule(until, self.inbox.mailbox());
+        Ok(())
+    }
+
+    /// Sends a message this process took but will not handle to the name's
+    /// next process.
+    fn redeliver(&self, message: Message) {
+        if matches!(message, Message::Stop | Message::Hibernate) {
+            return;
+        }
+        let Identity {
+            node, key, fence, ..
+        } = &self.identity;
+        if let Err((error, message)) = node.send_to(&key.component, &key.name, *fence, message) {
+            refuse(message, &error.to_string());
+        }
+    }
+
+    /// Records the process's end, gives up its name, and answers what is
+    /// left in its mailbox.
+    fn finish(mut self, exit: Exit) {
         let Identity { node, key, pid, .. } = &self.identity;
         // Record the exit (a crash counts against the restart intensity)
         // before giving up the name, so the next start already sees it.
@@ -245,250 +746,19 @@ impl Process {
         }
     }
 
-    async fn serve(&mut self) -> Ended {
-        let node = self.identity.node.clone();
-        let limits = &node.config().limits;
-        let (deadline, idle_timeout) = (limits.call_deadline, limits.idle_timeout);
-        let hibernate_after = limits.hibernate_after.unwrap_or(Duration::MAX);
-        let start = self.start.take().unwrap_or(Start::Init);
-        match &start {
-            // A hibernated process told to stop needs no instance to stop.
-            Start::TakeOver(_) => {
-                if let Some(reason) = self.identity.stop.reason() {
-                    return Ended::Exit(Exit::Stopped(reason.clone()));
-                }
-            }
-            // In a cluster, nothing new runs before this node has every
-            // write acknowledged so far. If that fails nothing ran, so there
-            // is no crash to count: waiting calls are answered with the
-            // reason, and those to a name that moved find it again.
-            Start::Init => {
-                if let Some(router) = node.router()
-                    && let Err(reason) = router.clone().start_barrier(self.identity.fence).await
-                {
-                    return Ended::Exit(Exit::Stopped(reason));
-                }
-            }
-        }
-        let _slot = match node.slots().acquire(deadline).await {
-            Ok(slot) => slot,
-            Err(reason) => return self.no_slot(start, reason),
-        };
-        let identity = &self.identity;
-        let state = InstanceState::metered(
-            &node,
-            identity.component.name(),
-            Some(&identity.key.name),
-            identity.fence,
-            Some(identity.stats.memory.clone()),
-        );
-        let mut store = node.runtime().new_store(state);
-        let component = identity.component.clone();
-        let (instance, process) =
-            match guarded(deadline, component.instantiate_process(&mut store)).await {
-                Ok(instantiated) => instantiated,
-                Err(reason) => return Ended::Exit(Exit::InitFailed(reason)),
-            };
-        let behaviour = process.otp_platform_behaviour();
-        let guest = Guest {
-            behaviour,
-            instance,
-        };
-        let name = &identity.key.name;
-        let started = match &start {
-            Start::Init => guarded(deadline, behaviour.call_init(&mut store, name)).await,
-            Start::TakeOver(state) => {
-                guarded(deadline, behaviour.call_take_over(&mut store, name, state)).await
-            }
-        };
-        match started {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => return Ended::Exit(Exit::InitFailed(message)),
-            Err(reason) => return Ended::Exit(Exit::InitFailed(reason)),
-        }
-        drop(start);
-        node.slots().now_running(self.inbox.mailbox());
-        // The idle timer is armed once and moved only when it fires early:
-        // re-arming it for every message would cost a timer-wheel insert and
-        // removal per message, which a busy process does not need.
-        let rest = hibernate_after.min(idle_timeout);
-        let idle = tokio::time::sleep(rest);
-        tokio::pin!(idle);
-        let mut last_message = Instant::now();
-        loop {
-            let message = tokio::select! {
-                biased;
-                message = self.inbox.recv() => match message {
-                    Some(message) => message,
-                    None => return Ended::Exit(Exit::Shutdown),
-                },
-                () = &mut idle => {
-                    let idle_for = last_message.elapsed();
-                    if idle_for >= idle_timeout {
-                        return Ended::Exit(self.expire(&mut store, &guest, deadline).await);
-                    }
-                    if idle_for >= hibernate_after {
-                        match self.hibernate(&mut store, &guest, deadline, last_message).await {
-                            Some(ended) => return ended,
-                            None => last_message = Instant::now(),
-                        }
-                    }
-                    idle.as_mut().reset(last_message + rest);
-                    continue;
-                }
-            };
-            if let Some(reason) = self.identity.stop.reason() {
-                self.untaken = Some(message);
-                return Ended::Exit(Exit::Stopped(reason.clone()));
-            }
-            if let Message::Hibernate = message {
-                match self
-                    .hibernate(&mut store, &guest, deadline, last_message)
-                    .await
-                {
-                    Some(ended) => return ended,
-                    None => node.slots().now_running(self.inbox.mailbox()),
-                }
-                continue;
-            }
-            if let Err(reason) = self.deliver(&mut store, &guest, message, deadline).await {
-                return Ended::Exit(Exit::Crashed(reason));
-            }
-            last_message = Instant::now();
-        }
-    }
-
-    /// No slot came free for the process to run in: the messages waiting
-    /// are refused. A new process ends (nothing ran, nothing is lost); a
-    /// hibernated one goes back to sleep with its state.
-    fn no_slot(&mut self, start: Start, reason: String) -> Ended {
-        let Start::TakeOver(state) = start else {
-            return Ended::Exit(Exit::NoSlot(reason));
-        };
-        self.identity.node.metrics().refused();
-        tracing::warn!(process = %self.identity.key, "could not wake: {reason}");
-        loop {
-            while let Some(message) = self.inbox.try_recv() {
-                refuse(message, &reason);
-            }
-            match self.fall_asleep(state.clone(), Instant::now()) {
-                Ok(()) => return Ended::Asleep,
-                // A message came meanwhile: refuse it too, then sleep.
-                Err(()) => continue,
-            }
-        }
-    }
-
-    /// Hibernates the process if its mailbox is empty: hands its state over
-    /// and sleeps in its mailbox. `None`: a message came first, and the
-    /// process goes on. A guest whose hand-over fails expires instead, and
-    /// what it was sent meanwhile goes to its next start.
-    async fn hibernate(
-        &mut self,
-        store: &mut Store<InstanceState>,
-        guest: &Guest<'_>,
-        deadline: Duration,
-        last_message: Instant,
-    ) -> Option<Ended> {
-        let behaviour = guest.behaviour;
-        match guarded(deadline, behaviour.call_hand_over(&mut *store)).await {
-            Ok(state) => {
-                self.fall_asleep(state, last_message).ok()?;
-                Some(Ended::Asleep)
-            }
-            Err(reason) => {
-                let Identity { node, key, pid, .. } = &self.identity;
-                tracing::warn!(process = %key, pid, "hand-over failed, so the process expires instead of hibernating: {reason}");
-                node.metrics().hand_over_failed();
-                node.registry().unregister(key, *pid);
-                self.inbox.close();
-                while let Some(message) = self.inbox.try_recv() {
-                    self.redeliver(message);
-                }
-                Some(Ended::Exit(Exit::Expired))
-            }
-        }
-    }
-
-    /// Puts the process to sleep in its mailbox with `state`, unless a
-    /// message is waiting. It expires `idle_timeout` after `last_message`.
-    fn fall_asleep(&mut self, state: Vec<u8>, last_message: Instant) -> Result<(), ()> {
-        let identity = &self.identity;
-        let node = identity.node.clone();
-        let state_bytes = state.len();
-        let sleeper = Box::new(Hibernated {
-            identity: Identity {
-                node: node.clone(),
-                component: identity.component.clone(),
-                key: identity.key.clone(),
-                pid: identity.pid,
-                fence: identity.fence,
-                stop: identity.stop.clone(),
-                stats: identity.stats.clone(),
-            },
-            state,
-        });
-        let number = self.inbox.sleep(sleeper).map_err(|_| ())?;
-        identity.stats.memory.store(state_bytes, Ordering::Relaxed);
-        node.metrics().hibernated();
-        let until = last_message + node.config().limits.idle_timeout;
-        node.sleeps().asleep(self.inbox.mailbox(), number, until);
-        Ok(())
-    }
-
-    /// Sends a message this process took but will not handle to the name's
-    /// next process.
-    fn redeliver(&self, message: Message) {
-        if matches!(message, Message::Stop | Message::Hibernate) {
-            return;
-        }
-        let Identity {
-            node, key, fence, ..
-        } = &self.identity;
-        if let Err((error, message)) = node.send_to(&key.component, &key.name, *fence, message) {
-            refuse(message, &error.to_string());
-        }
-    }
-
-    /// Gives up the name, then handles what arrived before the mailbox
-    /// closed: no message accepted into the mailbox is lost.
-    async fn expire(
-        &mut self,
-        store: &mut Store<InstanceState>,
-        guest: &Guest<'_>,
-        deadline: Duration,
-    ) -> Exit {
-        let Identity { node, key, pid, .. } = &self.identity;
-        node.registry().unregister(key, *pid);
-        self.inbox.close();
-        while let Some(message) = self.inbox.recv().await {
-            if let Message::Hibernate = message {
-                continue;
-            }
-            if let Err(reason) = self.deliver(store, guest, message, deadline).await {
-                return Exit::Crashed(reason);
-            }
-        }
-        Exit::Expired
-    }
     /// Hands one message to the guest. An error means the instance is dead;
     /// the caller of a crashing call is kept in `crashed_caller`.
     async fn deliver(
         &mut self,
-        store: &mut Store<InstanceState>,
-        guest: &Guest<'_>,
+        live: &mut Live,
         message: Message,
         deadline: Duration,
     ) -> Result<(), String> {
-        let behaviour = guest.behaviour;
+        let identity = &self.identity;
         match message {
             Message::Call { message, reply } => {
-                self.counted();
-                self.traced(EventKind::Call, &message);
-                let call = behaviour.call_handle_call(&mut *store, &message);
-                match guarded(deadline, call).await {
+                match live.call(identity, message, deadline).await {
                     Ok(answer) => {
-                        self.traced(EventKind::Reply, &answer);
                         let _ = reply.send(Ok(answer));
                         Ok(())
                     }
@@ -498,13 +768,9 @@ impl Process {
                     }
                 }
             }
-            Message::Cast { message } => {
-                self.counted();
-                self.traced(EventKind::Cast, &message);
-                guarded(deadline, behaviour.call_handle_cast(&mut *store, &message)).await
-            }
+            Message::Cast { message } => live.cast(identity, message, deadline).await,
             Message::Stop | Message::Hibernate => Ok(()),
-            Message::RenderState(reply) => match self.render_state(store, guest, deadline).await {
+            Message::RenderState(reply) => match live.render_state(identity, deadline).await {
                 Ok(rendered) => {
                     let _ = reply.send(rendered);
                     Ok(())
@@ -516,59 +782,104 @@ impl Process {
             },
         }
     }
+}
+
+impl Identity {
+    /// The same identity, for the process's next rest: reference counts.
+    fn share(&self) -> Self {
+        Self {
+            node: self.node.clone(),
+            component: self.component.clone(),
+            key: self.key.clone(),
+            pid: self.pid,
+            fence: self.fence,
+            stop: self.stop.clone(),
+            stats: self.stats.clone(),
+        }
+    }
 
     fn counted(&self) {
-        self.identity.stats.messages.fetch_add(1, Ordering::Relaxed);
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Offers a message to the trace on this process, if there is one.
     fn traced(&self, kind: EventKind, message: &[u8]) {
-        let Identity {
-            key, pid, stats, ..
-        } = &self.identity;
-        let trace = stats.trace.load();
+        let trace = self.stats.trace.load();
         if let Some(tracer) = trace.as_ref()
-            && !tracer.offer(key, *pid, kind, message)
+            && !tracer.offer(&self.key, self.pid, kind, message)
         {
             // Only this tracer: a newer one may have been set meanwhile.
-            let _ = stats.trace.compare_and_swap(&trace, None);
+            let _ = self.stats.trace.compare_and_swap(&trace, None);
         }
+    }
+}
+
+impl Live {
+    /// The guest's `handle-call`. An error means the instance is dead.
+    async fn call(
+        &mut self,
+        identity: &Identity,
+        message: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<Vec<u8>, String> {
+        identity.counted();
+        identity.traced(EventKind::Call, &message);
+        let behaviour = self.bindings.otp_platform_behaviour();
+        let answer = guarded(
+            deadline,
+            behaviour.call_handle_call(&mut self.store, &message),
+        )
+        .await?;
+        self.last_message = Instant::now();
+        identity.traced(EventKind::Reply, &answer);
+        Ok(answer)
+    }
+
+    /// The guest's `handle-cast`. An error means the instance is dead.
+    async fn cast(
+        &mut self,
+        identity: &Identity,
+        message: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<(), String> {
+        identity.counted();
+        identity.traced(EventKind::Cast, &message);
+        let behaviour = self.bindings.otp_platform_behaviour();
+        guarded(
+            deadline,
+            behaviour.call_handle_cast(&mut self.store, &message),
+        )
+        .await?;
+        self.last_message = Instant::now();
+        Ok(())
     }
 
     /// The guest's rendering of its state, as `:sys.get_state`: the inner
     /// result is the answer; an outer error means the guest trapped or ran
     /// past the deadline in it, and its instance is dead (a process crash).
     async fn render_state(
-        &self,
-        store: &mut Store<InstanceState>,
-        guest: &Guest<'_>,
+        &mut self,
+        identity: &Identity,
         deadline: Duration,
     ) -> Result<Result<String, String>, String> {
-        let component = &self.identity.component;
+        let component = &identity.component;
         let Some(exports) = component.introspect() else {
             return Ok(Err(format!(
                 "component `{}` does not export otp:platform/introspect: its state cannot be shown",
                 component.name()
             )));
         };
-        let render = match guest
+        let render = match self
             .instance
-            .get_typed_func::<(), (String,)>(&mut *store, &exports.render_state)
+            .get_typed_func::<(), (String,)>(&mut self.store, &exports.render_state)
         {
             Ok(render) => render,
             Err(e) => return Ok(Err(format!("render-state has an unexpected type: {e}"))),
         };
-        guarded(deadline, render.call_async(&mut *store, ()))
+        guarded(deadline, render.call_async(&mut self.store, ()))
             .await
             .map(|(state,)| Ok(state))
     }
-}
-
-/// A process's instance: its behaviour, and the instance itself for the
-/// optional exports.
-struct Guest<'a> {
-    behaviour: &'a Behaviour,
-    instance: Instance,
 }
 
 /// Answers a message that will not be handled, with `reason`.

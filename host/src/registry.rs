@@ -17,8 +17,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::CallError;
-use crate::mailbox::{Mailbox, Message};
-use crate::process::{Pid, ProcessStats};
+use crate::mailbox::Message;
+use crate::process::{Pid, ProcessMailbox as Mailbox, ProcessStats};
 use crate::trace::Tracer;
 
 /// The cluster-wide name of a process.
