@@ -14,6 +14,7 @@
 //! DENSITY_PROCESSES=1000000 cargo bench --profile dist -p host --bench density
 //! ```
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +24,42 @@ use support::minimal_node;
 
 use host::config::ProcessLimits;
 use host::node::NodeCore;
+
+/// The host's allocator (mimalloc, as `main.rs` sets it), counting the
+/// bytes allocated and not yet freed: what the host's own structures hold,
+/// apart from the allocator's pages and wasm memories (which `VmRSS` has).
+struct Counting;
+
+static HEAP_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed to mimalloc unchanged; only a counter is
+// kept beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HEAP_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HEAP_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        HEAP_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HEAP_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        HEAP_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn heap() -> usize {
+    HEAP_BYTES.load(Ordering::Relaxed)
+}
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -103,6 +140,7 @@ fn main() {
     let node = runtime.block_on(async { minimal_node("density", dir.path(), limits) });
     let slots = node.slots().total();
     let (rss_before, pte_before) = memory();
+    let heap_before = heap();
     println!(
         "node up: {slots} instance slots; RSS {} MiB, page tables {} MiB",
         rss_before >> 20,
@@ -135,6 +173,12 @@ fn main() {
         node.slots().held(),
     );
 
+    let held = node.slots().held() as usize;
+    println!(
+        "host heap: {:.0} bytes per live process ({} of them, {held} holding an instance), state included",
+        heap().saturating_sub(heap_before) as f64 / processes as f64,
+        processes,
+    );
     let second = runtime.block_on(call_all(&node, 0..processes, callers, "2"));
     let (rss, pte) = memory();
     println!(

@@ -6,6 +6,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -16,6 +17,7 @@ use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::bindings::{ProcessComponent, ProcessComponentIndices, ProcessComponentPre};
+use crate::registry::ProcessKey;
 use crate::runtime::Runtime;
 use crate::state::InstanceState;
 
@@ -24,7 +26,8 @@ const INTROSPECT: &str = "otp:platform/introspect@0.2.0";
 
 /// A component loaded into the node, ready to instantiate.
 pub struct LoadedComponent {
-    name: String,
+    /// Shared by the keys of its processes: one allocation, not one each.
+    name: Arc<str>,
     /// Set when the component exports the process behaviour.
     process: Option<ProcessComponentPre<InstanceState>>,
     /// Set when the component exports `wasi:http/incoming-handler`.
@@ -177,7 +180,7 @@ impl LoadedComponent {
             );
         }
         Ok(Self {
-            name: name.to_string(),
+            name: Arc::from(name),
             process,
             http,
             instance_pre,
@@ -225,6 +228,14 @@ impl LoadedComponent {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The key of this component's process `name`.
+    pub fn process_key(&self, name: &str) -> ProcessKey {
+        ProcessKey {
+            component: self.name.clone(),
+            name: Arc::from(name),
+        }
     }
 
     pub fn process_pre(&self) -> Option<&ProcessComponentPre<InstanceState>> {

@@ -455,7 +455,7 @@ impl NodeCore {
                 "a process name must be 1 to {MAX_PROCESS_NAME_BYTES} bytes"
             )));
         }
-        let key = ProcessKey::new(component, name);
+        let key = loaded.process_key(name);
         self.registry.lookup_or_start(&key, fence, || {
             self.supervisor
                 .admit(&key)

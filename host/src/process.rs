@@ -281,10 +281,10 @@ pub fn idle_due(node: &Arc<NodeCore>, mailbox: ProcessMailbox, now: Instant) {
     }
 }
 
-/// Calls the parked process of `mailbox` from the caller's own task, if it
-/// is parked with nothing queued and not told to stop: the guest's
-/// `handle-call` runs here, so neither a task wake-up nor a reply channel
-/// is needed. `Err` gives the message back: it is not, and the message
+/// Calls the resting process of `mailbox` from the caller's own task, if
+/// nothing is queued and it was not told to stop: the guest's `handle-call`
+/// runs here (after `take-over`, if it was hibernated), so neither a task
+/// wake-up nor a reply channel is needed. `Err` gives the message back: it is not, and the message
 /// must go through the mailbox.
 ///
 /// If the caller stops waiting (its `timeout`, or its own future is
@@ -296,17 +296,18 @@ pub async fn call_parked(
     message: Vec<u8>,
     timeout: Duration,
 ) -> Result<Result<Vec<u8>, CallError>, Vec<u8>> {
-    let taken = mailbox.take_if(|resting| {
-        matches!(resting, Resting::Parked(parked) if parked.identity.stop.reason().is_none())
-    });
-    let Some((Resting::Parked(parked), inbox)) = taken else {
-        // Only a parked process is ever taken.
+    let taken = mailbox.take_if(|resting| resting.identity().stop.reason().is_none());
+    let Some((resting, inbox)) = taken else {
         return Err(message);
     };
-    let node = parked.identity.node.clone();
+    let node = resting.identity().node.clone();
+    let call: DirectCall = match resting {
+        Resting::Parked(parked) => Box::pin(call_and_park(parked, inbox, message)),
+        Resting::Asleep(hibernated) => Box::pin(wake_and_call(*hibernated, inbox, message)),
+    };
     let mut call = Detachable {
         node,
-        call: Some(Box::pin(direct_call(parked, inbox, message))),
+        call: Some(call),
     };
     let answer = match call.call.as_mut() {
         Some(running) => tokio::time::timeout(timeout, running).await,
@@ -321,9 +322,10 @@ pub async fn call_parked(
     }
 }
 
-/// A call run in the caller's task: handles the message, then parks the
-/// process again, or hands it to a task if messages queued meanwhile.
-async fn direct_call(
+/// A call to a parked process, run in the caller's task: handles the
+/// message, then parks the process again, or hands it to a task if
+/// messages queued meanwhile.
+async fn call_and_park(
     mut parked: Box<Parked>,
     mut inbox: ProcessInbox,
     message: Vec<u8>,
@@ -348,6 +350,48 @@ async fn direct_call(
             let Parked { identity, live } = *parked;
             drop(live);
             Task::new(identity, inbox).finish(Exit::Crashed(reason.clone()));
+            Err(CallError::Crashed(reason))
+        }
+    }
+}
+
+/// A call to a hibernated process, run in the caller's task: wakes it
+/// (instance, `take-over`), handles the message, then parks it, or hands it
+/// to a task if messages queued meanwhile.
+async fn wake_and_call(
+    hibernated: Hibernated,
+    inbox: ProcessInbox,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, CallError> {
+    let Hibernated {
+        identity, state, ..
+    } = hibernated;
+    let node = identity.node.clone();
+    node.metrics().woken();
+    let mut task = Task::new(identity, inbox);
+    let mut live = match task.start(Start::TakeOver(state)).await {
+        Ok(live) => live,
+        Err(Ended::Rests) => {
+            // No slot came free: it sleeps again, its state kept.
+            return Err(CallError::Refused(
+                "no instance slot came free in time to wake the process (--max-instances)".into(),
+            ));
+        }
+        Err(Ended::Exit(exit)) => {
+            let error = refusal(&exit);
+            task.finish(exit);
+            return Err(error);
+        }
+    };
+    let deadline = node.config().limits.call_deadline;
+    match live.call(&task.identity, message, deadline).await {
+        Ok(answer) => {
+            task.park_or_serve(live);
+            Ok(answer)
+        }
+        Err(reason) => {
+            drop(live);
+            task.finish(Exit::Crashed(reason.clone()));
             Err(CallError::Crashed(reason))
         }
     }
@@ -568,6 +612,21 @@ impl Task {
         }
     }
 
+    /// Parks the process; if messages queued meanwhile, a task of its own
+    /// handles them (the caller that ran it goes on).
+    fn park_or_serve(self, live: Live) {
+        if let Err(unparked) = self.park(live) {
+            let Unparked { task, live, closed } = *unparked;
+            if closed {
+                drop(live);
+                task.finish(Exit::Shutdown);
+            } else {
+                let node = task.identity.node.clone();
+                node.tasks().spawn(task.serve(live));
+            }
+        }
+    }
+
     /// Parks the process in its mailbox, ending this task's turn. If
     /// messages are queued, or the mailbox is closed, the task gets the
     /// process back.
@@ -704,19 +763,7 @@ impl Task {
         if let (Some(caller), Exit::Crashed(reason)) = (self.crashed_caller.take(), &exit) {
             let _ = caller.send(Err(CallError::Crashed(reason.clone())));
         }
-        let refusal = match &exit {
-            Exit::Crashed(reason) => CallError::Crashed(format!(
-                "the process ended before taking this message: {reason}"
-            )),
-            Exit::InitFailed(reason) => CallError::Refused(format!("init failed: {reason}")),
-            Exit::NoSlot(reason) => CallError::Refused(reason.clone()),
-            Exit::Shutdown | Exit::Expired => CallError::Refused("the process stopped".into()),
-            Exit::Stopped(StopReason::Moved) => CallError::Moved,
-            Exit::Stopped(StopReason::CutOff(reason)) => CallError::Refused(reason.clone()),
-            Exit::Stopped(StopReason::Killed) => {
-                CallError::Crashed("killed by an operator before taking this message".into())
-            }
-        };
+        let refusal = refusal(&exit);
         let mut dropped_casts = 0usize;
         let untaken = self.untaken.take();
         for message in untaken
@@ -879,6 +926,24 @@ impl Live {
         guarded(deadline, render.call_async(&mut self.store, ()))
             .await
             .map(|(state,)| Ok(state))
+    }
+}
+
+/// What a call that a process will not take is answered, given how the
+/// process ended.
+fn refusal(exit: &Exit) -> CallError {
+    match exit {
+        Exit::Crashed(reason) => CallError::Crashed(format!(
+            "the process ended before taking this message: {reason}"
+        )),
+        Exit::InitFailed(reason) => CallError::Refused(format!("init failed: {reason}")),
+        Exit::NoSlot(reason) => CallError::Refused(reason.clone()),
+        Exit::Shutdown | Exit::Expired => CallError::Refused("the process stopped".into()),
+        Exit::Stopped(StopReason::Moved) => CallError::Moved,
+        Exit::Stopped(StopReason::CutOff(reason)) => CallError::Refused(reason.clone()),
+        Exit::Stopped(StopReason::Killed) => {
+            CallError::Crashed("killed by an operator before taking this message".into())
+        }
     }
 }
 
