@@ -4,6 +4,8 @@
 # The host is built with the `dist` profile (what ships; PROFILE=release to
 # measure the development build).
 #   DURATION=10s THREADS=4 CONNECTIONS=28 PREFILL_ENTRIES=3 PROFILE=dist bash scripts/bench-http.sh
+# IDLE_PROCESSES=200000 (the default; 0 skips them) adds GET and POST rows on
+# nodes that also hold that many idle, hibernated list processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10s}"
@@ -29,6 +31,26 @@ fresh_todo_node() {
   port="$(start_server "$work/$name" "$target_dir/$PROFILE/host" run "$target_dir/wasm32-wasip2/release/guest_todo.wasm" \
     --node bench --distribution none --no-observer --http-host 127.0.0.1 --http-port 0 --data-dir "$work/$name-data" --idle-timeout 1h)"
   python3 scripts/wrk/prefill.py "$port" "${PREFILL_ENTRIES:-3}"
+  echo "$port"
+}
+
+# The same, also holding $IDLE_PROCESSES idle lists' processes, all
+# hibernated (past the instance slots by pressure, the rest after
+# --hibernate-after, waited out here).
+crowded_todo_node() {
+  local port
+  port="$(fresh_todo_node "$1")"
+  # wrk's thread stops at the count, but wrk itself runs for its whole -d:
+  # give it about 5,000 starts a second, and check it made them all.
+  IDLE_PROCESSES="$IDLE_PROCESSES" wrk -t1 -c64 -d"$((IDLE_PROCESSES / 5000 + 5))s" \
+    -s scripts/wrk/idle.lua "http://127.0.0.1:$port/" >"$work/$1-idle.out"
+  local made
+  made="$(awk '/requests in/ {print $1}' "$work/$1-idle.out")"
+  if grep -q 'Non-2xx' "$work/$1-idle.out" || [ "${made:-0}" -lt "$IDLE_PROCESSES" ]; then
+    echo "filling the node with idle processes failed: $(cat "$work/$1-idle.out")" >&2
+    return 1
+  fi
+  sleep 11
   echo "$port"
 }
 
@@ -60,6 +82,11 @@ results+=("$(run "wasi:http hello component on this host" "$(hello_node)")")
 results+=("$(run "GET /entries, 1,000 lists" "$(fresh_todo_node get)" scripts/wrk/get.lua)")
 results+=("$(run "POST /add_entry, 1,000 lists" "$(fresh_todo_node post)" scripts/wrk/post.lua)")
 results+=("$(run "book mix 80% GET / 20% POST, 1,000 lists" "$(fresh_todo_node mix)" scripts/wrk/mix.lua)")
+IDLE_PROCESSES="${IDLE_PROCESSES:-200000}"
+if [ "$IDLE_PROCESSES" -gt 0 ]; then
+  results+=("$(run "GET /entries, 1,000 lists, $IDLE_PROCESSES idle lists hibernated" "$(crowded_todo_node get-idle)" scripts/wrk/get.lua)")
+  results+=("$(run "POST /add_entry, 1,000 lists, $IDLE_PROCESSES idle lists hibernated" "$(crowded_todo_node post-idle)" scripts/wrk/post.lua)")
+fi
 
 ceiling="$(cut -d'|' -f2 <<<"${results[0]}")"
 echo "host built with --profile $PROFILE; wrk -t$THREADS -c$CONNECTIONS -d$DURATION, lists prefilled with ${PREFILL_ENTRIES:-3} entries each, $(nproc) cores, $(date -u +%Y-%m-%d)"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Memory per live process: starts COUNT processes of the minimal guest and
-# reports the node's resident memory and memory mappings before and after.
+# Memory per instantiated process: starts COUNT processes of the minimal
+# guest, none hibernating (--hibernate-after off, enough instance slots),
+# and reports the node's resident memory and memory mappings before and
+# after. (Hibernated processes: the `density` bench.)
 #   COUNT=5000 bash scripts/bench-processes.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +14,7 @@ work="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 "$target_dir/release/host" run "$target_dir/wasm32-wasip2/release/minimal.wasm" --node bench \
   --distribution none --http-host 127.0.0.1 --http-port 0 --data-dir "$work/data" --idle-timeout 1h \
-  --max-processes "$((COUNT + 100))" >"$work/out" 2>"$work/err" &
+  --max-processes "$((COUNT + 100))" --max-instances "$((COUNT + 100))" --hibernate-after off >"$work/out" 2>"$work/err" &
 pid=$!
 for _ in $(seq 1 600); do grep -q '127.0.0.1:' "$work/out" 2>/dev/null && break; sleep 0.1; done
 port="$(grep -o '127.0.0.1:[0-9]*' "$work/out" | head -1 | cut -d: -f2)"

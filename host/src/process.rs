@@ -247,7 +247,7 @@ pub fn make_room(mailbox: &ProcessMailbox) -> bool {
 /// Looks at a resting process whose idle timer is due: hibernates it if
 /// parked past `hibernate_after`, ends it past `idle_timeout`, or schedules
 /// the next look. A process that is running is looked at again later; one
-/// that ended is forgotten.
+/// that ended, or sleeps (its sleep has a timer of its own), is forgotten.
 pub fn idle_due(node: &Arc<NodeCore>, mailbox: ProcessMailbox, now: Instant) {
     let limits = &node.config().limits;
     let idle_timeout = limits.idle_timeout;
@@ -272,9 +272,8 @@ pub fn idle_due(node: &Arc<NodeCore>, mailbox: ProcessMailbox, now: Instant) {
         Status::Resting(Resting::Parked(parked)) => {
             Some(parked.live.last_message + hibernate_after.min(idle_timeout))
         }
-        Status::Resting(Resting::Asleep(hibernated)) => {
-            Some(hibernated.last_message + idle_timeout)
-        }
+        // Every sleep scheduled its own expiry when it began.
+        Status::Resting(Resting::Asleep(_)) => None,
     });
     if let Some(next) = next {
         node.idle_timers().schedule(next, mailbox);
