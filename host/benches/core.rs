@@ -50,6 +50,23 @@ fn processes(c: &mut Criterion) {
         })
     });
 
+    // The parts of a spawn, to see where its time goes.
+    c.bench_function("spawn part: store and its state", |b| {
+        b.iter(|| {
+            let state = InstanceState::new(&node, "minimal", Some("p"), None);
+            node.runtime().new_store(state)
+        })
+    });
+    c.bench_function("spawn part: store, state and instantiation", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let state = InstanceState::new(&node, "minimal", Some("p"), None);
+            let mut store = node.runtime().new_store(state);
+            pre.instantiate_async(&mut store)
+                .await
+                .expect("instantiate");
+        })
+    });
+
     // Callers are always tasks on the node's runtime (request handlers,
     // other processes), so the calls are made and timed inside one. Timed
     // from outside (criterion's own thread), every call would also pay two

@@ -94,10 +94,9 @@ pub trait Rest: Send + Sized + 'static {
     /// it.
     fn wake(self, inbox: Inbox<Self>);
 
-    /// Ends the process where it rests, without waking it: nothing is
-    /// queued, nothing is lost. `shutdown`: the node is stopping; otherwise
-    /// it was idle past its timeout.
-    fn end(self, shutdown: bool);
+    /// Ends the process where it rests, without waking it, because the node
+    /// is stopping: nothing is queued, nothing is lost.
+    fn end(self);
 }
 
 /// The sending side, held by the registry and cloned for each sender.
@@ -233,30 +232,27 @@ impl<R: Rest> Mailbox<R> {
             }
         };
         if let Some(rest) = resting {
-            rest.end(true);
+            rest.end();
         }
-    }
-
-    /// Ends the process if it rests and `due` says its time has come (idle
-    /// past its timeout). Returns whether it ended.
-    pub(crate) fn end_if(&self, due: impl FnOnce(&R) -> bool) -> bool {
-        let resting = {
-            let mut inner = self.shared.lock();
-            match &inner.status {
-                Status::Resting(rest) if due(rest) => {}
-                _ => return false,
-            }
-            match std::mem::replace(&mut inner.status, Status::Closed) {
-                Status::Resting(rest) => rest,
-                _ => return false,
-            }
-        };
-        resting.end(false);
-        true
     }
 }
 
 impl<R> Mailbox<R> {
+    /// Closes the mailbox and hands its resting process back, if it rests
+    /// and `due` says its time has come (idle past its timeout): the caller
+    /// ends it.
+    pub(crate) fn close_if(&self, due: impl FnOnce(&R) -> bool) -> Option<R> {
+        let mut inner = self.shared.lock();
+        match &inner.status {
+            Status::Resting(rest) if due(rest) => {}
+            _ => return None,
+        }
+        match std::mem::replace(&mut inner.status, Status::Closed) {
+            Status::Resting(rest) => Some(rest),
+            _ => None,
+        }
+    }
+
     /// Takes the resting process to run it here, if `choose` says so and
     /// nothing is queued: until it rests again, messages queue.
     pub(crate) fn take_if(&self, choose: impl FnOnce(&R) -> bool) -> Option<(R, Inbox<R>)> {
@@ -320,13 +316,25 @@ impl<R> Inbox<R> {
         self.shared.lock().status = Status::Closed;
     }
 
+    /// Refuses further messages if none is queued; returns whether it did.
+    pub fn close_if_empty(&mut self) -> bool {
+        let mut inner = self.shared.lock();
+        if !inner.queue.is_empty() {
+            return false;
+        }
+        inner.status = Status::Closed;
+        true
+    }
+
     /// Puts the process to rest in its mailbox, if nothing is queued: from
-    /// now on the first message wakes it. Otherwise hands `rest` back.
+    /// now on the first message wakes it. Otherwise hands `rest` back: busy
+    /// while anything is queued (even in a closed mailbox, whose queue is
+    /// still to be handled), closed once the queue is empty.
     pub fn rest(&mut self, rest: R) -> Result<(), Unrested<R>> {
         let mut inner = self.shared.lock();
         match inner.status {
-            Status::Closed => Err(Unrested::Closed(rest)),
             _ if !inner.queue.is_empty() => Err(Unrested::Busy(rest)),
+            Status::Closed => Err(Unrested::Closed(rest)),
             _ => {
                 inner.status = Status::Resting(rest);
                 Ok(())
@@ -368,7 +376,7 @@ mod tests {
             self.0.woken.fetch_add(1, Ordering::SeqCst);
             *self.0.inbox.lock().unwrap() = Some(inbox);
         }
-        fn end(self, _shutdown: bool) {
+        fn end(self) {
             self.0.ended.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -458,19 +466,35 @@ mod tests {
     }
 
     #[test]
-    fn a_rest_ends_only_when_due_and_a_closed_mailbox_ends_it() {
+    fn a_rest_is_closed_only_when_due_and_a_closed_mailbox_ends_it() {
         let counter = Arc::new(Counter::default());
         let (mailbox, mut inbox) = new(1000);
         assert!(inbox.rest(Resting(counter.clone(), 7)).is_ok());
-        assert!(!mailbox.end_if(|rest| rest.1 == 8));
-        assert!(mailbox.end_if(|rest| rest.1 == 7));
-        assert_eq!(counter.ended.load(Ordering::SeqCst), 1);
+        assert!(mailbox.close_if(|rest| rest.1 == 8).is_none());
+        assert!(mailbox.close_if(|rest| rest.1 == 7).is_some());
         assert!(matches!(mailbox.send(cast(1)), Err(SendError::Closed(_))));
 
         let (mailbox, mut inbox) = new(1000);
         assert!(inbox.rest(Resting(counter.clone(), 0)).is_ok());
         mailbox.close();
-        assert_eq!(counter.ended.load(Ordering::SeqCst), 2);
+        assert_eq!(counter.ended.load(Ordering::SeqCst), 1);
         assert!(!mailbox.send_if_running(Message::Hibernate));
+    }
+
+    #[test]
+    fn a_closed_mailbox_with_messages_queued_is_busy_until_they_are_taken() {
+        let counter = Arc::new(Counter::default());
+        let (mailbox, mut inbox) = new(1000);
+        assert!(mailbox.send(cast(1)).is_ok());
+        mailbox.close();
+        assert!(matches!(
+            inbox.rest(Resting(counter.clone(), 0)),
+            Err(Unrested::Busy(_))
+        ));
+        inbox.try_recv();
+        assert!(matches!(
+            inbox.rest(Resting(counter.clone(), 0)),
+            Err(Unrested::Closed(_))
+        ));
     }
 }

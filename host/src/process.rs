@@ -173,14 +173,9 @@ impl Rest for Resting {
         }
     }
 
-    fn end(self, shutdown: bool) {
-        let exit = if shutdown {
-            Exit::Shutdown
-        } else {
-            Exit::Expired
-        };
+    fn end(self) {
         let Identity { node, key, pid, .. } = self.identity();
-        node.process_exited(key, *pid, &exit);
+        node.process_exited(key, *pid, &Exit::Shutdown);
         node.registry().unregister(key, *pid);
     }
 }
@@ -252,32 +247,56 @@ pub fn idle_due(node: &Arc<NodeCore>, mailbox: ProcessMailbox, now: Instant) {
     let limits = &node.config().limits;
     let idle_timeout = limits.idle_timeout;
     let hibernate_after = limits.hibernate_after.unwrap_or(Duration::MAX);
+    let rest = hibernate_after.min(idle_timeout);
     let expired =
         |resting: &Resting| now.saturating_duration_since(resting.last_message()) >= idle_timeout;
-    if mailbox.end_if(expired) {
-        return;
+    let expiring = mailbox.inspect(|status| match status {
+        Status::Resting(resting) if expired(resting) => {
+            Some((resting.identity().key.clone(), resting.identity().pid))
+        }
+        _ => None,
+    });
+    if let Some((key, pid)) = expiring {
+        // Its name goes with its mailbox's closing, under the registry's
+        // lock: a sender finds either the resting process or no name.
+        let ended = node
+            .registry()
+            .unregister_if(&key, pid, || mailbox.close_if(expired));
+        if let Some(resting) = ended {
+            node.process_exited(&key, pid, &Exit::Expired);
+            drop(resting);
+            return;
+        }
     }
     let hibernating = mailbox.take_if(|resting| {
         matches!(resting, Resting::Parked(_))
             && now.saturating_duration_since(resting.last_message()) >= hibernate_after
     });
     if let Some((Resting::Parked(parked), inbox)) = hibernating {
+        // Looked at again later, in case a message keeps it from sleeping.
+        node.idle_timers()
+            .schedule(later(now, rest), inbox.mailbox());
         let Parked { identity, live } = *parked;
         Task::new(identity, inbox).spawn(Begin::Hibernate(live));
         return;
     }
     let next = mailbox.inspect(|status| match status {
         Status::Closed => None,
-        Status::Running => Some(now + hibernate_after.min(idle_timeout)),
-        Status::Resting(Resting::Parked(parked)) => {
-            Some(parked.live.last_message + hibernate_after.min(idle_timeout))
-        }
+        Status::Running => Some(later(now, rest)),
+        Status::Resting(Resting::Parked(parked)) => Some(later(parked.live.last_message, rest)),
         // Every sleep scheduled its own expiry when it began.
         Status::Resting(Resting::Asleep(_)) => None,
     });
     if let Some(next) = next {
         node.idle_timers().schedule(next, mailbox);
     }
+}
+
+/// `at + wait`, or far in the future if that is past what an `Instant`
+/// holds (an absurd `--idle-timeout`).
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Calls the resting process of `mailbox` from the caller's own task, if
@@ -305,6 +324,7 @@ pub async fn call_parked(
         Resting::Asleep(hibernated) => Box::pin(wake_and_call(*hibernated, inbox, message)),
     };
     let mut call = Detachable {
+        _running: node.tasks().token(),
         node,
         call: Some(call),
     };
@@ -404,6 +424,9 @@ type DirectCall = Pin<Box<dyn Future<Output = Result<Vec<u8>, CallError>> + Send
 struct Detachable {
     node: Arc<NodeCore>,
     call: Option<DirectCall>,
+    /// Counts the call among the node's process tasks, so a node stopping
+    /// waits for it as for them.
+    _running: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
 impl Drop for Detachable {
@@ -558,7 +581,7 @@ impl Task {
             .min(limits.idle_timeout);
         node.slots().held_by(self.inbox.mailbox());
         node.idle_timers()
-            .schedule(now + rest, self.inbox.mailbox());
+            .schedule(later(now, rest), self.inbox.mailbox());
         Ok(Live {
             store,
             bindings,
@@ -665,6 +688,10 @@ impl Task {
         let Start::TakeOver(state) = start else {
             return Ended::Exit(Exit::NoSlot(reason));
         };
+        // Told to stop meanwhile: it stops, as it would have awake.
+        if let Some(stopped) = self.identity.stop.reason() {
+            return Ended::Exit(Exit::Stopped(stopped.clone()));
+        }
         self.identity.node.metrics().refused();
         tracing::warn!(process = %self.identity.key, "could not wake: {reason}");
         let last_message = Instant::now();
@@ -687,25 +714,38 @@ impl Task {
     /// expires instead, and what it was sent meanwhile goes to its next
     /// start.
     async fn hibernate(&mut self, mut live: Live) -> Result<Ended, Live> {
-        let deadline = self.identity.node.config().limits.call_deadline;
+        let node = self.identity.node.clone();
+        let deadline = node.config().limits.call_deadline;
         let behaviour = live.bindings.otp_platform_behaviour();
         match guarded(deadline, behaviour.call_hand_over(&mut live.store)).await {
             Ok(state) => match self.fall_asleep(state, live.last_message) {
                 Ok(()) => Ok(Ended::Rests),
-                Err(Unrested::Busy(())) => Err(live),
+                Err(Unrested::Busy(())) => {
+                    // It keeps its slot: it may be asked again.
+                    node.slots().held_by(self.inbox.mailbox());
+                    Err(live)
+                }
                 Err(Unrested::Closed(())) => Ok(Ended::Exit(Exit::Shutdown)),
             },
             Err(reason) => {
                 drop(live);
-                let Identity { node, key, pid, .. } = &self.identity;
+                let Identity { key, pid, .. } = &self.identity;
                 tracing::warn!(process = %key, pid, "hand-over failed, so the process expires instead of hibernating: {reason}");
                 node.metrics().hand_over_failed();
-                node.registry().unregister(key, *pid);
-                self.inbox.close();
-                while let Some(message) = self.inbox.try_recv() {
-                    self.redeliver(message);
+                let inbox = &mut self.inbox;
+                let gone = node
+                    .registry()
+                    .unregister_if(key, *pid, || inbox.close_if_empty().then_some(()));
+                if gone.is_some() {
+                    return Ok(Ended::Exit(Exit::Expired));
                 }
-                Ok(Ended::Exit(Exit::Expired))
+                // Messages came during the hand-over: the process starts
+                // again from storage, in place, and handles them in order.
+                node.process_exited(key, *pid, &Exit::Expired);
+                match self.start(Start::Init).await {
+                    Ok(live) => Err(live),
+                    Err(ended) => Ok(ended),
+                }
             }
         }
     }
@@ -731,23 +771,9 @@ impl Task {
             .memory
             .store(state_bytes, Ordering::Relaxed);
         node.metrics().hibernated();
-        let until = last_message + node.config().limits.idle_timeout;
+        let until = later(last_message, node.config().limits.idle_timeout);
         node.idle_timers().schedule(until, self.inbox.mailbox());
         Ok(())
-    }
-
-    /// Sends a message this process took but will not handle to the name's
-    /// next process.
-    fn redeliver(&self, message: Message) {
-        if matches!(message, Message::Stop | Message::Hibernate) {
-            return;
-        }
-        let Identity {
-            node, key, fence, ..
-        } = &self.identity;
-        if let Err((error, message)) = node.send_to(&key.component, &key.name, *fence, message) {
-            refuse(message, &error.to_string());
-        }
     }
 
     /// Records the process's end, gives up its name, and answers what is

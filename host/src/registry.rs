@@ -298,6 +298,25 @@ impl Registry {
             .collect()
     }
 
+    /// Runs `release` under the registry's lock and, if it releases the
+    /// process (closes its mailbox), removes `key` if process `pid` still
+    /// holds it. A process that ends this way is gone from the registry the
+    /// moment its mailbox refuses messages, so no sender meets a closed
+    /// mailbox under a live name.
+    pub fn unregister_if<T>(
+        &self,
+        key: &ProcessKey,
+        pid: Pid,
+        release: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
+        let mut inner = self.lock();
+        let released = release()?;
+        if inner.processes.get(key).is_some_and(|r| r.pid == pid) {
+            inner.processes.remove(key);
+        }
+        Some(released)
+    }
+
     /// Removes `key` if process `pid` still holds it (a newer process may
     /// have taken the name since).
     pub fn unregister(&self, key: &ProcessKey, pid: Pid) {
