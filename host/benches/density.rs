@@ -82,6 +82,20 @@ fn memory() -> (u64, u64) {
     (field("VmRSS:"), field("VmPTE:"))
 }
 
+/// Calls process `p{i}` and returns its reply (its count).
+async fn call(node: &Arc<NodeCore>, i: usize) -> String {
+    let reply = node
+        .call(
+            "minimal",
+            &format!("p{i}"),
+            Vec::new(),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("call to p{i}: {e}"));
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
 /// Calls process `p{i}` for every i in `range` from `callers` tasks, and
 /// checks each reply is `expected`.
 async fn call_all(
@@ -102,16 +116,7 @@ async fn call_all(
                     if i >= count {
                         break;
                     }
-                    let reply = node
-                        .call(
-                            "minimal",
-                            &format!("p{i}"),
-                            Vec::new(),
-                            Duration::from_secs(30),
-                        )
-                        .await
-                        .unwrap_or_else(|e| panic!("call to p{i}: {e}"));
-                    assert_eq!(String::from_utf8_lossy(&reply), expected, "p{i}");
+                    assert_eq!(call(&node, i).await, expected, "p{i}");
                 }
             })
         })
@@ -198,17 +203,9 @@ fn main() {
             let mut latencies = Vec::with_capacity(wakes);
             for i in 0..wakes {
                 let started = Instant::now();
-                let reply = node
-                    .call(
-                        "minimal",
-                        &format!("p{i}"),
-                        Vec::new(),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .expect("wake call");
+                let reply = call(&node, i).await;
                 latencies.push(started.elapsed());
-                assert_eq!(String::from_utf8_lossy(&reply), "3");
+                assert_eq!(reply, "3");
             }
             latencies
         })

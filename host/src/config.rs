@@ -29,6 +29,25 @@ pub struct NodeConfig {
     pub call_grants: Vec<(String, String)>,
 }
 
+impl NodeConfig {
+    /// A node named `node_name` keeping its data in `data_dir`, every other
+    /// setting at its default (as `host run` with no options).
+    pub fn new(node_name: &str, data_dir: PathBuf) -> Self {
+        Self {
+            node_name: node_name.into(),
+            data_dir,
+            http: HttpConfig::default(),
+            limits: ProcessLimits::default(),
+            restarts: RestartIntensity::default(),
+            durability: Durability::Wal,
+            metrics_addr: None,
+            perfmap: false,
+            compile_cache: None,
+            call_grants: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub host: IpAddr,

@@ -330,23 +330,10 @@ mod tests {
     }
 
     fn config(max_processes: u32, max_instances: Option<u32>) -> NodeConfig {
-        use crate::config::{Durability, HttpConfig, ProcessLimits, RestartIntensity};
-        NodeConfig {
-            node_name: "test".into(),
-            data_dir: std::path::PathBuf::from("unused"),
-            http: HttpConfig::default(),
-            limits: ProcessLimits {
-                max_processes,
-                max_instances,
-                ..ProcessLimits::default()
-            },
-            restarts: RestartIntensity::default(),
-            durability: Durability::Wal,
-            metrics_addr: None,
-            perfmap: false,
-            compile_cache: None,
-            call_grants: Vec::new(),
-        }
+        let mut config = NodeConfig::new("test", std::path::PathBuf::from("unused"));
+        config.limits.max_processes = max_processes;
+        config.limits.max_instances = max_instances;
+        config
     }
 
     #[test]

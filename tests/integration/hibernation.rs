@@ -13,14 +13,18 @@ fn misbehave() -> NodeBuilder {
     NodeBuilder::with_components(&[wasm("misbehave").display().to_string()]).metrics()
 }
 
-#[test]
-fn a_hibernated_process_keeps_its_state_and_the_order_of_its_messages() {
-    let node = misbehave()
+/// The same, hibernating processes idle for 200 ms and expiring none.
+fn misbehave_hibernating_soon() -> NodeBuilder {
+    misbehave()
         .arg("--hibernate-after")
         .arg("200ms")
         .arg("--idle-timeout")
         .arg("60s")
-        .start();
+}
+
+#[test]
+fn a_hibernated_process_keeps_its_state_and_the_order_of_its_messages() {
+    let node = misbehave_hibernating_soon().start();
     assert_eq!(node.get("/echo/keeper").text(), "keeper: call #1");
     assert_eq!(node.get("/notes/keeper/a-b-c").text(), "a,b,c");
     eventually(
@@ -87,12 +91,7 @@ fn a_node_with_more_processes_than_instance_slots_serves_all_of_them() {
 
 #[test]
 fn a_process_whose_hand_over_traps_expires_and_is_not_lost() {
-    let node = misbehave()
-        .arg("--hibernate-after")
-        .arg("200ms")
-        .arg("--idle-timeout")
-        .arg("60s")
-        .start();
+    let node = misbehave_hibernating_soon().start();
     // Its data in storage, its count in memory.
     let stored = node.request("PUT", "/poke/kept", &[], b"in storage");
     assert_eq!(stored.status, 200);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use host::config::{Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity};
+use host::config::{NodeConfig, ProcessLimits};
 use host::node::{ComponentSource, NodeCore};
 
 /// The name the benchmarks load the minimal guest under.
@@ -12,16 +12,8 @@ pub const COMPONENT: &str = "minimal";
 /// A node named `name` running the minimal guest, its data in `data_dir`.
 pub fn minimal_node(name: &str, data_dir: &Path, limits: ProcessLimits) -> Arc<NodeCore> {
     let config = NodeConfig {
-        node_name: name.into(),
-        data_dir: data_dir.to_path_buf(),
-        http: HttpConfig::default(),
         limits,
-        restarts: RestartIntensity::default(),
-        durability: Durability::Wal,
-        metrics_addr: None,
-        perfmap: false,
-        compile_cache: None,
-        call_grants: Vec::new(),
+        ..NodeConfig::new(name, data_dir.to_path_buf())
     };
     let source = ComponentSource {
         name: COMPONENT.into(),
