@@ -12,6 +12,7 @@
 //! bash scripts/build.sh
 //! cargo bench --profile dist -p host --bench density
 //! DENSITY_PROCESSES=1000000 cargo bench --profile dist -p host --bench density
+//! DENSITY_HIBERNATE_MEMORY=0 cargo bench --profile dist -p host --bench density  # states in storage
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -139,6 +140,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let limits = ProcessLimits {
         idle_timeout: Duration::from_secs(3600),
+        hibernated_state_memory: env_number("DENSITY_HIBERNATE_MEMORY", 1 << 30),
         max_processes: u32::try_from(processes).unwrap_or(u32::MAX).max(1_000_000),
         ..ProcessLimits::default()
     };

@@ -71,6 +71,9 @@ pub struct ProcessLimits {
     /// A process idle this long hibernates: its state is handed over and
     /// kept, its instance freed. None: only when a slot is needed.
     pub hibernate_after: Option<Duration>,
+    /// Bytes of hibernated processes' states kept in memory; past it they
+    /// go to storage (a local column family, not replicated).
+    pub hibernated_state_memory: usize,
     /// Instances processes may hold at once; the others hibernate. None:
     /// as many as the machine allows, up to a default (see `runtime`).
     pub max_instances: Option<u32>,
@@ -123,6 +126,7 @@ impl Default for ProcessLimits {
         Self {
             idle_timeout: Duration::from_secs(60),
             hibernate_after: Some(Duration::from_secs(10)),
+            hibernated_state_memory: 1 << 30,
             max_instances: None,
             call_deadline: Duration::from_secs(5),
             max_memory_bytes: 64 * 1024 * 1024,

@@ -10,12 +10,16 @@
 //! from those bytes (`take-over`) before it is handled (`crate::process`).
 //!
 //! This module owns the counting: [`InstanceSlots`] (who may instantiate,
-//! and whom to ask to make room when nobody may) and [`IdleTimers`] (when a
-//! resting process has been idle long enough to hibernate or expire). What
-//! happens then is the process's business: both call back into it.
+//! and whom to ask to make room when nobody may), [`IdleTimers`] (when a
+//! resting process has been idle long enough to hibernate or expire), and
+//! [`SleepingStates`] (where handed-over states are kept: in memory up to
+//! `--hibernate-memory`, past it in storage's local `hibernated` column
+//! family). What happens to a process is the process's business: the first
+//! two call back into it.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::process::ProcessMailbox;
+use crate::storage::Storage;
 
 /// Processes asked to make room each time a process finds no slot free: a
 /// few at once, so a burst of starts does not ask one at a time.
@@ -192,5 +197,95 @@ impl IdleTimers {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Where the handed-over states of hibernated processes are kept: in
+/// memory while they fit the budget, in storage past it.
+pub struct SleepingStates {
+    budget: usize,
+    in_memory: AtomicUsize,
+    spilled: AtomicU64,
+}
+
+/// One hibernated process's state, wherever it is kept.
+pub enum KeptState {
+    Memory(Vec<u8>),
+    /// In storage, under the process's pid.
+    Spilled,
+}
+
+impl SleepingStates {
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            in_memory: AtomicUsize::new(0),
+            spilled: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes of states kept in memory now.
+    pub fn in_memory(&self) -> usize {
+        self.in_memory.load(Ordering::Relaxed)
+    }
+
+    /// States written to storage so far.
+    pub fn spilled(&self) -> u64 {
+        self.spilled.load(Ordering::Relaxed)
+    }
+
+    /// Keeps process `pid`'s `state`: in memory if it fits the budget,
+    /// else in storage (in memory after all should storage fail: a state is
+    /// never dropped for want of room).
+    pub fn keep(&self, storage: &Storage, pid: u64, state: Vec<u8>) -> KeptState {
+        let len = state.len();
+        let before = self.in_memory.fetch_add(len, Ordering::Relaxed);
+        if before.saturating_add(len) <= self.budget {
+            return KeptState::Memory(state);
+        }
+        self.in_memory.fetch_sub(len, Ordering::Relaxed);
+        match storage.keep_hibernated(pid, &state) {
+            Ok(()) => {
+                self.spilled.fetch_add(1, Ordering::Relaxed);
+                KeptState::Spilled
+            }
+            Err(error) => {
+                tracing::warn!(
+                    pid,
+                    "cannot spill a hibernated state to storage, kept in memory: {error}"
+                );
+                self.in_memory.fetch_add(len, Ordering::Relaxed);
+                KeptState::Memory(state)
+            }
+        }
+    }
+
+    /// Takes process `pid`'s state back, to wake it.
+    pub fn take(&self, storage: &Storage, pid: u64, kept: KeptState) -> Result<Vec<u8>, String> {
+        match kept {
+            KeptState::Memory(state) => {
+                self.in_memory.fetch_sub(state.len(), Ordering::Relaxed);
+                Ok(state)
+            }
+            KeptState::Spilled => match storage.take_hibernated(pid) {
+                Ok(Some(state)) => Ok(state),
+                Ok(None) => Err("its spilled state is missing from storage".into()),
+                Err(error) => Err(format!("cannot read its spilled state: {error}")),
+            },
+        }
+    }
+
+    /// Forgets process `pid`'s state: it ended while hibernated.
+    pub fn forget(&self, storage: &Storage, pid: u64, kept: KeptState) {
+        match kept {
+            KeptState::Memory(state) => {
+                self.in_memory.fetch_sub(state.len(), Ordering::Relaxed);
+            }
+            KeptState::Spilled => {
+                if let Err(error) = storage.forget_hibernated(pid) {
+                    tracing::warn!(pid, "cannot forget a spilled hibernated state: {error}");
+                }
+            }
+        }
     }
 }

@@ -130,6 +130,18 @@ pub fn render(ingress: &Ingress) -> String {
             load(&m.hand_overs_failed),
         ),
         (
+            "host_hibernated_state_bytes",
+            "gauge",
+            "Bytes of hibernated processes' states kept in memory (--hibernate-memory).",
+            node.sleeping_states().in_memory() as u64,
+        ),
+        (
+            "host_hibernated_states_spilled_total",
+            "counter",
+            "Hibernated processes' states written to storage, past --hibernate-memory.",
+            node.sleeping_states().spilled(),
+        ),
+        (
             "host_instance_slots",
             "gauge",
             "Instance slots processes may hold at once (--max-instances).",

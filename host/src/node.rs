@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::capabilities::{CallError, HostCallSlot};
 use crate::component::LoadedComponent;
 use crate::config::NodeConfig;
-use crate::hibernation::{IdleTimers, InstanceSlots};
+use crate::hibernation::{IdleTimers, InstanceSlots, SleepingStates};
 use crate::mailbox::{Message, SendError};
 use crate::metrics::Metrics;
 use crate::process::{self, Exit, Pid, ProcessMailbox as Mailbox, ProcessStats};
@@ -92,6 +92,8 @@ pub struct NodeCore {
     slots: InstanceSlots,
     /// When resting processes hibernate or expire.
     idle_timers: IdleTimers,
+    /// Where hibernated processes' states are kept.
+    sleeping_states: SleepingStates,
 }
 
 impl NodeCore {
@@ -100,6 +102,7 @@ impl NodeCore {
     pub fn start(config: NodeConfig, sources: &[ComponentSource]) -> anyhow::Result<Arc<Self>> {
         let runtime = Runtime::new(&config)?;
         let slots = InstanceSlots::new(runtime.process_slots());
+        let sleeping_states = SleepingStates::new(config.limits.hibernated_state_memory);
         let cache_dir = config
             .compile_cache
             .clone()
@@ -155,6 +158,7 @@ impl NodeCore {
             host_calls,
             slots,
             idle_timers: IdleTimers::default(),
+            sleeping_states,
         });
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => node.run_idle_timers_on(&runtime),
@@ -230,6 +234,10 @@ impl NodeCore {
 
     pub fn idle_timers(&self) -> &IdleTimers {
         &self.idle_timers
+    }
+
+    pub fn sleeping_states(&self) -> &SleepingStates {
+        &self.sleeping_states
     }
 
     pub fn tasks(&self) -> &TaskTracker {

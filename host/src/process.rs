@@ -35,7 +35,7 @@ use wasmtime::component::Instance;
 use crate::bindings::ProcessComponent;
 use crate::capabilities::CallError;
 use crate::component::LoadedComponent;
-use crate::hibernation::Slot;
+use crate::hibernation::{KeptState, Slot};
 use crate::mailbox::{self, Inbox, Mailbox, Message, ReplyTo, Rest, Status, Unrested};
 use crate::node::NodeCore;
 use crate::registry::{Fence, ProcessKey, StopFlag, StopReason};
@@ -130,7 +130,7 @@ pub struct Parked {
 /// A hibernated process: its handed-over state, no instance.
 pub struct Hibernated {
     identity: Identity,
-    state: Vec<u8>,
+    state: KeptState,
     last_message: Instant,
 }
 
@@ -164,11 +164,8 @@ impl Rest for Resting {
                 Task::new(identity, inbox).spawn(Begin::Resume(live));
             }
             Resting::Asleep(hibernated) => {
-                let Hibernated {
-                    identity, state, ..
-                } = *hibernated;
-                identity.node.metrics().woken();
-                Task::new(identity, inbox).spawn(Begin::Start(Start::TakeOver(state)));
+                let (identity, start) = hibernated.waking();
+                Task::new(identity, inbox).spawn(Begin::Start(start));
             }
         }
     }
@@ -177,6 +174,45 @@ impl Rest for Resting {
         let Identity { node, key, pid, .. } = self.identity();
         node.process_exited(key, *pid, &Exit::Shutdown);
         node.registry().unregister(key, *pid);
+        self.forget_state();
+    }
+}
+
+impl Resting {
+    /// Lets go of what a process that ended while resting kept: a
+    /// hibernated one's state (in memory or in storage).
+    fn forget_state(self) {
+        if let Resting::Asleep(hibernated) = self {
+            let Hibernated {
+                identity, state, ..
+            } = *hibernated;
+            let node = &identity.node;
+            node.sleeping_states()
+                .forget(node.storage(), identity.pid, state);
+        }
+    }
+}
+
+impl Hibernated {
+    /// Who wakes, and from what: the state it handed over, or, should that
+    /// be lost (storage failed), `init` from storage, as after an expiry.
+    fn waking(self) -> (Identity, Start) {
+        let Hibernated {
+            identity, state, ..
+        } = self;
+        let node = identity.node.clone();
+        node.metrics().woken();
+        let start = match node
+            .sleeping_states()
+            .take(node.storage(), identity.pid, state)
+        {
+            Ok(state) => Start::TakeOver(state),
+            Err(reason) => {
+                tracing::warn!(process = %identity.key, pid = identity.pid, "woken from storage instead of its handed-over state: {reason}");
+                Start::Init
+            }
+        };
+        (identity, start)
     }
 }
 
@@ -264,7 +300,7 @@ pub fn idle_due(node: &Arc<NodeCore>, mailbox: ProcessMailbox, now: Instant) {
             .unregister_if(&key, pid, || mailbox.close_if(expired));
         if let Some(resting) = ended {
             node.process_exited(&key, pid, &Exit::Expired);
-            drop(resting);
+            resting.forget_state();
             return;
         }
     }
@@ -382,13 +418,10 @@ async fn wake_and_call(
     inbox: ProcessInbox,
     message: Vec<u8>,
 ) -> Result<Vec<u8>, CallError> {
-    let Hibernated {
-        identity, state, ..
-    } = hibernated;
+    let (identity, start) = hibernated.waking();
     let node = identity.node.clone();
-    node.metrics().woken();
     let mut task = Task::new(identity, inbox);
-    let mut live = match task.start(Start::TakeOver(state)).await {
+    let mut live = match task.start(start).await {
         Ok(live) => live,
         Err(Ended::Rests) => {
             // No slot came free: it sleeps again, its state kept.
@@ -755,6 +788,8 @@ impl Task {
     fn fall_asleep(&mut self, state: Vec<u8>, last_message: Instant) -> Result<(), Unrested<()>> {
         let node = self.identity.node.clone();
         let state_bytes = state.len();
+        let pid = self.identity.pid;
+        let state = node.sleeping_states().keep(node.storage(), pid, state);
         let hibernated = Box::new(Hibernated {
             identity: self.identity.share(),
             state,
@@ -763,8 +798,14 @@ impl Task {
         self.inbox
             .rest(Resting::Asleep(hibernated))
             .map_err(|unrested| match unrested {
-                Unrested::Busy(_) => Unrested::Busy(()),
-                Unrested::Closed(_) => Unrested::Closed(()),
+                Unrested::Busy(resting) => {
+                    resting.forget_state();
+                    Unrested::Busy(())
+                }
+                Unrested::Closed(resting) => {
+                    resting.forget_state();
+                    Unrested::Closed(())
+                }
             })?;
         self.identity
             .stats

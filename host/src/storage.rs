@@ -9,11 +9,12 @@
 //! On a node that is part of a cluster, writes are replicated: a namespace
 //! hands its batch (keys already prefixed) to the [`Replicator`] the cluster
 //! installed, which returns once a majority has it and this node has applied
-//! it. Reads stay local. The database has three column families: the data
+//! it. Reads stay local. The database has four column families: the data
 //! (`default`, the same layout whether the node is clustered or not, so a
-//! lone node's data becomes a cluster's without a migration), and the
-//! Raft log and metadata (`raft_log`, `raft_meta`), which only
-//! `crate::cluster` reads and writes.
+//! lone node's data becomes a cluster's without a migration), the Raft log
+//! and metadata (`raft_log`, `raft_meta`), which only `crate::cluster`
+//! reads and writes, and the states of hibernated processes past their
+//! memory budget (`hibernated`, local to the node's run).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -34,6 +35,11 @@ pub const RAFT_LOG_CF: &str = "raft_log";
 /// A clustered node's Raft metadata (vote, applied index, membership,
 /// placement, its node id).
 pub const RAFT_META_CF: &str = "raft_meta";
+/// The column family of hibernated processes' states past the memory budget
+/// (`crate::hibernation::SleepingStates`): local, never replicated, written
+/// without the WAL, and cleared at every start (a hibernated process does
+/// not outlive its node's run; after a restart it starts from storage).
+pub const HIBERNATED_CF: &str = "hibernated";
 /// In `raft_meta` of a node that left a cluster: which one. Removed by the
 /// first write it makes on its own, since its data is then no longer a copy
 /// of that cluster's.
@@ -128,7 +134,8 @@ impl Storage {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_keep_log_file_num(5);
-        let db = DB::open_cf(&options, dir, [DATA_CF, RAFT_LOG_CF, RAFT_META_CF]).map_err(|e| {
+        let families = [DATA_CF, RAFT_LOG_CF, RAFT_META_CF, HIBERNATED_CF];
+        let db = DB::open_cf(&options, dir, families).map_err(|e| {
             let message = e.into_string();
             if message.contains("lock") {
                 anyhow::anyhow!(
@@ -147,7 +154,46 @@ impl Storage {
             local_mode: Arc::default(),
         };
         storage.reload_left_cluster_marker();
+        storage
+            .clear_hibernated()
+            .context("cannot clear the hibernated states of the last run")?;
         Ok(storage)
+    }
+
+    fn clear_hibernated(&self) -> Result<(), StorageError> {
+        let cf = self.column_family(HIBERNATED_CF)?;
+        self.db
+            .delete_range_cf(cf, [0u8; 8], [0xffu8; 8])
+            .map_err(StorageError::from)
+    }
+
+    /// Keeps the handed-over state of hibernated process `pid`.
+    pub fn keep_hibernated(&self, pid: u64, state: &[u8]) -> Result<(), StorageError> {
+        let cf = self.column_family(HIBERNATED_CF)?;
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db
+            .put_cf_opt(cf, pid.to_be_bytes(), state, &options)
+            .map_err(StorageError::from)
+    }
+
+    /// Takes back (reads and forgets) the state of hibernated process `pid`.
+    pub fn take_hibernated(&self, pid: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let state = self
+            .db
+            .get_cf(self.column_family(HIBERNATED_CF)?, pid.to_be_bytes())?;
+        self.forget_hibernated(pid)?;
+        Ok(state)
+    }
+
+    /// Forgets the state of hibernated process `pid` (it ended).
+    pub fn forget_hibernated(&self, pid: u64) -> Result<(), StorageError> {
+        let cf = self.column_family(HIBERNATED_CF)?;
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db
+            .delete_cf_opt(cf, pid.to_be_bytes(), &options)
+            .map_err(StorageError::from)
     }
 
     /// The id of the cluster this node left, if its data is still that

@@ -25,14 +25,38 @@ fn misbehave_hibernating_soon() -> NodeBuilder {
 #[test]
 fn a_hibernated_process_keeps_its_state_and_the_order_of_its_messages() {
     let node = misbehave_hibernating_soon().start();
+    keeps_state_and_order(&node);
+    assert!(
+        node.metric("host_hibernated_state_bytes") > 0,
+        "kept in memory"
+    );
+    assert_eq!(node.metric("host_hibernated_states_spilled_total"), 0);
+}
+
+#[test]
+fn a_state_past_the_memory_budget_is_kept_in_storage_and_restored() {
+    let node = misbehave_hibernating_soon()
+        .arg("--hibernate-memory")
+        .arg("0")
+        .start();
+    keeps_state_and_order(&node);
+    assert_eq!(node.metric("host_hibernated_state_bytes"), 0);
+    assert!(node.metric("host_hibernated_states_spilled_total") >= 1);
+}
+
+/// A process called, hibernated, called again has its state; the messages
+/// sent while it wakes are handled in order.
+fn keeps_state_and_order(node: &crate::support::Node) {
     assert_eq!(node.get("/echo/keeper").text(), "keeper: call #1");
     assert_eq!(node.get("/notes/keeper/a-b-c").text(), "a,b,c");
     eventually(
         Duration::from_secs(10),
         "the idle process to hibernate",
-        || node.metric("host_processes_hibernated_total") >= 1,
+        || {
+            node.metric("host_processes_hibernated_total") >= 1
+                && node.metric("host_instance_slots_held") == 0
+        },
     );
-    assert_eq!(node.metric("host_instance_slots_held"), 0);
     assert_eq!(node.metric("host_processes"), 1, "hibernated, still alive");
 
     // The first cast wakes it; the others and the call queue behind it
@@ -42,6 +66,9 @@ fn a_hibernated_process_keeps_its_state_and_the_order_of_its_messages() {
     assert_eq!(node.get("/echo/keeper").text(), "keeper: call #2");
     assert_eq!(node.metric("host_processes_started_total"), 1);
     assert_eq!(node.metric("host_processes_expired_total"), 0);
+    eventually(Duration::from_secs(10), "it to hibernate again", || {
+        node.metric("host_processes_hibernated_total") >= 2
+    });
 }
 
 #[test]

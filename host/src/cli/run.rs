@@ -120,6 +120,12 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_hibernate_after, default_value = "10s")]
     hibernate_after: HibernateAfter,
 
+    /// Bytes of hibernated processes' states kept in memory; past it, states
+    /// go to storage (a local column family, never replicated, cleared at
+    /// start) and are read back on waking.
+    #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+    hibernate_memory: usize,
+
     /// Process instances held at once; the other processes hibernate, and
     /// the idlest are hibernated when a slot is needed. [default: 8192, or
     /// what vm.max_map_count and the address space allow]
@@ -313,6 +319,7 @@ impl RunArgs {
             limits: ProcessLimits {
                 idle_timeout: self.idle_timeout,
                 hibernate_after: self.hibernate_after.0,
+                hibernated_state_memory: self.hibernate_memory,
                 max_instances: self.max_instances,
                 call_deadline: self.call_deadline,
                 max_memory_bytes: self.process_memory,
