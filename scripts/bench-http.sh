@@ -21,7 +21,6 @@ target_dir="$(target_dir)"
 work="$(mktemp -d)"
 trap 'stop_servers; rm -rf "$work"' EXIT
 
-hello_port="$(start_server "$work/hello" "$target_dir/$PROFILE/examples/hyper_hello" 0)"
 
 # A fresh Todo node whose 1,000 lists each hold the same entries (and whose
 # list processes are all started), so no workload sees another's writes.
@@ -76,16 +75,23 @@ run() {
   echo "$name|$rps|$avg|$p99|${errors:-none}"
 }
 
+# Each workload runs alone: the servers of the previous one are stopped
+# first (idle nodes still wake up, and keep memory).
 results=()
-results+=("$(run "hyper hello-world (ceiling)" "$hello_port")")
-results+=("$(run "wasi:http hello component on this host" "$(hello_node)")")
-results+=("$(run "GET /entries, 1,000 lists" "$(fresh_todo_node get)" scripts/wrk/get.lua)")
-results+=("$(run "POST /add_entry, 1,000 lists" "$(fresh_todo_node post)" scripts/wrk/post.lua)")
-results+=("$(run "book mix 80% GET / 20% POST, 1,000 lists" "$(fresh_todo_node mix)" scripts/wrk/mix.lua)")
+measure() {
+  results+=("$1")
+  stop_servers
+  rm -f "$work/pids"
+}
+measure "$(run "hyper hello-world (ceiling)" "$(start_server "$work/hello" "$target_dir/$PROFILE/examples/hyper_hello" 0)")"
+measure "$(run "wasi:http hello component on this host" "$(hello_node)")"
+measure "$(run "GET /entries, 1,000 lists" "$(fresh_todo_node get)" scripts/wrk/get.lua)"
+measure "$(run "POST /add_entry, 1,000 lists" "$(fresh_todo_node post)" scripts/wrk/post.lua)"
+measure "$(run "book mix 80% GET / 20% POST, 1,000 lists" "$(fresh_todo_node mix)" scripts/wrk/mix.lua)"
 IDLE_PROCESSES="${IDLE_PROCESSES:-200000}"
 if [ "$IDLE_PROCESSES" -gt 0 ]; then
-  results+=("$(run "GET /entries, 1,000 lists, $IDLE_PROCESSES idle lists hibernated" "$(crowded_todo_node get-idle)" scripts/wrk/get.lua)")
-  results+=("$(run "POST /add_entry, 1,000 lists, $IDLE_PROCESSES idle lists hibernated" "$(crowded_todo_node post-idle)" scripts/wrk/post.lua)")
+  measure "$(run "GET /entries, 1,000 lists, $IDLE_PROCESSES idle lists hibernated" "$(crowded_todo_node get-idle)" scripts/wrk/get.lua)"
+  measure "$(run "POST /add_entry, 1,000 lists, $IDLE_PROCESSES idle lists hibernated" "$(crowded_todo_node post-idle)" scripts/wrk/post.lua)"
 fi
 
 ceiling="$(cut -d'|' -f2 <<<"${results[0]}")"
