@@ -175,11 +175,7 @@ async fn call_all(node: &Arc<NodeCore>, names: &Arc<Vec<String>>) -> f64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = support::runtime();
     let dirs: Vec<tempfile::TempDir> = (0..3)
         .map(|_| tempfile::tempdir().expect("temp dir"))
         .collect();

@@ -20,11 +20,7 @@ fn node(data_dir: &std::path::Path) -> Arc<NodeCore> {
 }
 
 fn processes(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = support::runtime();
     let dir = tempfile::tempdir().expect("temp dir");
     let node = runtime.block_on(async { node(dir.path()) });
     let component = node.components()[0].clone();

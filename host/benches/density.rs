@@ -132,11 +132,7 @@ fn main() {
     let processes = env_number("DENSITY_PROCESSES", 250_000);
     let callers = env_number("DENSITY_CALLERS", 64);
     let wakes = env_number("DENSITY_WAKES", 10_000).min(processes);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = support::runtime();
     let dir = tempfile::tempdir().expect("temp dir");
     let limits = ProcessLimits {
         idle_timeout: Duration::from_secs(3600),

@@ -6,6 +6,16 @@ use std::sync::Arc;
 use host::config::{NodeConfig, ProcessLimits};
 use host::node::{ComponentSource, NodeCore};
 
+/// The runtime the benchmarks run nodes on: two workers, as the project's
+/// machines have two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// The name the benchmarks load the minimal guest under.
 pub const COMPONENT: &str = "minimal";
 
