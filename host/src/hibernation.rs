@@ -190,14 +190,6 @@ impl IdleTimers {
         }
         due
     }
-
-    pub fn len(&self) -> usize {
-        self.due().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Where the handed-over states of hibernated processes are kept: in

@@ -290,11 +290,6 @@ impl<R> Mailbox<R> {
         (inner.queue.len(), inner.bytes)
     }
 
-    /// Whether both are the same process's mailbox.
-    pub fn same(&self, other: &Mailbox<R>) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
-    }
-
     fn inbox(&self) -> Inbox<R> {
         Inbox {
             shared: self.shared.clone(),

@@ -333,9 +333,10 @@ impl NodeCore {
             Ok(answer) => return answer,
             Err(message) => message,
         };
+        // It is busy (or starting): its mailbox queues the call.
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.send_to(component, name, fence, Message::Call { message, reply })
-            .map_err(|(error, _)| error)?;
+        let call = Message::Call { message, reply };
+        self.send_to(component, name, fence, call, Some(mailbox))?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(CallError::Crashed(
@@ -392,8 +393,7 @@ impl NodeCore {
         message: Vec<u8>,
         fence: Option<Fence>,
     ) -> Result<(), CallError> {
-        self.send_to(component, name, fence, Message::Cast { message })
-            .map_err(|(error, _)| error)
+        self.send_to(component, name, fence, Message::Cast { message }, None)
     }
 
     /// Stops this node's processes whose registration matches (see
@@ -407,38 +407,39 @@ impl NodeCore {
     }
 
     /// Puts `message` in the mailbox of the process holding the name under
-    /// `fence`, starting it if none does (or waking it if it hibernates). A
-    /// process that stops between the lookup and the send (idle expiry)
-    /// hands the message back, and it goes to the name's next process. A
-    /// full mailbox refuses it. A refused message comes back with the error.
-    pub(crate) fn send_to(
+    /// `fence` (`mailbox`, when the caller looked it up already), starting
+    /// it if none does (or waking it if it rests). A process that stops
+    /// between the lookup and the send (idle expiry) hands the message
+    /// back, and it goes to the name's next process. A full mailbox refuses
+    /// it.
+    fn send_to(
         self: &Arc<Self>,
         component: &str,
         name: &str,
         fence: Option<Fence>,
         message: Message,
-    ) -> Result<(), (CallError, Message)> {
-        let mut message = message;
+        mailbox: Option<Mailbox>,
+    ) -> Result<(), CallError> {
+        let (mut message, mut looked_up) = (message, mailbox);
         for _ in 0..DELIVERY_ATTEMPTS {
-            let mailbox = match self.mailbox(component, name, fence) {
-                Ok(mailbox) => mailbox,
-                Err(error) => return Err((error, message)),
+            let mailbox = match looked_up.take() {
+                Some(mailbox) => mailbox,
+                None => self.mailbox(component, name, fence)?,
             };
             match mailbox.send(message) {
                 Ok(()) => return Ok(()),
                 Err(SendError::Closed(returned)) => message = returned,
                 Err(SendError::Full { message, limit }) => {
                     self.metrics.mailbox_full();
-                    let error = CallError::Refused(format!(
+                    return Err(CallError::Refused(format!(
                         "the mailbox of `{component}/{name}` is full: it holds at most \
                          {limit} bytes of messages, and this one is {} bytes",
                         message.payload_len()
-                    ));
-                    return Err((error, message));
+                    )));
                 }
             }
         }
-        Err((stopped_during_delivery(), message))
+        Err(stopped_during_delivery())
     }
 
     /// The mailbox of the process holding the name under `fence`, starting
@@ -471,15 +472,15 @@ impl NodeCore {
             let pid: Pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
             let stop = Arc::new(StopFlag::default());
             let stats = Arc::new(ProcessStats::default());
-            let mailbox = process::spawn(
-                self,
-                loaded.clone(),
-                key.clone(),
+            let mailbox = process::spawn(process::Identity {
+                node: self.clone(),
+                component: loaded.clone(),
+                key: key.clone(),
                 pid,
                 fence,
-                stop.clone(),
-                stats.clone(),
-            );
+                stop: stop.clone(),
+                stats: stats.clone(),
+            });
             self.metrics.started();
             tracing::debug!(process = %key, pid, "process started");
             Ok(Registration {

@@ -100,15 +100,17 @@ enum Start {
     TakeOver(Vec<u8>),
 }
 
-/// Who a process is: what it needs to run, kept while it rests.
-struct Identity {
-    node: Arc<NodeCore>,
-    component: Arc<LoadedComponent>,
-    key: ProcessKey,
-    pid: Pid,
-    fence: Option<Fence>,
-    stop: Arc<StopFlag>,
-    stats: Arc<ProcessStats>,
+/// Who a process is: what it needs to run, kept while it rests. In a
+/// cluster, `fence` is its registration (its writes count only while it is
+/// current), and `stop` is how the node tells it to stop.
+pub struct Identity {
+    pub node: Arc<NodeCore>,
+    pub component: Arc<LoadedComponent>,
+    pub key: ProcessKey,
+    pub pid: Pid,
+    pub fence: Option<Fence>,
+    pub stop: Arc<StopFlag>,
+    pub stats: Arc<ProcessStats>,
 }
 
 /// A process's instance and what goes with it. Fields drop in order: the
@@ -216,29 +218,12 @@ impl Hibernated {
     }
 }
 
-/// Starts process `key` of `component` as a task of `node` and returns its
-/// mailbox. The process instantiates itself; messages sent meanwhile wait.
-/// In a cluster, `fence` is its registration (its writes count only while
-/// it is current), and `stop` is how the node tells it to stop.
-pub fn spawn(
-    node: &Arc<NodeCore>,
-    component: Arc<LoadedComponent>,
-    key: ProcessKey,
-    pid: Pid,
-    fence: Option<Fence>,
-    stop: Arc<StopFlag>,
-    stats: Arc<ProcessStats>,
-) -> ProcessMailbox {
-    let (mailbox, inbox) = mailbox::new(node.config().limits.max_mailbox_bytes);
-    let identity = Identity {
-        node: node.clone(),
-        component,
-        key,
-        pid,
-        fence,
-        stop,
-        stats,
-    };
+/// Starts the process `identity` names as a task of its node and returns
+/// its mailbox. The process instantiates itself; messages sent meanwhile
+/// wait.
+pub fn spawn(identity: Identity) -> ProcessMailbox {
+    let limit = identity.node.config().limits.max_mailbox_bytes;
+    let (mailbox, inbox) = mailbox::new(limit);
     Task::new(identity, inbox).spawn(Begin::Start(Start::Init));
     mailbox
 }
@@ -395,15 +380,12 @@ async fn call_and_park(
     let Parked { identity, live } = &mut *parked;
     match live.call(identity, message, deadline).await {
         Ok(answer) => {
+            // Parked again in the same box: no allocation per call.
             match inbox.rest(Resting::Parked(parked)) {
                 Ok(()) => {}
                 Err(Unrested::Busy(resting)) => resting.wake(inbox),
-                Err(Unrested::Closed(Resting::Parked(parked))) => {
-                    let Parked { identity, live } = *parked;
-                    drop(live);
-                    Task::new(identity, inbox).finish(Exit::Shutdown);
-                }
-                Err(Unrested::Closed(resting)) => resting.wake(inbox),
+                // The node is stopping and nothing is queued: it ends here.
+                Err(Unrested::Closed(resting)) => resting.end(),
             }
             Ok(answer)
         }
