@@ -83,6 +83,11 @@ fn memory() -> (u64, u64) {
     (field("VmRSS:"), field("VmPTE:"))
 }
 
+/// Memory mappings of this process (what `vm.max_map_count` limits).
+fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |maps| maps.lines().count())
+}
+
 /// Calls process `p{i}` and returns its reply (its count).
 async fn call(node: &Arc<NodeCore>, i: usize) -> String {
     let reply = node
@@ -144,8 +149,9 @@ fn main() {
     let slots = node.slots().total();
     let (rss_before, pte_before) = memory();
     let heap_before = heap();
+    let mappings_before = mappings();
     println!(
-        "node up: {slots} instance slots; RSS {} MiB, page tables {} MiB",
+        "node up: {slots} instance slots; RSS {} MiB, page tables {} MiB, {mappings_before} memory mappings",
         rss_before >> 20,
         pte_before >> 20
     );
@@ -177,6 +183,11 @@ fn main() {
     );
 
     let held = node.slots().held() as usize;
+    println!(
+        "memory mappings: {} ({:+} since the node was up: slots that held an instance keep its mappings)",
+        mappings(),
+        mappings() as i64 - mappings_before as i64,
+    );
     println!(
         "host heap: {:.0} bytes per live process ({} of them, {held} holding an instance), state included",
         heap().saturating_sub(heap_before) as f64 / processes as f64,

@@ -27,6 +27,8 @@ pub struct NodeConfig {
     /// Which components may call processes of which other components
     /// (`FROM`, `TO`). A component may always call its own processes.
     pub call_grants: Vec<(String, String)>,
+    /// How each slot of the instance pool is laid out.
+    pub slot_layout: SlotLayout,
 }
 
 impl NodeConfig {
@@ -44,6 +46,7 @@ impl NodeConfig {
             perfmap: false,
             compile_cache: None,
             call_grants: Vec::new(),
+            slot_layout: SlotLayout::default(),
         }
     }
 }
@@ -221,5 +224,51 @@ mod tests {
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+}
+
+/// How each instance slot of the pool is laid out. The defaults are what
+/// `host run` uses (`crate::runtime` builds the pool from them); `BENCHMARKS.md` ("What each pool option costs") has
+/// what each field costs measured one at a time, which is why they are
+/// what they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotLayout {
+    /// Address space reserved for a linear memory. At 4 GiB a 32-bit
+    /// guest's bounds checks are done by the MMU, not by code in every load.
+    pub memory_reservation: u64,
+    /// Inaccessible bytes after each linear memory.
+    pub memory_guard: u64,
+    /// A guest's fiber stack, host calls included (wasmtime's
+    /// `async_stack_size`); the guest's own frames may use a quarter of it
+    /// (1 MiB: 256 KiB for the guest, half wasmtime's default, which saves
+    /// a page-table page per slot; a guest that recurses deeper traps,
+    /// and only its process crashes).
+    pub stack_size: usize,
+    /// Bytes of linear memory a freed slot keeps resident and resets in
+    /// place for the next instance, rather than giving them back.
+    pub keep_resident: usize,
+    /// Whether a freed slot's stack is zeroed before its next use.
+    pub stack_zeroing: bool,
+}
+
+impl Default for SlotLayout {
+    fn default() -> Self {
+        Self {
+            memory_reservation: 4 << 30,
+            memory_guard: 32 << 20,
+            stack_size: 1 << 20,
+            keep_resident: 128 << 10,
+            stack_zeroing: false,
+        }
+    }
+}
+
+impl SlotLayout {
+    /// Address space one slot reserves: its linear memory's region (at
+    /// least the node's memory cap) and guard, its stack, and its share of
+    /// the tables and instance metadata.
+    pub(crate) fn address_space(&self, max_memory_bytes: usize) -> u64 {
+        let memory = self.memory_reservation.max(max_memory_bytes as u64);
+        memory + self.memory_guard + self.stack_size as u64 + (6 << 20)
     }
 }

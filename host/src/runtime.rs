@@ -23,6 +23,8 @@ use wasmtime::{
 };
 
 use crate::config::NodeConfig;
+#[cfg(doc)]
+use crate::config::SlotLayout;
 use crate::state::InstanceState;
 
 /// How often the epoch advances: the time slice a guest runs before it
@@ -40,29 +42,20 @@ const TABLES_PER_COMPONENT: u32 = 8;
 /// the renderers of running traces (both bounded by the console).
 pub const CONSOLE_INSTANCES: u32 = 48;
 
-/// Bytes of linear memory and of tables a freed pool slot keeps resident,
-/// reset in place for the next instance.
-const KEEP_RESIDENT_MEMORY: usize = 128 * 1024;
-const KEEP_RESIDENT_TABLE: usize = 64 * 1024;
-
 /// Memory mappings one instance slot costs (`vm.max_map_count` counts
 /// them): its fiber stack and the stack's guard page from the start, and,
 /// while an instance is in the slot, its linear memory and its table made
 /// accessible inside their reserved regions (each splits one mapping in
-/// two). Measured: 2 per slot at start, 4 more per live instance.
+/// two). Measured: 2 per slot at start, 4 more per live instance, whatever
+/// the [`SlotLayout`].
 const MAPPINGS_PER_SLOT: u64 = 6;
 
 /// Mappings left for everything but the pool: the binary and its
 /// libraries, thread stacks, RocksDB, the allocator.
 const MAPPINGS_RESERVED: u64 = 8192;
 
-/// Address space one instance slot reserves: its linear memory's 4 GiB
-/// (bounds checks are then done by the MMU, not by code in every load),
-/// the guard after it, its fiber stack and its share of the tables and
-/// instance metadata.
-const MEMORY_RESERVATION: u64 = 4 << 30;
-const MEMORY_GUARD: u64 = 32 << 20;
-const ADDRESS_SPACE_PER_SLOT: u64 = MEMORY_RESERVATION + MEMORY_GUARD + (8 << 20);
+/// Bytes of tables a freed pool slot keeps resident.
+const KEEP_RESIDENT_TABLE: usize = 64 * 1024;
 
 /// Share of the process's address space the pool may take (the rest is
 /// for the heap, RocksDB and thread stacks): three quarters of 128 TiB, the
@@ -143,8 +136,8 @@ impl PoolPlan {
         let by_mappings = (machine.max_map_count.saturating_sub(MAPPINGS_RESERVED)
             / MAPPINGS_PER_SLOT)
             .saturating_sub(others);
-        let by_address_space =
-            (machine.address_space / 4 * 3 / ADDRESS_SPACE_PER_SLOT).saturating_sub(others);
+        let per_slot = config.slot_layout.address_space(limits.max_memory_bytes);
+        let by_address_space = (machine.address_space / 4 * 3 / per_slot).saturating_sub(others);
         let fits = by_mappings.min(by_address_space);
         let bookkeeping = u64::from(limits.max_processes) * HIBERNATED_PROCESS_BYTES;
         if bookkeeping > machine.memory / 2 {
@@ -177,12 +170,13 @@ impl PoolPlan {
         if wanted > by_address_space || wanted == 0 {
             return Err(format!(
                 "{} process instances and {others} for HTTP handlers and the console need about \
-                 {} GiB of address space (4 GiB reserved per instance's memory), and this process \
+                 {} GiB of address space ({} MiB reserved per instance), and this process \
                  may map {} GiB (ulimit -v, or the CPU's user address space; the pool takes at \
                  most three quarters). Lower --max-instances (at most {by_address_space} fit) or \
                  --max-concurrent-requests, or raise ulimit -v",
                 wanted.max(1),
-                ((wanted.max(1) + others) * ADDRESS_SPACE_PER_SLOT) >> 30,
+                ((wanted.max(1) + others) * per_slot) >> 30,
+                per_slot >> 20,
                 machine.address_space >> 30
             ));
         }
@@ -246,6 +240,7 @@ impl Runtime {
 
 fn engine_config(node: &NodeConfig, plan: &PoolPlan) -> Config {
     let limits = &node.limits;
+    let layout = &node.slot_layout;
     let instances = plan.instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
@@ -268,7 +263,7 @@ fn engine_config(node: &NodeConfig, plan: &PoolPlan) -> Config {
         // throughput (BENCHMARKS.md). Each used slot keeps at most this much
         // resident after its instance is gone.
         .pagemap_scan(Enabled::Auto)
-        .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+        .linear_memory_keep_resident(layout.keep_resident)
         .table_keep_resident(KEEP_RESIDENT_TABLE);
 
     let mut config = Config::new();
@@ -278,8 +273,11 @@ fn engine_config(node: &NodeConfig, plan: &PoolPlan) -> Config {
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
-        .memory_reservation(MEMORY_RESERVATION)
-        .memory_guard_size(MEMORY_GUARD)
+        .memory_reservation(layout.memory_reservation)
+        .memory_guard_size(layout.memory_guard)
+        .async_stack_size(layout.stack_size)
+        .max_wasm_stack(layout.stack_size / 4)
+        .async_stack_zeroing(layout.stack_zeroing)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
@@ -361,6 +359,23 @@ mod tests {
         let error =
             PoolPlan::new(&config(1_000_000, Some(1_000_000)), &roomy).expect_err("does not fit");
         assert!(error.contains("address space"), "{error}");
+    }
+
+    #[test]
+    fn the_address_space_a_slot_takes_follows_its_layout() {
+        let narrow = MachineLimits {
+            address_space: 16 << 40,
+            ..machine(10_000_000)
+        };
+        let default = PoolPlan::new(&config(1_000_000, None), &narrow).expect("fits");
+        let mut compact = config(1_000_000, None);
+        compact.slot_layout.memory_reservation = 64 << 20;
+        let compact = PoolPlan::new(&compact, &narrow).expect("fits");
+        // Three quarters of 16 TiB hold about 3,040 slots of 4 GiB, 1,072
+        // of them for HTTP handlers and the console; with 64 MiB
+        // reservations the default 8,192 process slots fit.
+        assert!((1900..2000).contains(&default.process_slots), "{default:?}");
+        assert_eq!(compact.process_slots, DEFAULT_PROCESS_SLOTS);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use host::config::{NodeConfig, ProcessLimits};
+use host::config::{NodeConfig, ProcessLimits, SlotLayout};
 use host::node::{ComponentSource, NodeCore};
 
 /// The runtime the benchmarks run nodes on: two workers, as the project's
@@ -23,6 +23,7 @@ pub const COMPONENT: &str = "minimal";
 pub fn minimal_node(name: &str, data_dir: &Path, limits: ProcessLimits) -> Arc<NodeCore> {
     let config = NodeConfig {
         limits,
+        slot_layout: slot_layout(),
         ..NodeConfig::new(name, data_dir.to_path_buf())
     };
     let source = ComponentSource {
@@ -30,6 +31,34 @@ pub fn minimal_node(name: &str, data_dir: &Path, limits: ProcessLimits) -> Arc<N
         path: minimal_wasm(),
     };
     NodeCore::start(config, &[source]).expect("node starts")
+}
+
+/// The pool's slot layout: the node's default, with any field replaced by
+/// an environment variable, so each option can be measured alone (see
+/// BENCHMARKS.md, "What each pool option costs"): `POOL_MEMORY_RESERVATION`,
+/// `POOL_MEMORY_GUARD`, `POOL_STACK_SIZE`, `POOL_KEEP_RESIDENT` (bytes) and
+/// `POOL_STACK_ZEROING` (`true` or `false`).
+pub fn slot_layout() -> SlotLayout {
+    fn read<T: std::str::FromStr>(name: &str, default: T) -> T {
+        match std::env::var(name) {
+            Ok(text) => text
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}=`{text}` is not a valid value")),
+            Err(_) => default,
+        }
+    }
+    let default = SlotLayout::default();
+    let layout = SlotLayout {
+        memory_reservation: read("POOL_MEMORY_RESERVATION", default.memory_reservation),
+        memory_guard: read("POOL_MEMORY_GUARD", default.memory_guard),
+        stack_size: read("POOL_STACK_SIZE", default.stack_size),
+        keep_resident: read("POOL_KEEP_RESIDENT", default.keep_resident),
+        stack_zeroing: read("POOL_STACK_ZEROING", default.stack_zeroing),
+    };
+    if layout != default {
+        eprintln!("pool slot layout: {layout:?}");
+    }
+    layout
 }
 
 /// The minimal guest, built by `scripts/build.sh`.

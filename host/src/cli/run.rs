@@ -15,7 +15,8 @@ use super::dist::DistArgs;
 use host::cluster::{Cluster, Settings};
 use host::component::{name_from_path, validate_name};
 use host::config::{
-    Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity, parse_duration, parse_size,
+    Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity, SlotLayout,
+    parse_duration, parse_size,
 };
 use host::console::Console;
 use host::dist::NodeName;
@@ -340,6 +341,7 @@ impl RunArgs {
             perfmap: self.perfmap,
             compile_cache: self.compile_cache.clone(),
             call_grants: self.allow_call.clone(),
+            slot_layout: SlotLayout::default(),
         })
     }
 

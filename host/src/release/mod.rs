@@ -25,7 +25,7 @@ use anyhow::Context as _;
 
 use crate::component::LoadedComponent;
 use crate::config::NodeConfig;
-use crate::config::{Durability, HttpConfig, ProcessLimits, RestartIntensity};
+use crate::config::ProcessLimits;
 use crate::dist::cookie;
 use crate::runtime::Runtime;
 
@@ -106,19 +106,12 @@ pub fn build(spec: &ReleaseSpec) -> anyhow::Result<PathBuf> {
 /// whose engine differs compiles it again instead of running stale code).
 fn precompile(components: &[(String, PathBuf)], dir: &Path) -> anyhow::Result<()> {
     let config = NodeConfig {
-        node_name: "release".into(),
-        data_dir: dir.to_path_buf(),
-        http: HttpConfig::default(),
         limits: ProcessLimits {
             max_processes: 1,
             ..ProcessLimits::default()
         },
-        restarts: RestartIntensity::default(),
-        durability: Durability::Wal,
-        metrics_addr: None,
-        perfmap: false,
-        call_grants: Vec::new(),
         compile_cache: Some(dir.to_path_buf()),
+        ..NodeConfig::new("release", dir.to_path_buf())
     };
     let runtime = Runtime::new(&config)?;
     for (name, wasm) in components {
