@@ -279,6 +279,20 @@ impl<R> Mailbox<R> {
         true
     }
 
+    /// Closes the mailbox of a process whose runner died half-way (host
+    /// code panicked while running it) and takes what was queued, to be
+    /// answered. Only a running process is abandoned: one that came to rest
+    /// or was closed before the panic is someone else's to end.
+    pub(crate) fn abandon(&self) -> Option<Vec<Message>> {
+        let mut inner = self.shared.lock();
+        if !matches!(inner.status, Status::Running) {
+            return None;
+        }
+        inner.status = Status::Closed;
+        inner.bytes = 0;
+        Some(inner.queue.drain(..).collect())
+    }
+
     /// What `look` makes of where the process is now.
     pub fn inspect<T>(&self, look: impl FnOnce(&Status<R>) -> T) -> T {
         look(&self.shared.lock().status)
@@ -374,6 +388,22 @@ mod tests {
         fn end(self) {
             self.0.ended.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn only_a_running_process_is_abandoned() {
+        let counter = Arc::new(Counter::default());
+        let (mailbox, mut inbox) = new::<Resting>(1 << 20);
+        assert!(inbox.rest(Resting(counter.clone(), 1)).is_ok());
+        assert!(mailbox.abandon().is_none(), "a resting process is not");
+        // The cast wakes it: it runs, and two messages are queued.
+        assert!(mailbox.send(cast(1)).is_ok());
+        assert!(mailbox.send(cast(2)).is_ok());
+        let queued = mailbox.abandon().expect("a running process is");
+        assert_eq!(queued.len(), 2);
+        assert!(matches!(mailbox.send(cast(3)), Err(SendError::Closed(_))));
+        assert_eq!(mailbox.queued(), (0, 0));
+        assert!(mailbox.abandon().is_none(), "a closed one is not");
     }
 
     #[test]

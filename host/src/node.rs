@@ -329,10 +329,11 @@ impl NodeCore {
         let deadline = tokio::time::Instant::now() + timeout;
         // An idle process is called right here, in the caller's task.
         let mailbox = self.mailbox(component, name, fence)?;
-        let message = match process::call_parked(&mailbox, message, timeout).await {
-            Ok(answer) => return answer,
-            Err(message) => message,
-        };
+        let message =
+            match process::call_parked(&mailbox, (component, name), message, timeout).await {
+                Ok(answer) => return answer,
+                Err(message) => message,
+            };
         // It is busy (or starting): its mailbox queues the call.
         let (reply, answer) = tokio::sync::oneshot::channel();
         let call = Message::Call { message, reply };

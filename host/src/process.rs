@@ -21,13 +21,16 @@
 //! There is one `Live` per process, moved between them and the mailbox, so
 //! one message at a time holds by construction.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
+use futures_util::FutureExt;
 use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::Instance;
@@ -332,6 +335,7 @@ fn later(at: Instant, wait: Duration) -> Instant {
 /// process's task.
 pub async fn call_parked(
     mailbox: &ProcessMailbox,
+    (component, name): (&str, &str),
     message: Vec<u8>,
     timeout: Duration,
 ) -> Result<Result<Vec<u8>, CallError>, Vec<u8>> {
@@ -340,6 +344,7 @@ pub async fn call_parked(
         return Err(message);
     };
     let node = resting.identity().node.clone();
+    let pid = resting.identity().pid;
     // A parked process's call is over within the call deadline (its guard
     // ends it there): a caller willing to wait that long needs no timer of
     // its own, which saves one per call.
@@ -353,16 +358,29 @@ pub async fn call_parked(
         _running: node.tasks().token(),
         node,
         call: Some(call),
+        pid,
+        mailbox,
+        key: (component, name),
     };
     let answer = match call.call.as_mut() {
-        Some(running) if bounded => Ok(running.await),
-        Some(running) => tokio::time::timeout(timeout, running).await,
-        None => Ok(Err(CallError::Crashed("the call was lost".into()))),
+        Some(running) => {
+            let running = AssertUnwindSafe(running).catch_unwind();
+            if bounded {
+                Ok(running.await)
+            } else {
+                tokio::time::timeout(timeout, running).await
+            }
+        }
+        None => Ok(Ok(Err(CallError::Crashed("the call was lost".into())))),
     };
     match answer {
-        Ok(answer) => {
+        Ok(Ok(answer)) => {
             call.call = None;
             Ok(answer)
+        }
+        Ok(Err(panic)) => {
+            call.call = None;
+            Ok(Err(call.owner().abandon(panic.as_ref())))
         }
         Err(_) => Ok(Err(CallError::TimedOut)),
     }
@@ -441,24 +459,107 @@ type DirectCall = Pin<Box<dyn Future<Output = Result<Vec<u8>, CallError>> + Send
 
 /// A direct call that outlives its caller: dropped before it finished, it
 /// goes on in a task (a guest call stopped half-way would leave the
-/// instance unusable and the process stuck).
-struct Detachable {
+/// instance unusable and the process stuck). Who the process is stays
+/// borrowed from the caller, for the rare call that needs its [`Owner`].
+struct Detachable<'a> {
     node: Arc<NodeCore>,
     call: Option<DirectCall>,
+    pid: Pid,
+    mailbox: &'a ProcessMailbox,
+    key: (&'a str, &'a str),
     /// Counts the call among the node's process tasks, so a node stopping
     /// waits for it as for them.
     _running: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
-impl Drop for Detachable {
+impl Detachable<'_> {
+    fn owner(&self) -> Owner {
+        Owner {
+            node: self.node.clone(),
+            key: ProcessKey::new(self.key.0, self.key.1),
+            pid: self.pid,
+            mailbox: self.mailbox.clone(),
+        }
+    }
+}
+
+impl Drop for Detachable<'_> {
     fn drop(&mut self) {
         if let Some(call) = self.call.take()
             && tokio::runtime::Handle::try_current().is_ok()
         {
-            self.node.tasks().spawn(async move {
+            self.owner().spawn(async move {
                 let _ = call.await;
             });
         }
+    }
+}
+
+/// Who runs a process, kept outside the code that runs it. Should host
+/// code panic half-way (a host bug: wasmtime turns what guests do into
+/// errors, never panics), the process ends as crashed, its name freed and
+/// what waits in its mailbox answered, instead of staying marked as
+/// running while its callers wait out their timeouts.
+struct Owner {
+    node: Arc<NodeCore>,
+    key: ProcessKey,
+    pid: Pid,
+    mailbox: ProcessMailbox,
+}
+
+impl Owner {
+    fn of(identity: &Identity, inbox: &ProcessInbox) -> Self {
+        Self {
+            node: identity.node.clone(),
+            key: identity.key.clone(),
+            pid: identity.pid,
+            mailbox: inbox.mailbox(),
+        }
+    }
+
+    /// Runs `work` as a task of the node.
+    fn spawn(self, work: impl Future<Output = ()> + Send + 'static) {
+        let node = self.node.clone();
+        node.tasks().spawn(self.run(work, drop));
+    }
+
+    /// Runs `work`; if it panics, ends the process and gives `crashed` the
+    /// error its caller gets.
+    async fn run<T>(
+        self,
+        work: impl Future<Output = T>,
+        crashed: impl FnOnce(CallError) -> T,
+    ) -> T {
+        match AssertUnwindSafe(work).catch_unwind().await {
+            Ok(done) => done,
+            Err(panic) => crashed(self.abandon(panic.as_ref())),
+        }
+    }
+
+    fn abandon(self, panic: &(dyn Any + Send)) -> CallError {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        let Owner {
+            node,
+            key,
+            pid,
+            mailbox,
+        } = self;
+        tracing::error!(process = %key, pid, "host code panicked while running the process, which ends as crashed: {what}");
+        let reason = format!("the host failed while running it (a host bug: {what})");
+        // A process that came to rest or ended before the panic is not
+        // this runner's any more.
+        if let Some(queued) = mailbox.abandon() {
+            node.process_exited(&key, pid, &Exit::Crashed(reason.clone()));
+            node.registry().unregister(&key, pid);
+            for message in queued {
+                refuse(message, &reason);
+            }
+        }
+        CallError::Crashed(reason)
     }
 }
 
@@ -512,8 +613,7 @@ impl Task {
     }
 
     fn spawn(self, begin: Begin) {
-        let node = self.identity.node.clone();
-        node.tasks().spawn(self.run(begin));
+        Owner::of(&self.identity, &self.inbox).spawn(self.run(begin));
     }
 
     async fn run(self, begin: Begin) {
@@ -664,8 +764,7 @@ impl Task {
                 drop(live);
                 task.finish(Exit::Shutdown);
             } else {
-                let node = task.identity.node.clone();
-                node.tasks().spawn(task.serve(live));
+                Owner::of(&task.identity, &task.inbox).spawn(task.serve(live));
             }
         }
     }
@@ -923,6 +1022,11 @@ impl Live {
         message: Vec<u8>,
         deadline: Duration,
     ) -> Result<Vec<u8>, String> {
+        // A host bug, simulated for the unit test of `Owner`.
+        #[cfg(test)]
+        if message == tests::PANIC_IN_THE_HOST {
+            panic!("injected by a test");
+        }
         identity.counted();
         identity.traced(EventKind::Call, &message);
         let behaviour = self.bindings.otp_platform_behaviour();
@@ -1042,4 +1146,77 @@ pub(crate) fn describe_trap(error: &wasmtime::Error) -> String {
         .next()
         .unwrap_or("unknown error")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::capabilities::CallError;
+    use crate::config::NodeConfig;
+    use crate::node::{ComponentSource, NodeCore};
+
+    /// A call message that makes the host panic before the guest sees it.
+    pub(super) const PANIC_IN_THE_HOST: &[u8] = b"panic in the host";
+
+    /// The minimal guest, built by `scripts/build.sh`.
+    fn minimal_wasm() -> PathBuf {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let path = target.join("wasm32-wasip2/release/minimal.wasm");
+        assert!(
+            path.exists(),
+            "{} missing: run scripts/build.sh",
+            path.display()
+        );
+        path
+    }
+
+    async fn call(node: &Arc<NodeCore>, message: &[u8]) -> Result<String, CallError> {
+        let reply = node
+            .call("minimal", "p", message.to_vec(), Duration::from_secs(3))
+            .await?;
+        Ok(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_panic_crashes_the_process_and_its_next_call_starts_it_afresh() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let source = ComponentSource {
+            name: "minimal".into(),
+            path: minimal_wasm(),
+        };
+        let config = NodeConfig::new("panics", dir.path().to_path_buf());
+        let node = NodeCore::start(config, &[source]).expect("node starts");
+
+        // In the process's own task (its first message starts it). Its
+        // caller is answered as the panic unwinds, a moment before the name
+        // is freed: a call in that moment is refused with the reason.
+        let first = call(&node, PANIC_IN_THE_HOST).await;
+        assert!(matches!(first, Err(CallError::Crashed(_))), "{first:?}");
+        let mut next = call(&node, b"").await;
+        for _ in 0..10 {
+            match &next {
+                Err(CallError::Refused(reason)) if reason.contains("host bug") => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    next = call(&node, b"").await;
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(next.expect("a fresh process"), "1");
+        assert_eq!(call(&node, b"").await.expect("the same process"), "2");
+
+        // In the caller's task (the process was parked).
+        let direct = call(&node, PANIC_IN_THE_HOST).await;
+        assert!(
+            matches!(&direct, Err(CallError::Crashed(reason)) if reason.contains("host bug")),
+            "{direct:?}"
+        );
+        assert_eq!(call(&node, b"").await.expect("a fresh process"), "1");
+        node.stop_processes(Duration::from_secs(5)).await;
+    }
 }
