@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod support;
-use support::minimal_node;
+use support::{minimal_node, node_running};
 
 use host::config::{Durability, ProcessLimits};
 use host::node::NodeCore;
@@ -86,6 +86,82 @@ fn processes(c: &mut Criterion) {
     });
 }
 
+/// A Todo list's `handle-call` as the book's GET makes it: the entries of
+/// one date, from a list holding three (the HTTP benchmark's prefill). Set
+/// beside the minimal guest's round trip, it is what the list's own work
+/// and the message's and reply's copying add to a call.
+fn todo_call(c: &mut Criterion) {
+    let runtime = support::runtime();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = runtime.block_on(async {
+        node_running(
+            "bench",
+            dir.path(),
+            ProcessLimits::default(),
+            "todo",
+            "guest_todo",
+        )
+    });
+    let date = 20_240_401;
+    runtime.block_on(async {
+        for title in ["Dentist", "Shopping", "Movies"] {
+            node.call(
+                "todo",
+                "bench",
+                add_entry(date, title),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("add an entry");
+        }
+    });
+    let request = entries_of(date);
+    c.bench_function("call round trip (Todo list: 3 entries of a date)", |b| {
+        b.to_async(&runtime).iter_custom(|iterations| {
+            let (node, request) = (node.clone(), request.clone());
+            async move {
+                let caller = tokio::spawn(async move {
+                    let started = Instant::now();
+                    for _ in 0..iterations {
+                        let reply = node
+                            .call("todo", "bench", request.clone(), Duration::from_secs(5))
+                            .await
+                            .expect("call");
+                        assert_eq!(reply.first(), Some(&1), "Reply::Entries");
+                    }
+                    started.elapsed()
+                });
+                caller.await.expect("caller task")
+            }
+        })
+    });
+}
+
+/// The Todo guest's `Request::Add`, encoded as postcard does (variant
+/// index, the date as a YYYYMMDD varint, the title's length and bytes).
+fn add_entry(date: u32, title: &str) -> Vec<u8> {
+    let mut bytes = vec![0];
+    varint(&mut bytes, date);
+    varint(&mut bytes, title.len() as u32);
+    bytes.extend_from_slice(title.as_bytes());
+    bytes
+}
+
+/// The Todo guest's `Request::Entries { date: Some(date) }`.
+fn entries_of(date: u32) -> Vec<u8> {
+    let mut bytes = vec![1, 1];
+    varint(&mut bytes, date);
+    bytes
+}
+
+fn varint(bytes: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        bytes.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    bytes.push(value as u8);
+}
+
 fn storage(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -109,5 +185,5 @@ fn storage(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, processes, storage);
+criterion_group!(benches, processes, todo_call, storage);
 criterion_main!(benches);

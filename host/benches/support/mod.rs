@@ -21,14 +21,26 @@ pub const COMPONENT: &str = "minimal";
 
 /// A node named `name` running the minimal guest, its data in `data_dir`.
 pub fn minimal_node(name: &str, data_dir: &Path, limits: ProcessLimits) -> Arc<NodeCore> {
+    node_running(name, data_dir, limits, COMPONENT, "minimal")
+}
+
+/// A node named `name` running the guest built as `GUEST.wasm` under the
+/// component name `component`, its data in `data_dir`.
+pub fn node_running(
+    name: &str,
+    data_dir: &Path,
+    limits: ProcessLimits,
+    component: &str,
+    guest: &str,
+) -> Arc<NodeCore> {
     let config = NodeConfig {
         limits,
         slot_layout: slot_layout(),
         ..NodeConfig::new(name, data_dir.to_path_buf())
     };
     let source = ComponentSource {
-        name: COMPONENT.into(),
-        path: minimal_wasm(),
+        name: component.into(),
+        path: guest_wasm(guest),
     };
     NodeCore::start(config, &[source]).expect("node starts")
 }
@@ -61,12 +73,12 @@ pub fn slot_layout() -> SlotLayout {
     layout
 }
 
-/// The minimal guest, built by `scripts/build.sh`.
-pub fn minimal_wasm() -> PathBuf {
+/// A guest built by `scripts/build.sh`: `minimal`, `guest_todo`...
+pub fn guest_wasm(guest: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("wasm32-wasip2/release/minimal.wasm");
+    let path = target.join(format!("wasm32-wasip2/release/{guest}.wasm"));
     assert!(
         path.exists(),
         "{} missing: run scripts/build.sh first",
