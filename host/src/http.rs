@@ -41,7 +41,6 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::component::LoadedComponent;
 use crate::node::NodeCore;
 use crate::process::describe_trap;
-use crate::runtime;
 use crate::state::InstanceState;
 
 /// How long a client may take to send its request headers.
@@ -368,7 +367,6 @@ async fn serve_request(
         .data_mut()
         .http()
         .new_response_outparam(respond)?;
-    runtime::new_time_slice(&mut handler.store);
     handler
         .proxy
         .wasi_http_incoming_handler()

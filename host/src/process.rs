@@ -42,7 +42,6 @@ use crate::hibernation::{KeptState, Slot};
 use crate::mailbox::{self, Inbox, Mailbox, Message, ReplyTo, Rest, Status, Unrested};
 use crate::node::NodeCore;
 use crate::registry::{Fence, ProcessKey, StopFlag, StopReason};
-use crate::runtime;
 use crate::state::InstanceState;
 use crate::trace::{EventKind, Tracer};
 
@@ -838,7 +837,6 @@ impl Task {
         let node = self.identity.node.clone();
         let deadline = node.config().limits.call_deadline;
         let behaviour = live.bindings.otp_platform_behaviour();
-        runtime::new_time_slice(&mut live.store);
         match guarded(deadline, behaviour.call_hand_over(&mut live.store)).await {
             Ok(state) => match self.fall_asleep(state, live.last_message) {
                 Ok(()) => Ok(Ended::Rests),
@@ -1032,7 +1030,6 @@ impl Live {
         identity.counted();
         identity.traced(EventKind::Call, &message);
         let behaviour = self.bindings.otp_platform_behaviour();
-        runtime::new_time_slice(&mut self.store);
         let answer = guarded(
             deadline,
             behaviour.call_handle_call(&mut self.store, &message),
@@ -1053,7 +1050,6 @@ impl Live {
         identity.counted();
         identity.traced(EventKind::Cast, &message);
         let behaviour = self.bindings.otp_platform_behaviour();
-        runtime::new_time_slice(&mut self.store);
         guarded(
             deadline,
             behaviour.call_handle_cast(&mut self.store, &message),
@@ -1085,7 +1081,6 @@ impl Live {
             Ok(render) => render,
             Err(e) => return Ok(Err(format!("render-state has an unexpected type: {e}"))),
         };
-        runtime::new_time_slice(&mut self.store);
         guarded(deadline, render.call_async(&mut self.store, ()))
             .await
             .map(|(state,)| Ok(state))

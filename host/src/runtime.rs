@@ -232,19 +232,15 @@ impl Runtime {
     pub fn new_store(&self, state: InstanceState) -> Store<InstanceState> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state.limits());
+        // The deadline moves only when reached, so a store idle across ticks
+        // yields at the first check of its next call. Resetting it before
+        // each call was tried: calls to 1,000 lists in turn got 2-3x faster
+        // in criterion, but POST under HTTP load 10% slower (BENCHMARKS.md,
+        // "A fresh time slice per call, tried").
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         store
     }
-}
-
-/// Gives `store` a whole time slice before a call into it. A store's epoch
-/// deadline only moves when it is reached, so a store idle across ticks
-/// (a parked process, a warm HTTP handler) would otherwise yield to tokio
-/// at the first check of its next call: a task reschedule per call, which
-/// the HTTP profile showed. The guest still yields after every tick it runs.
-pub fn new_time_slice(store: &mut Store<InstanceState>) {
-    store.set_epoch_deadline(1);
 }
 
 fn engine_config(node: &NodeConfig, plan: &PoolPlan) -> Config {
