@@ -201,36 +201,10 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_as_an_operator_writes_them() {
-        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 fortnights").is_err());
-    }
-
-    #[test]
-    fn sizes_are_powers_of_1024() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999999999999GiB").is_err());
-    }
-}
-
-/// How each instance slot of the pool is laid out. The defaults are what
-/// `host run` uses (`crate::runtime` builds the pool from them); `BENCHMARKS.md` ("What each pool option costs") has
-/// what each field costs measured one at a time, which is why they are
-/// what they are.
+/// How each instance slot of the pool is laid out (`crate::runtime` builds
+/// the pool from it). The defaults are what `host run` uses; what each
+/// field costs, measured one at a time, is in `BENCHMARKS.md` ("What each
+/// pool option costs"), and is why the defaults are what they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotLayout {
     /// Address space reserved for a linear memory. At 4 GiB a 32-bit
@@ -270,5 +244,31 @@ impl SlotLayout {
     pub(crate) fn address_space(&self, max_memory_bytes: usize) -> u64 {
         let memory = self.memory_reservation.max(max_memory_bytes as u64);
         memory + self.memory_guard + self.stack_size as u64 + (6 << 20)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_an_operator_writes_them() {
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+    }
+
+    #[test]
+    fn sizes_are_powers_of_1024() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
     }
 }

@@ -236,7 +236,7 @@ impl Runtime {
         // yields at the first check of its next call. Resetting it before
         // each call was tried: calls to 1,000 lists in turn got 2-3x faster
         // in criterion, but POST under HTTP load 10% slower (BENCHMARKS.md,
-        // "A fresh time slice per call, tried").
+        // "A fresh time slice per call, tried and not kept").
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         store
