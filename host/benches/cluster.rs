@@ -6,8 +6,8 @@
 //!   node 1 itself;
 //! - first calls to new names, and calls to the same names once they live,
 //!   from many callers at once on node 2 (names spread over all nodes);
-//! - a replicated write (storage put through the Raft leader) from a
-//!   follower, p50 and p99.
+//! - a replicated write (a Todo list's add: one storage batch through the
+//!   Raft leader) on the leader and from a follower, p50 and p99.
 //!
 //! Run after building the guests (`scripts/build.sh`):
 //! `cargo bench [--profile dist] -p host --bench cluster`. See BENCHMARKS.md.
@@ -17,39 +17,61 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use host::boot::{Distribution, Listeners, RunningNode};
 use host::cluster::{Cluster, Settings};
 use host::config::ProcessLimits;
-use host::dist::link::Liveness;
-use host::dist::mesh::{Dialer, Mesh};
-use host::dist::{Cookie, NodeName};
-use host::node::NodeCore;
+use host::distribution::link::Liveness;
+use host::distribution::mesh::Dialer;
+use host::distribution::{Cookie, NodeName};
+use host::node::{ComponentSource, NodeCore};
 
 mod support;
-use support::{COMPONENT, minimal_node};
+use support::{COMPONENT, add_entry, config, guest_wasm};
 
 const SEQUENTIAL_CALLS: usize = 20_000;
 const NEW_NAMES: usize = 6_000;
 const CALLERS: usize = 64;
+const WRITES: usize = 5_000;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The Todo guest, whose list processes make the replicated writes.
+const TODO: &str = "todo";
+
 struct Member {
-    node: Arc<NodeCore>,
-    cluster: Arc<Cluster>,
+    running: RunningNode,
     name: NodeName,
 }
 
+impl Member {
+    fn node(&self) -> &Arc<NodeCore> {
+        self.running.node()
+    }
+
+    fn cluster(&self) -> &Arc<Cluster> {
+        self.running.cluster().expect("a member")
+    }
+
+    /// A name of `component` whose process this member holds.
+    fn holds(&self, component: &str, prefix: &str) -> String {
+        (0..10_000)
+            .map(|i| format!("{prefix}-{i}"))
+            .find(|name| self.cluster().holder_of(component, name) == Some(self.name.clone()))
+            .expect("a name held by the member")
+    }
+}
+
+/// Three nodes, each started as `host run` starts one (but found by
+/// fixed addresses, not the port mapper), the second and third joined to
+/// the first.
 async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Member> {
-    let listeners: Vec<tokio::net::TcpListener> = {
-        let mut listeners = Vec::new();
-        for _ in dirs {
-            listeners.push(
-                tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind"),
-            );
-        }
-        listeners
-    };
+    let mut listeners = Vec::new();
+    for _ in dirs {
+        listeners.push(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        );
+    }
     let names: Vec<NodeName> = (0..dirs.len())
         .map(|i| NodeName::parse(&format!("n{i}@127.0.0.1")).expect("name"))
         .collect();
@@ -71,46 +93,63 @@ async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Member> {
             max_processes: 4_000,
             ..ProcessLimits::default()
         };
-        let (node_name, data_dir) = (name.to_string(), dir.path().to_path_buf());
-        let node = tokio::task::spawn_blocking(move || minimal_node(&node_name, &data_dir, limits))
-            .await
-            .expect("start");
-        let dialer = Dialer {
-            me: name.clone(),
-            cookie: Cookie::from_text("bench").expect("cookie"),
-            tls: None,
-            epmd_port: 0,
-            fixed_addresses: addresses.clone(),
-            handshake_timeout: Duration::from_secs(5),
-            liveness: Liveness {
-                ping_every: settings.tick(),
-                silence_limit: settings.node_down_after,
+        let sources = vec![
+            ComponentSource {
+                name: COMPONENT.into(),
+                path: guest_wasm("minimal"),
             },
+            ComponentSource {
+                name: TODO.into(),
+                path: guest_wasm("guest_todo"),
+            },
+        ];
+        let distribution = Distribution {
+            dialer: Dialer {
+                me: name.clone(),
+                cookie: Cookie::from_text("bench").expect("cookie"),
+                tls: None,
+                epmd_port: 0,
+                fixed_addresses: addresses.clone(),
+                handshake_timeout: Duration::from_secs(5),
+                liveness: Liveness {
+                    ping_every: settings.tick(),
+                    silence_limit: settings.node_down_after,
+                },
+            },
+            settings: settings.clone(),
+            join: None,
+            register: false,
         };
-        let mesh = Mesh::new(dialer);
-        let cluster = Cluster::start(node.clone(), mesh.clone(), settings.clone())
-            .await
-            .expect("cluster");
-        tokio::spawn(mesh.serve(listener));
+        let listeners = Listeners {
+            distribution: Some(listener),
+            ..Listeners::default()
+        };
+        let running = RunningNode::start(
+            config(&name.to_string(), dir.path(), limits),
+            sources,
+            Some(distribution),
+            listeners,
+        )
+        .await
+        .expect("node starts");
         members.push(Member {
-            node,
-            cluster,
+            running,
             name: name.clone(),
         });
     }
     for member in &members[1..] {
-        member.cluster.join(&members[0].name).await.expect("join");
+        member.cluster().join(&members[0].name).await.expect("join");
     }
     // Every node up and serving, and slots spread.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = members.iter().all(|member| {
-            let nodes = member.cluster.nodes();
+            let nodes = member.cluster().nodes();
             nodes.len() == members.len() && nodes.iter().all(|node| node.up && node.linked)
         });
         let spread = (0..3000).any(|i| {
             members[0]
-                .cluster
+                .cluster()
                 .holder_of(COMPONENT, &format!("probe-{i}"))
                 == Some(members[2].name.clone())
         });
@@ -185,24 +224,21 @@ fn main() {
     let work = runtime.spawn(async move {
         let members = start_cluster(&dirs).await;
         let (holder, caller) = (&members[1], &members[2]);
-        let remote = (0..10_000)
-            .map(|i| format!("remote-{i}"))
-            .find(|name| caller.cluster.holder_of(COMPONENT, name) == Some(holder.name.clone()))
-            .expect("a name held by node 1");
+        let remote = holder.holds(COMPONENT, "remote");
         // Warm up both paths (process started, links busy once).
-        timed_calls(&caller.node, &remote, 2_000).await;
-        timed_calls(&holder.node, &remote, 2_000).await;
+        timed_calls(caller.node(), &remote, 2_000).await;
+        timed_calls(holder.node(), &remote, 2_000).await;
         report(
             "remote call round trip (node 2 to a process on node 1)",
-            timed_calls(&caller.node, &remote, SEQUENTIAL_CALLS).await,
+            timed_calls(caller.node(), &remote, SEQUENTIAL_CALLS).await,
         );
         report(
             "local call round trip (the same process, from node 1)",
-            timed_calls(&holder.node, &remote, SEQUENTIAL_CALLS).await,
+            timed_calls(holder.node(), &remote, SEQUENTIAL_CALLS).await,
         );
 
         let leader_name = caller
-            .cluster
+            .cluster()
             .nodes()
             .into_iter()
             .find(|node| node.leader)
@@ -211,25 +247,32 @@ fn main() {
         let leader = members.iter().find(|m| m.name == leader_name).expect("leader");
         let follower = members.iter().find(|m| m.name != leader_name).expect("follower");
         for (what, member) in [("on the leader", leader), ("from a follower", follower)] {
-            let namespace = member.node.storage().namespace(COMPONENT);
-            let mut samples = Vec::with_capacity(5_000);
-            for i in 0..5_000u32 {
+            // A list held by that member: each add is one replicated batch
+            // (the entry and the next id), made by the list's process.
+            let list = member.holds(TODO, "writes");
+            let mut samples = Vec::with_capacity(WRITES);
+            for i in 0..WRITES {
+                let add = add_entry(20_240_401, &format!("entry {i:04}"));
                 let started = Instant::now();
-                namespace
-                    .put(format!("key-{i}").as_bytes(), &[7u8; 64])
+                member
+                    .node()
+                    .call(TODO, &list, add, TIMEOUT)
                     .await
-                    .expect("replicated put");
+                    .expect("a replicated add");
                 samples.push(started.elapsed());
             }
-            report(&format!("replicated write (64-byte put) {what}"), samples);
+            report(
+                &format!("replicated write (a Todo list's add: one batch) {what}"),
+                samples,
+            );
         }
 
         let names: Arc<Vec<String>> = Arc::new((0..NEW_NAMES).map(|i| format!("new-{i}")).collect());
-        let first = call_all(&caller.node, &names).await;
-        let live = call_all(&caller.node, &names).await;
+        let first = call_all(caller.node(), &names).await;
+        let live = call_all(caller.node(), &names).await;
         let here = names
             .iter()
-            .filter(|name| caller.cluster.holder_of(COMPONENT, name) == Some(caller.name.clone()))
+            .filter(|name| caller.cluster().holder_of(COMPONENT, name) == Some(caller.name.clone()))
             .count();
         println!(
             "first calls to {NEW_NAMES} new names from node 2 ({CALLERS} callers; {here} held by node 2): {first:.0} calls/s"

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod support;
-use support::{minimal_node, node_running};
+use support::{add_entry, entries_of, minimal_node, node_running};
 
 use host::config::{Durability, ProcessLimits};
 use host::node::NodeCore;
-use host::state::InstanceState;
 use host::storage::Storage;
+use host::wasm::ProcessStore;
 
 fn node(data_dir: &std::path::Path) -> Arc<NodeCore> {
     minimal_node("bench", data_dir, ProcessLimits::default())
@@ -25,14 +25,21 @@ fn processes(c: &mut Criterion) {
     let node = runtime.block_on(async { node(dir.path()) });
     let component = node.components()[0].clone();
     let pre = component
+        .code()
         .process_pre()
         .expect("a process component")
         .clone();
+    let store = || {
+        component.new_store(Some(ProcessStore {
+            name: "p",
+            fence: None,
+            memory: Arc::default(),
+        }))
+    };
 
     c.bench_function("spawn: instantiate + init", |b| {
         b.to_async(&runtime).iter(|| async {
-            let state = InstanceState::new(&node, "minimal", Some("p"), None);
-            let mut store = node.runtime().new_store(state);
+            let mut store = store();
             let instance = pre
                 .instantiate_async(&mut store)
                 .await
@@ -47,16 +54,10 @@ fn processes(c: &mut Criterion) {
     });
 
     // The parts of a spawn, to see where its time goes.
-    c.bench_function("spawn part: store and its state", |b| {
-        b.iter(|| {
-            let state = InstanceState::new(&node, "minimal", Some("p"), None);
-            node.runtime().new_store(state)
-        })
-    });
+    c.bench_function("spawn part: store and its state", |b| b.iter(store));
     c.bench_function("spawn part: store, state and instantiation", |b| {
         b.to_async(&runtime).iter(|| async {
-            let state = InstanceState::new(&node, "minimal", Some("p"), None);
-            let mut store = node.runtime().new_store(state);
+            let mut store = store();
             pre.instantiate_async(&mut store)
                 .await
                 .expect("instantiate");
@@ -149,31 +150,6 @@ fn todo_call(c: &mut Criterion) {
 
 /// Lists of the HTTP benchmark's prefill.
 const LISTS: usize = 1000;
-
-/// The Todo guest's `Request::Add`, encoded as postcard does (variant
-/// index, the date as a YYYYMMDD varint, the title's length and bytes).
-fn add_entry(date: u32, title: &str) -> Vec<u8> {
-    let mut bytes = vec![0];
-    varint(&mut bytes, date);
-    varint(&mut bytes, title.len() as u32);
-    bytes.extend_from_slice(title.as_bytes());
-    bytes
-}
-
-/// The Todo guest's `Request::Entries { date: Some(date) }`.
-fn entries_of(date: u32) -> Vec<u8> {
-    let mut bytes = vec![1, 1];
-    varint(&mut bytes, date);
-    bytes
-}
-
-fn varint(bytes: &mut Vec<u8>, mut value: u32) {
-    while value >= 0x80 {
-        bytes.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    bytes.push(value as u8);
-}
 
 fn storage(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::minimal_node;
+use support::{gauge, minimal_node};
 
 use host::config::ProcessLimits;
 use host::node::NodeCore;
@@ -146,17 +146,17 @@ fn main() {
         ..ProcessLimits::default()
     };
     let node = runtime.block_on(async { minimal_node("density", dir.path(), limits) });
-    let slots = node.slots().total();
+    let slots = gauge(&node, "host_instance_slots");
     let (rss_before, pte_before) = memory();
     let heap_before = heap();
     let mappings_before = mappings();
     println!(
-        "node up: {slots} instance slots; RSS {} MiB, page tables {} MiB, {mappings_before} memory mappings",
+        "node up: {slots} process instances; RSS {} MiB, page tables {} MiB, {mappings_before} memory mappings",
         rss_before >> 20,
         pte_before >> 20
     );
 
-    // In two halves: once the first half has filled the instance slots,
+    // In two halves: once the first half has filled the process instances,
     // the second half's growth is what one more (hibernated) process costs.
     let half = processes / 2;
     let first_half = runtime.block_on(call_all(&node, 0..half, callers, "1"));
@@ -169,7 +169,7 @@ fn main() {
         rss.saturating_sub(rss_half) as f64 / (processes - half) as f64,
         pte.saturating_sub(pte_half) as f64 / (processes - half) as f64,
     );
-    let live = node.registry().len();
+    let live = gauge(&node, "host_processes") as usize;
     assert_eq!(live, processes, "every process is alive");
     println!(
         "started {processes} processes in {:.2} s ({:.0}/s); RSS {} MiB (+{:.1} KiB each), page tables {} MiB (+{:.2} KiB each); {} hold instances",
@@ -179,12 +179,12 @@ fn main() {
         (rss.saturating_sub(rss_before)) as f64 / 1024.0 / processes as f64,
         pte >> 20,
         (pte.saturating_sub(pte_before)) as f64 / 1024.0 / processes as f64,
-        node.slots().held(),
+        gauge(&node, "host_instance_slots_held"),
     );
 
-    let held = node.slots().held() as usize;
+    let held = gauge(&node, "host_instance_slots_held");
     println!(
-        "memory mappings: {} ({:+} since the node was up: slots that held an instance keep its mappings)",
+        "memory mappings: {} ({:+} since the node was up: pool instances that were used keep their mappings)",
         mappings(),
         mappings() as i64 - mappings_before as i64,
     );

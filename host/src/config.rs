@@ -1,12 +1,16 @@
 //! Node configuration: what `host run` is told, with the defaults a node
-//! runs with when told nothing.
+//! runs with when told nothing. The `Default` impls here are the only
+//! place a default is written: the command line shows and uses them
+//! (`DurationArg`, `SizeArg`).
 
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Everything a node needs to know to start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
     /// The node's name, used in logs and, later, in the cluster.
     pub node_name: String,
@@ -27,8 +31,8 @@ pub struct NodeConfig {
     /// Which components may call processes of which other components
     /// (`FROM`, `TO`). A component may always call its own processes.
     pub call_grants: Vec<(String, String)>,
-    /// How each slot of the instance pool is laid out.
-    pub slot_layout: SlotLayout,
+    /// How each instance of the engine's pool is laid out.
+    pub instance_layout: InstanceLayout,
 }
 
 impl NodeConfig {
@@ -46,12 +50,12 @@ impl NodeConfig {
             perfmap: false,
             compile_cache: None,
             call_grants: Vec::new(),
-            slot_layout: SlotLayout::default(),
+            instance_layout: InstanceLayout::default(),
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
     pub host: IpAddr,
     pub port: u16,
@@ -67,18 +71,19 @@ pub struct HttpConfig {
 }
 
 /// Limits that keep one process from hurting the others.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessLimits {
     /// A process idle this long is stopped and its memory freed.
     pub idle_timeout: Duration,
     /// A process idle this long hibernates: its state is handed over and
-    /// kept, its instance freed. None: only when a slot is needed.
+    /// kept, its instance freed. None: only when another process needs its
+    /// instance.
     pub hibernate_after: Option<Duration>,
     /// Bytes of hibernated processes' states kept in memory; past it they
     /// go to storage (a local column family, not replicated).
     pub hibernated_state_memory: usize,
     /// Instances processes may hold at once; the others hibernate. None:
-    /// as many as the machine allows, up to a default (see `runtime`).
+    /// as many as the machine allows, up to a default (see `wasm::PoolPlan`).
     pub max_instances: Option<u32>,
     /// Longest a process may spend on one message (or on init).
     pub call_deadline: Duration,
@@ -91,10 +96,37 @@ pub struct ProcessLimits {
     pub max_mailbox_bytes: usize,
 }
 
+impl ProcessLimits {
+    /// How long a process rests before its idle timer is due: the shorter
+    /// of `hibernate_after` and `idle_timeout`.
+    pub fn shortest_rest(&self) -> Duration {
+        self.hibernate_after
+            .unwrap_or(Duration::MAX)
+            .min(self.idle_timeout)
+    }
+}
+
+/// What the console runs at once. Each console call and each running trace
+/// holds an instance of the engine's pool (a call runs in an instance of
+/// its own; a trace renders its events in one), so the pool reserves
+/// [`ConsoleLimits::INSTANCES`] for them.
+pub struct ConsoleLimits;
+
+impl ConsoleLimits {
+    /// Console calls of components' functions running at once.
+    pub const CALLS: usize = 8;
+    /// Traces running on a node at once.
+    pub const TRACES_PER_NODE: usize = 32;
+    /// Traces one console session may run at once.
+    pub const TRACES_PER_SESSION: usize = 4;
+    /// Pool instances the console may hold at once.
+    pub const INSTANCES: u32 = (Self::CALLS + Self::TRACES_PER_NODE) as u32;
+}
+
 /// OTP's restart intensity, applied per process name: more than
 /// `max_restarts` crashes within `period` and the name is refused for
 /// `cooldown`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RestartIntensity {
     pub max_restarts: u32,
     pub period: Duration,
@@ -201,12 +233,84 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
-/// How each instance slot of the pool is laid out (`crate::runtime` builds
-/// the pool from it). The defaults are what `host run` uses; what each
+/// A duration on the command line: read as [`parse_duration`] reads it,
+/// shown as an operator writes it (`5s`, `1500ms`), so that `--help` shows
+/// the default the node runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationArg(pub Duration);
+
+impl FromStr for DurationArg {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_duration(text).map(DurationArg)
+    }
+}
+
+impl fmt::Display for DurationArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        if millis.is_multiple_of(1000) {
+            write!(f, "{}s", millis / 1000)
+        } else {
+            write!(f, "{millis}ms")
+        }
+    }
+}
+
+/// A size on the command line: read as [`parse_size`] reads it, shown in
+/// the largest unit that divides it (`64MiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeArg(pub usize);
+
+impl FromStr for SizeArg {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_size(text).map(SizeArg)
+    }
+}
+
+impl fmt::Display for SizeArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.0;
+        match [(30, "GiB"), (20, "MiB"), (10, "KiB")]
+            .into_iter()
+            .find(|(shift, _)| bytes != 0 && bytes.is_multiple_of(1 << shift))
+        {
+            Some((shift, unit)) => write!(f, "{}{unit}", bytes >> shift),
+            None => write!(f, "{bytes}"),
+        }
+    }
+}
+
+/// `--hibernate-after`: a duration, or never by the clock (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HibernateAfterArg(pub Option<Duration>);
+
+impl FromStr for HibernateAfterArg {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "off" | "never" => Ok(HibernateAfterArg(None)),
+            text => parse_duration(text).map(|after| HibernateAfterArg(Some(after))),
+        }
+    }
+}
+
+impl fmt::Display for HibernateAfterArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(after) => DurationArg(after).fmt(f),
+            None => write!(f, "off"),
+        }
+    }
+}
+
+/// How each instance of the engine's pool is laid out (`crate::wasm`
+/// builds the pool from it). The defaults are what `host run` uses; what each
 /// field costs, measured one at a time, is in `BENCHMARKS.md` ("What each
 /// pool option costs"), and is why the defaults are what they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotLayout {
+pub struct InstanceLayout {
     /// Address space reserved for a linear memory. At 4 GiB a 32-bit
     /// guest's bounds checks are done by the MMU, not by code in every load.
     pub memory_reservation: u64,
@@ -215,17 +319,17 @@ pub struct SlotLayout {
     /// A guest's fiber stack, host calls included (wasmtime's
     /// `async_stack_size`); the guest's own frames may use a quarter of it
     /// (1 MiB: 256 KiB for the guest, half wasmtime's default, which saves
-    /// a page-table page per slot; a guest that recurses deeper traps,
+    /// a page-table page per instance; a guest that recurses deeper traps,
     /// and only its process crashes).
     pub stack_size: usize,
-    /// Bytes of linear memory a freed slot keeps resident and resets in
-    /// place for the next instance, rather than giving them back.
+    /// Bytes of linear memory a freed pool instance keeps resident and
+    /// resets in place for the next one, rather than giving them back.
     pub keep_resident: usize,
-    /// Whether a freed slot's stack is zeroed before its next use.
+    /// Whether a freed pool instance's stack is zeroed before its next use.
     pub stack_zeroing: bool,
 }
 
-impl Default for SlotLayout {
+impl Default for InstanceLayout {
     fn default() -> Self {
         Self {
             memory_reservation: 4 << 30,
@@ -237,8 +341,8 @@ impl Default for SlotLayout {
     }
 }
 
-impl SlotLayout {
-    /// Address space one slot reserves: its linear memory's region (at
+impl InstanceLayout {
+    /// Address space one pool instance reserves: its linear memory's region (at
     /// least the node's memory cap) and guard, its stack, and its share of
     /// the tables and instance metadata.
     pub(crate) fn address_space(&self, max_memory_bytes: usize) -> u64 {
@@ -260,6 +364,23 @@ mod tests {
         assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 fortnights").is_err());
+    }
+
+    #[test]
+    fn arguments_read_back_what_they_show() {
+        for text in ["60s", "1500ms", "0s", "3s"] {
+            let duration: DurationArg = text.parse().expect("a duration");
+            assert_eq!(duration.to_string(), text);
+        }
+        for text in ["1GiB", "64MiB", "128KiB", "1000"] {
+            let size: SizeArg = text.parse().expect("a size");
+            assert_eq!(size.to_string(), text);
+        }
+        assert_eq!(SizeArg(3 << 20).to_string(), "3MiB");
+        for text in ["off", "10s"] {
+            let after: HibernateAfterArg = text.parse().expect("a setting");
+            assert_eq!(after.to_string(), text);
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `:dbg` traces function calls): storage and process calls, with their
 //! arguments, outcome and duration.
 //!
-//! Every instance of a component shares one slot; with no trace on, a host
+//! Every instance of a component shares one hook; with no trace on, a host
 //! call costs one atomic load more. With a trace on, the call is timed and
 //! offered to the [`Tracer`], which bounds it like any trace.
 
@@ -10,26 +10,25 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwapOption;
+use crate::process::ProcessKey;
+use crate::process::trace::{EventKind, TraceHook};
 
-use crate::registry::ProcessKey;
-use crate::trace::{EventKind, Tracer};
+/// Where the trace of one component's host calls attaches, shared by its
+/// instances.
+pub type HostCallHook = Arc<TraceHook>;
 
-/// The trace slot of one component, shared by its instances.
-pub type HostCallSlot = Arc<ArcSwapOption<Tracer>>;
-
-/// One instance's view of its component's slot.
+/// One instance's view of its component's hook.
 pub struct HostCalls {
-    slot: HostCallSlot,
+    hook: HostCallHook,
     component: Arc<str>,
     /// None for a request handler.
     process: Option<Arc<str>>,
 }
 
 impl HostCalls {
-    pub fn new(slot: HostCallSlot, component: Arc<str>, process: Option<Arc<str>>) -> Self {
+    pub fn new(hook: HostCallHook, component: Arc<str>, process: Option<Arc<str>>) -> Self {
         Self {
-            slot,
+            hook,
             component,
             process,
         }
@@ -53,7 +52,7 @@ impl HostCalls {
         call: impl Future<Output = T>,
     ) -> T {
         let tracer = {
-            let current = self.slot.load();
+            let current = self.hook.load();
             match current.as_ref() {
                 Some(tracer) if tracer.wants(function) => tracer.clone(),
                 _ => return call.await,

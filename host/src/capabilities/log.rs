@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tracing::{debug, error, info, trace, warn};
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::log::{self, Level};
-use crate::state::InstanceState;
+use super::HasCapabilities;
+use super::bindings::log::{self, Level};
 
 pub struct LogCapability {
     node: Arc<str>,
@@ -69,6 +69,6 @@ impl HasData for Log {
     type Data<'a> = &'a mut LogCapability;
 }
 
-pub(super) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    log::add_to_linker::<InstanceState, Log>(linker, |state| &mut state.log)
+pub(super) fn add_to_linker<T: HasCapabilities>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    log::add_to_linker::<T, Log>(linker, |state| &mut state.capabilities().log)
 }

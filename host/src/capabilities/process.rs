@@ -3,30 +3,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use wasmtime::component::{HasData, Linker};
 
-use super::HostCalls;
-use crate::bindings::{process, types};
-use crate::node::NodeCore;
-use crate::state::InstanceState;
+use super::bindings::{process, types};
+use super::{HasCapabilities, HostCalls};
+use crate::process::CallError;
 
-/// Why a call or cast failed, as the host sees it. Mirrors the WIT
-/// `call-error`, so the host's own callers (HTTP, console) use it too.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum CallError {
-    #[error("no component named `{0}` is loaded")]
-    NoSuchComponent(String),
-    #[error("no reply within the timeout")]
-    TimedOut,
-    #[error("the process crashed: {0}")]
-    Crashed(String),
-    #[error("refused: {0}")]
-    Refused(String),
-    /// The process's name moved to another node before it took the message
-    /// (the message was not handled). The cluster sends it again to the
-    /// name's new node; a caller sees it only if that runs out of time.
-    #[error("refused: the process moved to another node before taking the message")]
-    Moved,
+/// What guests may ask of the node's processes: calls and casts by name,
+/// within what the operator granted. The node implements it
+/// (`crate::node`); the capability sees nothing else of the node.
+pub trait GuestCalls: Send + Sync {
+    /// A call to process `name` of `component`, wherever it lives.
+    fn call<'a>(
+        &'a self,
+        component: &'a str,
+        name: &'a str,
+        message: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<u8>, CallError>>;
+
+    /// A cast to process `name` of `component`, wherever it lives.
+    fn cast(&self, component: &str, name: &str, message: Vec<u8>) -> Result<(), CallError>;
+
+    /// May component `from` call processes of component `to`? Its own,
+    /// always; another's only where the operator granted it.
+    fn may_call(&self, from: &str, to: &str) -> Result<(), CallError>;
 }
 
 impl From<CallError> for types::CallError {
@@ -42,24 +44,24 @@ impl From<CallError> for types::CallError {
 }
 
 pub struct ProcessCapability {
-    node: Arc<NodeCore>,
+    calls: Arc<dyn GuestCalls>,
     component: Arc<str>,
     self_name: Option<Arc<str>>,
-    calls: HostCalls,
+    host_calls: HostCalls,
 }
 
 impl ProcessCapability {
     pub fn new(
-        node: Arc<NodeCore>,
+        calls: Arc<dyn GuestCalls>,
         component: Arc<str>,
         self_name: Option<Arc<str>>,
-        calls: HostCalls,
+        host_calls: HostCalls,
     ) -> Self {
         Self {
-            node,
+            calls,
             component,
             self_name,
-            calls,
+            host_calls,
         }
     }
 }
@@ -81,9 +83,9 @@ impl process::Host for ProcessCapability {
     ) -> Result<Vec<u8>, types::CallError> {
         let timeout = Duration::from_millis(u64::from(timeout_ms));
         let size = message.len();
-        let call = self.node.call(&self.component, &name, message, timeout);
+        let call = self.calls.call(&self.component, &name, message, timeout);
         Ok(self
-            .calls
+            .host_calls
             .traced(
                 "process.call",
                 || format!("{name:?}, {size} bytes"),
@@ -100,12 +102,12 @@ impl process::Host for ProcessCapability {
         message: Vec<u8>,
         timeout_ms: u32,
     ) -> Result<Vec<u8>, types::CallError> {
-        self.node.may_call(&self.component, &component)?;
+        self.calls.may_call(&self.component, &component)?;
         let timeout = Duration::from_millis(u64::from(timeout_ms));
         let size = message.len();
-        let call = self.node.call(&component, &name, message, timeout);
+        let call = self.calls.call(&component, &name, message, timeout);
         Ok(self
-            .calls
+            .host_calls
             .traced(
                 "process.call-component",
                 || format!("{component:?}, {name:?}, {size} bytes"),
@@ -118,7 +120,7 @@ impl process::Host for ProcessCapability {
     async fn cast(&mut self, name: String, message: Vec<u8>) -> Result<(), types::CallError> {
         let size = message.len();
         let result = self
-            .calls
+            .host_calls
             .traced(
                 "process.cast",
                 || format!("{name:?}, {size} bytes"),
@@ -126,7 +128,7 @@ impl process::Host for ProcessCapability {
                     Ok(()) => "ok".to_string(),
                     Err(error) => format!("error: {error}"),
                 },
-                async { self.node.cast(&self.component, &name, message) },
+                async { self.calls.cast(&self.component, &name, message) },
             )
             .await;
         Ok(result?)
@@ -149,7 +151,7 @@ impl HasData for Process {
     type Data<'a> = &'a mut ProcessCapability;
 }
 
-pub(super) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    types::add_to_linker::<InstanceState, Process>(linker, |state| &mut state.process)?;
-    process::add_to_linker::<InstanceState, Process>(linker, |state| &mut state.process)
+pub(super) fn add_to_linker<T: HasCapabilities>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    types::add_to_linker::<T, Process>(linker, |state| &mut state.capabilities().process)?;
+    process::add_to_linker::<T, Process>(linker, |state| &mut state.capabilities().process)
 }

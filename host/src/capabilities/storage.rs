@@ -4,11 +4,10 @@
 
 use wasmtime::component::{HasData, Linker};
 
-use super::HostCalls;
-use crate::bindings::storage::{self, Operation, StorageError as WitStorageError};
-use crate::state::InstanceState;
+use super::bindings::storage::{self, Operation, StorageError as WitStorageError};
+use super::{HasCapabilities, HostCalls};
+use crate::process::trace::render_bytes;
 use crate::storage::{self as db, Namespace, StorageError};
-use crate::trace::render_bytes;
 
 pub struct StorageCapability {
     namespace: Namespace,
@@ -147,6 +146,6 @@ impl HasData for Storage {
     type Data<'a> = &'a mut StorageCapability;
 }
 
-pub(super) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    storage::add_to_linker::<InstanceState, Storage>(linker, |state| &mut state.storage)
+pub(super) fn add_to_linker<T: HasCapabilities>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    storage::add_to_linker::<T, Storage>(linker, |state| &mut state.capabilities().storage)
 }

@@ -20,13 +20,13 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 use tokio::runtime::Handle;
 
-use super::dist::DistArgs;
+use super::distribution::LinkArgs;
 use host::cluster::tool;
 use host::cluster::wire::{ToolReply, ToolRequest};
 use host::console::protocol::{self, ConsoleReply, ConsoleRequest};
 use host::console::{Console, SessionId};
-use host::dist::NodeName;
-use host::dist::link::Link;
+use host::distribution::NodeName;
+use host::distribution::link::Link;
 
 /// Longest a console waits for one answer (a call may start a process and
 /// wait for the cluster).
@@ -44,19 +44,36 @@ pub struct RemoteArgs {
     #[arg(long, env = "HOST_HISTORY")]
     history: Option<PathBuf>,
     #[command(flatten)]
-    dist: DistArgs,
+    link: LinkArgs,
 }
 
 #[derive(Args)]
 pub struct RpcArgs {
-    /// The node to ask, NAME@HOST.
+    /// The node to ask (NAME@HOST) and the console command, e.g. `host rpc
+    /// node_a@127.0.0.1 ps` or `... 'todo.entries("production_list")'`.
+    /// The node may be left out when --node or RELEASE_NODE names it.
+    #[arg(value_name = "[NODE] COMMAND", num_args = 1..=2, required = true)]
+    words: Vec<String>,
+    /// The node to ask, when the command is given alone.
     #[arg(long, env = "RELEASE_NODE")]
-    node: String,
-    /// The console command, e.g. "ps" or
-    /// 'todo.entries("production_list")'.
-    command: String,
+    node: Option<String>,
     #[command(flatten)]
-    dist: DistArgs,
+    link: LinkArgs,
+}
+
+impl RpcArgs {
+    /// The node and the command: `NODE COMMAND`, or `COMMAND` with the node
+    /// from --node or RELEASE_NODE.
+    fn node_and_command(&self) -> anyhow::Result<(&str, &str)> {
+        match (self.words.as_slice(), &self.node) {
+            ([node, command], _) => Ok((node, command)),
+            ([command], Some(node)) => Ok((node, command)),
+            ([_], None) => anyhow::bail!(
+                "which node? `host rpc NODE COMMAND` (or --node NODE, or RELEASE_NODE)"
+            ),
+            _ => anyhow::bail!("`host rpc NODE COMMAND`: quote a command of several words"),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -65,7 +82,7 @@ pub struct NodeArgs {
     #[arg(env = "RELEASE_NODE")]
     node: String,
     #[command(flatten)]
-    dist: DistArgs,
+    link: LinkArgs,
 }
 
 /// Where a console's requests go.
@@ -99,9 +116,9 @@ impl Transport {
 }
 
 /// A hidden link to `node`, as a tool named after this process.
-async fn connect(node: &str, dist: &DistArgs) -> anyhow::Result<(NodeName, Arc<Link>)> {
+async fn connect(node: &str, link: &LinkArgs) -> anyhow::Result<(NodeName, Arc<Link>)> {
     let node = NodeName::parse(node).map_err(|e| anyhow::anyhow!(e))?;
-    let dialer = dist.tool_dialer("console", Duration::from_secs(10))?;
+    let dialer = link.tool_dialer("console", Duration::from_secs(10))?;
     let link = tool::connect(&dialer, &node)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -166,10 +183,11 @@ pub async fn run_once(console: &Arc<Console>, command: &str) -> bool {
 
 /// `host rpc`: one command; the exit status says whether it succeeded.
 pub async fn rpc(args: RpcArgs) -> anyhow::Result<()> {
-    let (_, link) = connect(&args.node, &args.dist).await?;
+    let (node, command) = args.node_and_command()?;
+    let (_, link) = connect(node, &args.link).await?;
     let transport = Transport::Remote(link.clone());
     let reply = transport
-        .run(&args.command)
+        .run(command)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     let ok = print_reply(&transport, reply).await;
@@ -177,13 +195,13 @@ pub async fn rpc(args: RpcArgs) -> anyhow::Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(anyhow::anyhow!("`{}` failed", args.command))
+        Err(anyhow::anyhow!("`{command}` failed"))
     }
 }
 
 /// `host pid`: the node's OS process id.
 pub async fn pid(args: NodeArgs) -> anyhow::Result<()> {
-    let (_, link) = connect(&args.node, &args.dist).await?;
+    let (_, link) = connect(&args.node, &args.link).await?;
     let reply = Transport::Remote(link.clone())
         .run("pid")
         .await
@@ -195,7 +213,7 @@ pub async fn pid(args: NodeArgs) -> anyhow::Result<()> {
 
 /// `host stop`: stops the node gracefully and returns once it is gone.
 pub async fn stop(args: NodeArgs) -> anyhow::Result<()> {
-    let (node, link) = connect(&args.node, &args.dist).await?;
+    let (node, link) = connect(&args.node, &args.link).await?;
     let transport = Transport::Remote(link.clone());
     let pid = transport
         .run("pid")
@@ -260,7 +278,7 @@ fn host_name() -> String {
 
 /// `host remote`: an interactive console on a running node.
 pub async fn remote(args: RemoteArgs) -> anyhow::Result<()> {
-    let (node, link) = connect(&args.node, &args.dist).await?;
+    let (node, link) = connect(&args.node, &args.link).await?;
     let transport = Transport::Remote(link.clone());
     println!(
         "Console on {node} (help lists the commands; exit, Ctrl-D or Ctrl-C leave it, the node keeps running)"

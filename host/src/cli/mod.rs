@@ -4,7 +4,7 @@
 pub mod args_file;
 pub mod console;
 pub mod daemon;
-pub mod dist;
+pub mod distribution;
 pub mod release;
 pub mod run;
 pub mod tools;

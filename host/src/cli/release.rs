@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use host::component::{name_from_path, validate_name};
 use host::release::{self, ReleaseSpec};
+use host::wasm::{name_from_path, validate_name};
 
 #[derive(Args)]
 pub struct ReleaseArgs {

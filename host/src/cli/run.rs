@@ -3,39 +3,25 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::dist::DistArgs;
-use host::cluster::{Cluster, Settings};
-use host::component::{name_from_path, validate_name};
+use super::distribution::LinkArgs;
+use host::boot::{self, Distribution, Listeners, RunningNode};
+use host::cluster::Settings;
 use host::config::{
-    Durability, HttpConfig, NodeConfig, ProcessLimits, RestartIntensity, SlotLayout,
-    parse_duration, parse_size,
+    Durability, DurationArg, HibernateAfterArg, HttpConfig, InstanceLayout, NodeConfig,
+    ProcessLimits, RestartIntensity, SizeArg,
 };
 use host::console::Console;
-use host::dist::NodeName;
-use host::dist::epmd;
-use host::dist::link::Liveness;
-use host::dist::mesh::{DialError, Dialer, Mesh};
-use host::http::{self, Ingress};
-use host::metrics;
-use host::node::{ComponentSource, NodeCore};
-use host::observer::Observer;
+use host::distribution::NodeName;
+use host::distribution::link::Liveness;
+use host::http;
+use host::node::ComponentSource;
 use host::shutdown::StopSignals;
-
-/// What a node with distribution on is told.
-struct Distribution {
-    dialer: Dialer,
-    listen: SocketAddr,
-    settings: Settings,
-    join: Option<NodeName>,
-}
+use host::wasm::{name_from_path, validate_name};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -78,19 +64,20 @@ pub struct RunArgs {
     /// A member silent this long is declared down: its names start on the
     /// other nodes. A node cut off from the majority stops its processes
     /// after half of it, before its names can be taken over.
-    #[arg(long, value_parser = parse_duration, default_value = "3s")]
-    node_down_after: Duration,
+    #[arg(long, default_value_t = DurationArg(Settings::default().node_down_after))]
+    node_down_after: DurationArg,
 
     /// Most voters in the cluster's Raft group (an odd number is kept; the
     /// other members are learners: full replicas that do not vote).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
+    #[arg(long, default_value_t = Settings::default().max_voters as u8,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
     voters: u8,
 
     #[command(flatten)]
-    dist: DistArgs,
+    link: LinkArgs,
 
     /// Address HTTP listens on.
-    #[arg(long, env = "HOST_HTTP_HOST", default_value = "0.0.0.0")]
+    #[arg(long, env = "HOST_HTTP_HOST", default_value_t = HttpConfig::default().host)]
     http_host: IpAddr,
 
     /// Port HTTP listens on (0 picks a free one). Also read from TODO_PORT or
@@ -110,78 +97,79 @@ pub struct RunArgs {
 
     /// Stop a process idle this long (its state stays in storage). A bare
     /// number is seconds, as the book's TODO_SERVER_EXPIRY.
-    #[arg(long, env = "TODO_SERVER_EXPIRY", value_parser = parse_duration, default_value = "60s")]
-    idle_timeout: Duration,
+    #[arg(long, env = "TODO_SERVER_EXPIRY",
+          default_value_t = DurationArg(ProcessLimits::default().idle_timeout))]
+    idle_timeout: DurationArg,
 
     /// Hibernate a process idle this long: its state is handed over
     /// (`hand-over`) and kept by the host, its instance freed; its next
     /// message restores it (`take-over`). `off`: only when another process
     /// needs an instance slot. A process whose hand-over fails expires
     /// instead (its state stays in storage).
-    #[arg(long, value_parser = parse_hibernate_after, default_value = "10s")]
-    hibernate_after: HibernateAfter,
+    #[arg(long, default_value_t = HibernateAfterArg(ProcessLimits::default().hibernate_after))]
+    hibernate_after: HibernateAfterArg,
 
     /// Bytes of hibernated processes' states kept in memory; past it, states
     /// go to storage (a local column family, never replicated, cleared at
     /// start) and are read back on waking.
-    #[arg(long, value_parser = parse_size, default_value = "1GiB")]
-    hibernate_memory: usize,
+    #[arg(long, default_value_t = SizeArg(ProcessLimits::default().hibernated_state_memory))]
+    hibernate_memory: SizeArg,
 
     /// Process instances held at once; the other processes hibernate, and
-    /// the idlest are hibernated when a slot is needed. [default: 8192, or
+    /// the idlest are hibernated when an instance is needed. [default: 8192, or
     /// what vm.max_map_count and the address space allow]
     #[arg(long)]
     max_instances: Option<u32>,
 
     /// Longest a process may spend on one message or on init before it is
     /// ended.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    call_deadline: Duration,
+    #[arg(long, default_value_t = DurationArg(ProcessLimits::default().call_deadline))]
+    call_deadline: DurationArg,
 
     /// Longest an HTTP request may take; past it the client gets 504.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
-    request_deadline: Duration,
+    #[arg(long, default_value_t = DurationArg(HttpConfig::default().request_deadline))]
+    request_deadline: DurationArg,
 
     /// Largest HTTP request body; larger ones get 413.
-    #[arg(long, value_parser = parse_size, default_value = "1MiB")]
-    max_body: usize,
+    #[arg(long, default_value_t = SizeArg(HttpConfig::default().max_body_bytes))]
+    max_body: SizeArg,
 
     /// Memory cap of each process and request handler; past it, it is ended.
-    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
-    process_memory: usize,
+    #[arg(long, default_value_t = SizeArg(ProcessLimits::default().max_memory_bytes))]
+    process_memory: SizeArg,
 
     /// Processes alive at once on this node, hibernated ones included (a
     /// hibernated process costs about 1 KiB of host memory plus its state).
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = ProcessLimits::default().max_processes)]
     max_processes: u32,
 
     /// Bytes of messages one process's mailbox may hold; past it, calls and
     /// casts to that process are refused (the sender gets `refused`).
-    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
-    mailbox_limit: usize,
+    #[arg(long, default_value_t = SizeArg(ProcessLimits::default().max_mailbox_bytes))]
+    mailbox_limit: SizeArg,
 
     /// HTTP request handlers running at once; more requests wait.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = HttpConfig::default().max_concurrent_requests)]
     max_concurrent_requests: u32,
 
     /// Requests one HTTP handler instance may serve before it is replaced
     /// (1: a fresh instance for every request). An instance that traps or
     /// runs past its deadline is never reused.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = HttpConfig::default().instance_reuse)]
     http_instance_reuse: u32,
 
     /// Crashes of one process name allowed within --restart-period; one more
     /// and the name is refused for --restart-cooldown.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = RestartIntensity::default().max_restarts)]
     restart_intensity: u32,
 
     /// Window in which crashes count against --restart-intensity.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    restart_period: Duration,
+    #[arg(long, default_value_t = DurationArg(RestartIntensity::default().period))]
+    restart_period: DurationArg,
 
     /// How long a name that crashed too often is refused.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
-    restart_cooldown: Duration,
+    #[arg(long, default_value_t = DurationArg(RestartIntensity::default().cooldown))]
+    restart_cooldown: DurationArg,
 
     /// Fsync every write before acknowledging it (survives power loss;
     /// concurrent writes share an fsync). Without it a write is in the
@@ -252,8 +240,9 @@ impl RunArgs {
         NodeName::parse(&self.node).map_err(|e| anyhow::anyhow!("--node: {e}"))
     }
 
-    /// What distribution needs, unless it is off.
-    fn distribution(&self) -> anyhow::Result<Option<Distribution>> {
+    /// What distribution needs, and the address it listens on, unless it
+    /// is off.
+    fn distribution(&self) -> anyhow::Result<Option<(Distribution, SocketAddr)>> {
         if self.distribution == "none" {
             if self.join.is_some() {
                 anyhow::bail!("--join needs distribution: drop --distribution none");
@@ -261,11 +250,7 @@ impl RunArgs {
             return Ok(None);
         }
         let me = self.node_name()?;
-        let settings = Settings {
-            node_down_after: self.node_down_after.max(Duration::from_millis(200)),
-            max_voters: usize::from(self.voters),
-            write_timeout: (self.node_down_after * 2).max(Duration::from_secs(1)),
-        };
+        let settings = Settings::new(self.node_down_after.0, usize::from(self.voters));
         let liveness = Liveness {
             ping_every: settings.tick(),
             silence_limit: settings.node_down_after,
@@ -283,12 +268,13 @@ impl RunArgs {
             }
             None => None,
         };
-        Ok(Some(Distribution {
-            dialer: self.dist.dialer(me, liveness)?,
-            listen: SocketAddr::new(host, self.dist_port),
+        let distribution = Distribution {
+            dialer: self.link.dialer(me, liveness)?,
             settings,
             join,
-        }))
+            register: true,
+        };
+        Ok(Some((distribution, SocketAddr::new(host, self.dist_port))))
     }
 
     fn node_config(&self) -> anyhow::Result<NodeConfig> {
@@ -312,25 +298,25 @@ impl RunArgs {
             http: HttpConfig {
                 host: self.http_host,
                 port,
-                max_body_bytes: self.max_body,
-                request_deadline: self.request_deadline,
+                max_body_bytes: self.max_body.0,
+                request_deadline: self.request_deadline.0,
                 max_concurrent_requests: self.max_concurrent_requests.max(1),
                 instance_reuse: self.http_instance_reuse.max(1),
             },
             limits: ProcessLimits {
-                idle_timeout: self.idle_timeout,
+                idle_timeout: self.idle_timeout.0,
                 hibernate_after: self.hibernate_after.0,
-                hibernated_state_memory: self.hibernate_memory,
+                hibernated_state_memory: self.hibernate_memory.0,
                 max_instances: self.max_instances,
-                call_deadline: self.call_deadline,
-                max_memory_bytes: self.process_memory,
+                call_deadline: self.call_deadline.0,
+                max_memory_bytes: self.process_memory.0,
                 max_processes: self.max_processes.max(1),
-                max_mailbox_bytes: self.mailbox_limit,
+                max_mailbox_bytes: self.mailbox_limit.0,
             },
             restarts: RestartIntensity {
                 max_restarts: self.restart_intensity,
-                period: self.restart_period,
-                cooldown: self.restart_cooldown,
+                period: self.restart_period.0,
+                cooldown: self.restart_cooldown.0,
             },
             durability: if self.fsync {
                 Durability::Fsync
@@ -341,7 +327,7 @@ impl RunArgs {
             perfmap: self.perfmap,
             compile_cache: self.compile_cache.clone(),
             call_grants: self.allow_call.clone(),
-            slot_layout: SlotLayout::default(),
+            instance_layout: InstanceLayout::default(),
         })
     }
 
@@ -361,17 +347,6 @@ impl RunArgs {
     }
 }
 
-/// `--hibernate-after`: a duration, or never by the clock.
-#[derive(Debug, Clone, Copy)]
-struct HibernateAfter(Option<Duration>);
-
-fn parse_hibernate_after(text: &str) -> Result<HibernateAfter, String> {
-    match text.trim() {
-        "off" | "never" => Ok(HibernateAfter(None)),
-        text => parse_duration(text).map(|after| HibernateAfter(Some(after))),
-    }
-}
-
 /// `FROM=TO`, two component names.
 fn parse_grant(text: &str) -> Result<(String, String), String> {
     let (from, to) = text
@@ -383,28 +358,13 @@ fn parse_grant(text: &str) -> Result<(String, String), String> {
     Ok((from.to_string(), to.to_string()))
 }
 
-/// Opens the node, compiling components off the async workers.
-async fn start_node(
-    config: NodeConfig,
-    sources: Vec<ComponentSource>,
-) -> anyhow::Result<Arc<NodeCore>> {
-    tokio::task::spawn_blocking(move || NodeCore::start(config, &sources))
-        .await
-        .context("node start-up panicked")?
-}
-
 /// `--eval`: one console command on the node's data, no HTTP, no
 /// distribution; the exit status says whether it succeeded.
 async fn eval(args: &RunArgs, command: &str) -> anyhow::Result<()> {
-    let node = start_node(args.node_config()?, args.sources()?).await?;
-    if host::cluster::belongs_to_cluster(node.storage()) {
-        node.storage().refuse_writes_outside_cluster();
-    }
-    let console = Console::new(node.clone(), None, CancellationToken::new());
+    let node = boot::open_outside_cluster(args.node_config()?, args.sources()?).await?;
+    let console = Console::new(node.operator(), None, CancellationToken::new());
     let ok = super::console::run_once(&console, command).await;
-    node.stop_processes(node.config().limits.call_deadline * 2)
-        .await;
-    node.storage().flush()?;
+    boot::close(&node).await?;
     if ok {
         Ok(())
     } else {
@@ -420,102 +380,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let sources = args.sources()?;
     let distribution = args.distribution()?;
     let stop_signals = StopSignals::install_with(!args.console)?;
-    let http_addr = SocketAddr::new(config.http.host, config.http.port);
-    let http_listener = http::bind(http_addr, "HTTP").await?;
-    let metrics_listener = match config.metrics_addr {
-        Some((host, port)) => Some(http::bind(SocketAddr::new(host, port), "metrics").await?),
-        None => None,
+    // Every port first: a port in use fails before anything is compiled.
+    let listeners = Listeners {
+        http: Some(http::bind(SocketAddr::new(config.http.host, config.http.port), "HTTP").await?),
+        metrics: match config.metrics_addr {
+            Some((host, port)) => Some(http::bind(SocketAddr::new(host, port), "metrics").await?),
+            None => None,
+        },
+        observer: if args.no_observer {
+            None
+        } else {
+            let addr = SocketAddr::new(args.observer_host, args.observer_port);
+            Some(http::bind(addr, "the observer").await?)
+        },
+        distribution: match &distribution {
+            Some((_, listen)) => Some(http::bind(*listen, "distribution").await?),
+            None => None,
+        },
     };
-    let observer_listener = if args.no_observer {
-        None
-    } else {
-        let addr = SocketAddr::new(args.observer_host, args.observer_port);
-        Some(http::bind(addr, "the observer").await?)
-    };
-    let dist_listener = match &distribution {
-        Some(distribution) => Some(http::bind(distribution.listen, "distribution").await?),
-        None => None,
-    };
-    let drain = config.http.request_deadline;
-    let call_deadline = config.limits.call_deadline;
-    let node = start_node(config, sources).await?;
-    for component in node.components() {
-        tracing::info!(
-            node = %node.name(),
-            component = %component.name(),
-            code = %component.code_origin(),
-            processes = component.process_pre().is_some(),
-            http = component.http_pre().is_some(),
-            "component loaded"
-        );
-    }
-    let stop = CancellationToken::new();
-    let (cluster, dist_line) = match (distribution, dist_listener) {
-        (Some(distribution), Some(listener)) => {
-            let addr = listener.local_addr()?;
-            let cluster = start_cluster(&node, distribution, listener, stop.clone()).await?;
-            (Some(cluster), format!(", distribution on {addr}"))
-        }
-        _ => (None, String::new()),
-    };
-    let console_stop = CancellationToken::new();
-    let console = Console::new(node.clone(), cluster.clone(), console_stop.clone());
-    if let Some(cluster) = &cluster {
-        cluster.serve_console(console.clone());
-    }
-
-    let mut servers = Vec::new();
-    let ingress = Ingress::new(node.clone());
-    let metrics_line = match metrics_listener {
-        Some(listener) => {
-            let addr = listener.local_addr()?;
-            let ingress = ingress.clone();
-            let service = move |request| metrics::handle(ingress.clone(), request);
-            servers.push(tokio::spawn(http::serve(
-                listener,
-                service,
-                stop.clone(),
-                drain,
-            )));
-            format!(", metrics on http://{addr}/metrics")
-        }
-        None => String::new(),
-    };
-    let observer_line = match observer_listener {
-        Some(listener) => {
-            let addr = listener.local_addr()?;
-            let observer = Observer::new(console.clone(), stop.clone())?;
-            let url = format!("http://{addr}/?token={}", observer.token());
-            console.set_observer_url(url.clone());
-            let service = move |request| Arc::clone(&observer).handle(request);
-            servers.push(tokio::spawn(http::serve(
-                listener,
-                service,
-                stop.clone(),
-                drain,
-            )));
-            format!(", observer on {url}")
-        }
-        None => String::new(),
-    };
-    let http_addr = http_listener.local_addr()?;
-    let service = move |request| Arc::clone(&ingress).handle(request);
-    servers.push(tokio::spawn(http::serve(
-        http_listener,
-        service,
-        stop.clone(),
-        drain,
-    )));
-    println!(
-        "node {}: HTTP listening on http://{http_addr}{metrics_line}{dist_line}{observer_line}",
-        node.name()
-    );
+    let distribution = distribution.map(|(distribution, _)| distribution);
+    let running = RunningNode::start(config, sources, distribution, listeners).await?;
+    println!("{}", running.ready_line());
     super::daemon::ready();
     if args.console {
         let (console, node_name, stop) = (
-            console.clone(),
-            node.name().to_string(),
-            console_stop.clone(),
+            running.console().clone(),
+            running.node().name().to_string(),
+            running.console_stop(),
         );
         tokio::spawn(async move {
             if let Err(e) = super::console::attach_local(console, node_name).await {
@@ -524,95 +415,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             stop.cancel();
         });
     }
-
-    let left_cluster = async {
-        match &cluster {
-            Some(cluster) => cluster.stop_requested().await,
-            None => std::future::pending().await,
-        }
-    };
-    let why = tokio::select! {
-        signal = stop_signals.recv() => signal,
-        () = left_cluster => "left its cluster",
-        () = console_stop.cancelled() => "stop asked from the console",
-    };
-    tracing::info!(node = %node.name(), "{why}: stopping; in-flight requests finish first");
-    if let Some(cluster) = &cluster
-        && cluster.is_member()
-    {
-        match cluster.leave().await {
-            Ok(done) => tracing::info!(node = %node.name(), "{done}"),
-            Err(e) => {
-                tracing::warn!(node = %node.name(), "could not leave the cluster gracefully: {e}")
-            }
-        }
-    }
-    stop.cancel();
-    for server in servers {
-        let _ = server.await;
-    }
-    node.stop_processes(call_deadline * 2).await;
-    if let Some(cluster) = &cluster {
-        cluster.shut_down().await;
-    }
-    node.storage().flush()?;
-    tracing::info!(node = %node.name(), "stopped");
-    Ok(())
+    let why = running.until_stopped(stop_signals.recv()).await;
+    running.stop(why).await
 }
 
-/// How long `--join` waits for its peer to come up (nodes started together
-/// by a supervisor come up in any order).
-const JOIN_WAIT: Duration = Duration::from_secs(60);
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
 
-/// Waits until `other` can be reached; a peer that is not running (yet)
-/// is waited for, anything else (a wrong cookie) fails at once.
-async fn wait_for_peer(mesh: &Arc<Mesh>, other: &NodeName) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + JOIN_WAIT;
-    let mut said = false;
-    loop {
-        match mesh.connect(other).await {
-            Ok(_) => return Ok(()),
-            Err(e @ (DialError::NotFound { .. } | DialError::Connect { .. }))
-                if tokio::time::Instant::now() < deadline =>
-            {
-                if !said {
-                    tracing::info!(node = %mesh.me(), "waiting for {other} to join it: {e}");
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => anyhow::bail!("--join {other}: {e}"),
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn every_default_of_host_run_is_the_configs() {
+        let cli = Cli::try_parse_from(["host", "guest.wasm"]).expect("parsed");
+        let config = cli.run.node_config().expect("a config");
+        let defaults = NodeConfig::new(&config.node_name, config.data_dir.clone());
+        assert_eq!(config, defaults);
+        let settings = Settings::new(cli.run.node_down_after.0, usize::from(cli.run.voters));
+        assert_eq!(settings, Settings::default());
+    }
+
+    #[test]
+    fn defaults_that_help_writes_in_words_are_the_real_ones() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let port = format!("[default: {}]", HttpConfig::default().port);
+        let instances = format!("[default: {},", host::wasm::DEFAULT_PROCESS_INSTANCES);
+        for default in [port, instances] {
+            assert!(help.contains(&default), "--help says `{default}`:\n{help}");
         }
     }
-}
-
-/// Starts this node's part in a cluster: the mesh on `listener`, the name
-/// with the port mapper, membership resumed or (`--join`) acquired.
-async fn start_cluster(
-    node: &Arc<NodeCore>,
-    distribution: Distribution,
-    listener: TcpListener,
-    stop: CancellationToken,
-) -> anyhow::Result<Arc<Cluster>> {
-    let me = distribution.dialer.me.clone();
-    let epmd_port = distribution.dialer.epmd_port;
-    let port = listener.local_addr()?.port();
-    let mesh = Mesh::new(distribution.dialer);
-    let cluster = Cluster::start(node.clone(), mesh.clone(), distribution.settings).await?;
-    tokio::spawn(mesh.clone().serve(listener));
-    epmd::register_and_keep(epmd_port, me.alive().to_string(), port, stop)
-        .await
-        .with_context(|| {
-            format!("cannot register {me} with the port mapper on port {epmd_port}")
-        })?;
-    if let Some(other) = distribution.join {
-        if cluster.is_member() {
-            tracing::info!(node = %me, "already a member of a cluster: --join {other} is not needed");
-        } else {
-            wait_for_peer(&mesh, &other).await?;
-            let joined = cluster.join(&other).await.map_err(|e| anyhow::anyhow!(e))?;
-            tracing::info!(node = %me, "{joined}");
-        }
-    }
-    Ok(cluster)
 }

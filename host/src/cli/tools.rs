@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::dist::DistArgs;
+use super::distribution::LinkArgs;
 use host::cluster::tool;
 use host::cluster::wire::{ToolReply, ToolRequest};
-use host::dist::{NodeName, epmd};
+use host::distribution::{NodeName, epmd};
 
 /// Longest a tool waits for its answer (a join may move a snapshot).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(330);
@@ -19,7 +19,7 @@ pub struct NodesArgs {
     /// The node to ask, NAME@HOST.
     node: String,
     #[command(flatten)]
-    dist: DistArgs,
+    link: LinkArgs,
 }
 
 #[derive(Args)]
@@ -29,7 +29,7 @@ pub struct ConnectArgs {
     /// A member of the cluster it joins (or a lone node: they form one).
     other: String,
     #[command(flatten)]
-    dist: DistArgs,
+    link: LinkArgs,
 }
 
 #[derive(Args)]
@@ -37,7 +37,7 @@ pub struct LeaveArgs {
     /// The node that leaves, NAME@HOST.
     node: String,
     #[command(flatten)]
-    dist: DistArgs,
+    link: LinkArgs,
 }
 
 #[derive(Args)]
@@ -59,9 +59,9 @@ pub struct EpmdArgs {
 }
 
 /// Sends `request` to `node` as a hidden tool and returns its reply.
-async fn ask(node: &str, dist: &DistArgs, request: ToolRequest) -> anyhow::Result<ToolReply> {
+async fn ask(node: &str, link: &LinkArgs, request: ToolRequest) -> anyhow::Result<ToolReply> {
     let node = NodeName::parse(node).map_err(|e| anyhow::anyhow!(e))?;
-    let dialer = dist.tool_dialer("tool", TOOL_TIMEOUT)?;
+    let dialer = link.tool_dialer("tool", TOOL_TIMEOUT)?;
     tool::ask(&dialer, &node, request, TOOL_TIMEOUT)
         .await
         .map_err(|e| anyhow::anyhow!(e))
@@ -81,7 +81,7 @@ fn done(reply: ToolReply) -> anyhow::Result<()> {
 }
 
 pub async fn nodes(args: NodesArgs) -> anyhow::Result<()> {
-    match ask(&args.node, &args.dist, ToolRequest::Nodes).await? {
+    match ask(&args.node, &args.link, ToolRequest::Nodes).await? {
         ToolReply::Nodes(nodes) => {
             print!("{}", host::console::render_nodes(&nodes));
             Ok(())
@@ -92,11 +92,11 @@ pub async fn nodes(args: NodesArgs) -> anyhow::Result<()> {
 
 pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let other = NodeName::parse(&args.other).map_err(|e| anyhow::anyhow!(e))?;
-    done(ask(&args.node, &args.dist, ToolRequest::Connect { other }).await?)
+    done(ask(&args.node, &args.link, ToolRequest::Connect { other }).await?)
 }
 
 pub async fn leave(args: LeaveArgs) -> anyhow::Result<()> {
-    done(ask(&args.node, &args.dist, ToolRequest::Leave).await?)
+    done(ask(&args.node, &args.link, ToolRequest::Leave).await?)
 }
 
 pub async fn epmd(args: EpmdArgs) -> anyhow::Result<()> {

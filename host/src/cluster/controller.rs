@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openraft::{ChangeMembers, ServerState};
@@ -32,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 use super::placement::balance;
 use super::replica::Replica;
 use super::types::{ClusterState, Command, NodeChange, NodeId, Outcome, PlacementChange};
-use crate::dist::NodeName;
-use crate::registry::StopReason;
+use crate::distribution::NodeName;
+use crate::process::StopReason;
 
 /// Proposals retried when the placement changed under them.
 const PROPOSAL_ATTEMPTS: usize = 5;
@@ -74,7 +75,7 @@ async fn tick_loop(replica: Arc<Replica>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if !replica.is_leader() || replica.fenced().is_some() {
+        if !replica.is_leader() || replica.cut_off().is_some() {
             leading_since = None;
             continue;
         }
@@ -112,10 +113,10 @@ pub(super) fn check_lease(replica: &Replica) {
         })
         .count();
     let in_contact = !voters.is_empty() && heard * 2 > voters.len();
-    match (in_contact, replica.fenced()) {
+    match (in_contact, replica.cut_off()) {
         (true, Some(_)) => {
             tracing::info!(node = %replica.name, "in contact with a majority of the cluster's voters: serving");
-            replica.set_fenced(None);
+            replica.set_cut_off(None);
         }
         (false, None) => {
             let reason = format!(
@@ -126,10 +127,10 @@ pub(super) fn check_lease(replica: &Replica) {
                 lease.as_secs_f64()
             );
             tracing::error!(node = %replica.name, "{reason}; stopping its processes and refusing writes until it is back");
-            replica.set_fenced(Some(reason.clone()));
+            replica.set_cut_off(Some(reason.clone()));
             let stopped = replica
                 .node
-                .stop_processes_where(&StopReason::CutOff(reason), |_, _| true);
+                .stop_where(&StopReason::CutOff(reason), |_, _| true);
             tracing::info!(node = %replica.name, "stopped {stopped} processes");
         }
         _ => {}
@@ -347,11 +348,9 @@ async fn follow_placement(replica: Arc<Replica>, stop: CancellationToken) {
             .map(|(index, _)| index as u16)
             .collect();
         if !lost.is_empty() {
-            let stopped = replica
-                .node
-                .stop_processes_where(&StopReason::Moved, |_, fence| {
-                    fence.is_some_and(|fence| lost.contains(&fence.slot))
-                });
+            let stopped = replica.node.stop_where(&StopReason::Moved, |_, fence| {
+                fence.is_some_and(|fence| lost.contains(&fence.slot))
+            });
             tracing::debug!(node = %replica.name, "{} slots moved away; {stopped} processes stopped", lost.len());
         }
         log_member_changes(&replica, &previous, &current);
@@ -373,7 +372,7 @@ fn log_member_changes(replica: &Replica, before: &ClusterState, after: &ClusterS
                 tracing::info!(node = %replica.name, peer = %record.name, "{} joined the cluster", record.name)
             }
             Some(old) if old.up && !record.up => {
-                replica.node.metrics().node_down();
+                replica.nodes_down.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %replica.name, peer = %record.name, "{} is down: its names start on the other nodes", record.name);
             }
             Some(old) if !old.up && record.up => {

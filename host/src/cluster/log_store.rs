@@ -1,6 +1,6 @@
-//! The Raft log, in the node's RocksDB (column family `raft_log`, keyed by
+//! The Raft log, in the node's RocksDB (storage's [`Family::Log`], keyed by
 //! index as 8 big-endian bytes so keys sort in log order), with the vote,
-//! the committed index and the last purged entry in `raft_meta`.
+//! the committed index and the last purged entry in [`Family::Meta`].
 //!
 //! An append is acknowledged to Raft once it is in RocksDB's write-ahead
 //! log: fsynced with `--fsync`, otherwise in the OS's hands, which survives
@@ -13,13 +13,11 @@ use std::ops::{Bound, RangeBounds};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, StorageIOError, Vote};
-use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
-use crate::config::Durability;
-use crate::storage::{RAFT_LOG_CF, RAFT_META_CF, Storage};
+use crate::storage::{ClusterStore, Family};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -45,63 +43,36 @@ fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-/// Reads a value of `raft_meta`.
+/// Reads a value of the cluster's metadata.
 pub(super) fn read_meta<T: DeserializeOwned>(
-    storage: &Storage,
+    store: &ClusterStore,
     key: &[u8],
 ) -> Result<Option<T>, StorageError> {
-    let cf = storage.column_family(RAFT_META_CF).map_err(read_error)?;
-    match storage.db().get_cf(cf, key).map_err(read_error)? {
+    match store.get(Family::Meta, key).map_err(read_error)? {
         Some(bytes) => Ok(Some(decode(&bytes)?)),
         None => Ok(None),
     }
 }
 
-/// Writes `batch`, fsynced when the node's durability asks for it (off the
-/// async workers then: an fsync takes milliseconds).
-pub(super) async fn write(storage: &Storage, batch: WriteBatch) -> Result<(), StorageError> {
-    let options = storage.write_options();
-    if storage.durability() == Durability::Fsync {
-        let db = storage.db().clone();
-        tokio::task::spawn_blocking(move || db.write_opt(batch, &options))
-            .await
-            .map_err(write_error)?
-            .map_err(write_error)
-    } else {
-        storage.db().write_opt(batch, &options).map_err(write_error)
-    }
-}
-
 #[derive(Clone)]
 pub struct LogStore {
-    storage: Storage,
+    store: ClusterStore,
 }
 
 impl LogStore {
-    pub fn new(storage: Storage) -> Self {
-        Self { storage }
+    pub fn new(store: ClusterStore) -> Self {
+        Self { store }
     }
 
     async fn put_meta(&self, key: &[u8], value: &impl Serialize) -> Result<(), StorageError> {
-        let cf = self
-            .storage
-            .column_family(RAFT_META_CF)
-            .map_err(write_error)?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(cf, key, encode(value)?);
-        write(&self.storage, batch).await
+        let mut batch = self.store.batch();
+        batch.put(Family::Meta, key, encode(value)?);
+        self.store.write_durably(batch).await.map_err(write_error)
     }
 
     fn last_entry(&self) -> Result<Option<Entry>, StorageError> {
-        let cf = self
-            .storage
-            .column_family(RAFT_LOG_CF)
-            .map_err(read_error)?;
-        match self.storage.db().iterator_cf(cf, IteratorMode::End).next() {
-            Some(item) => {
-                let (_, value) = item.map_err(read_error)?;
-                Ok(Some(decode(&value)?))
-            }
+        match self.store.last(Family::Log).map_err(read_error)? {
+            Some((_, value)) => Ok(Some(decode(&value)?)),
             None => Ok(None),
         }
     }
@@ -117,15 +88,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(index) => index.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let cf = self
-            .storage
-            .column_family(RAFT_LOG_CF)
-            .map_err(read_error)?;
-        let key = index_key(start);
         let iterator = self
-            .storage
-            .db()
-            .iterator_cf(cf, IteratorMode::From(&key, Direction::Forward));
+            .store
+            .scan_from(Family::Log, &index_key(start))
+            .map_err(read_error)?;
         let mut entries = Vec::new();
         for item in iterator {
             let (key, value) = item.map_err(read_error)?;
@@ -143,7 +109,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = read_meta(&self.storage, LAST_PURGED)?;
+        let last_purged: Option<LogId> = read_meta(&self.store, LAST_PURGED)?;
         let last = self.last_entry()?.map(|entry| entry.log_id);
         Ok(LogState {
             last_purged_log_id: last_purged,
@@ -160,7 +126,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        read_meta(&self.storage, VOTE)
+        read_meta(&self.store, VOTE)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -168,7 +134,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(read_meta::<Option<LogId>>(&self.storage, COMMITTED)?.flatten())
+        Ok(read_meta::<Option<LogId>>(&self.store, COMMITTED)?.flatten())
     }
 
     async fn append<I>(
@@ -180,15 +146,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let cf = self
-            .storage
-            .column_family(RAFT_LOG_CF)
-            .map_err(write_error)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = self.store.batch();
         for entry in entries {
-            batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry)?);
+            batch.put(Family::Log, index_key(entry.log_id.index), encode(&entry)?);
         }
-        let result = write(&self.storage, batch).await;
+        let result = self.store.write_durably(batch).await.map_err(write_error);
         callback.log_io_completed(
             result
                 .as_ref()
@@ -199,28 +161,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let cf = self
-            .storage
-            .column_family(RAFT_LOG_CF)
-            .map_err(write_error)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = self.store.batch();
         // Nine bytes sort after every eight-byte key.
-        batch.delete_range_cf(cf, &index_key(log_id.index)[..], &[0xff; 9][..]);
-        write(&self.storage, batch).await
+        batch.delete_range(Family::Log, index_key(log_id.index), [0xff; 9]);
+        self.store.write_durably(batch).await.map_err(write_error)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let log = self
-            .storage
-            .column_family(RAFT_LOG_CF)
-            .map_err(write_error)?;
-        let meta = self
-            .storage
-            .column_family(RAFT_META_CF)
-            .map_err(write_error)?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(meta, LAST_PURGED, encode(&log_id)?);
-        batch.delete_range_cf(log, index_key(0), index_key(log_id.index.saturating_add(1)));
-        write(&self.storage, batch).await
+        let mut batch = self.store.batch();
+        batch.put(Family::Meta, LAST_PURGED, encode(&log_id)?);
+        batch.delete_range(
+            Family::Log,
+            index_key(0),
+            index_key(log_id.index.saturating_add(1)),
+        );
+        self.store.write_durably(batch).await.map_err(write_error)
     }
 }

@@ -27,10 +27,10 @@ use openraft::{AnyError, RPCTypes};
 
 use super::types::{Member, NodeId, TypeConfig};
 use super::wire::{self, RaftRpc, Request, Response};
-use crate::dist::NodeName;
-use crate::dist::frame::MAX_FRAME;
-use crate::dist::link::LinkError;
-use crate::dist::mesh::Mesh;
+use crate::distribution::NodeName;
+use crate::distribution::frame::MAX_FRAME;
+use crate::distribution::link::LinkError;
+use crate::distribution::mesh::Mesh;
 
 /// Room left in a frame for the envelope around a request.
 const FRAME_MARGIN: usize = 64 * 1024;

@@ -14,6 +14,7 @@
 //!   leader's read index, fetched once for all the processes starting at
 //!   that moment).
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,12 +29,12 @@ use super::placement::slot_of;
 use super::state_machine::{Published, StateMachine};
 use super::types::{ClusterState, Command, NodeId, Outcome, Raft, Write};
 use super::wire::{self, CallReply, OneWay, Request, Response, WriteReply};
-use crate::capabilities::CallError;
-use crate::dist::NodeName;
-use crate::dist::link::{Link, LinkError};
-use crate::dist::mesh::Mesh;
-use crate::node::{NodeCore, Router};
-use crate::registry::{Fence, StopReason};
+use crate::distribution::NodeName;
+use crate::distribution::link::{Link, LinkError};
+use crate::distribution::mesh::Mesh;
+use crate::metrics::Series;
+use crate::node::ClusterAccess;
+use crate::process::{CallError, Fence, Router, StopReason};
 use crate::storage::{Operation, Replicator, StorageError};
 
 /// How often a caller waiting for a leader, a link or a new placement looks
@@ -43,7 +44,7 @@ const RETRY_EVERY: Duration = Duration::from_millis(20);
 const MAX_CAST_HOPS: u8 = 3;
 
 /// Timing and sizes of a clustered node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// A member silent this long is declared down (`--node-down-after`).
     pub node_down_after: Duration,
@@ -53,7 +54,27 @@ pub struct Settings {
     pub write_timeout: Duration,
 }
 
+impl Default for Settings {
+    /// A member is down after 3 s of silence (Erlang's `net_ticktime` is
+    /// 45 to 75 s); at most 3 voters.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(3), 3)
+    }
+}
+
 impl Settings {
+    /// A clustered node's timing from `--node-down-after` (at least
+    /// 200 ms) and `--voters`: a write waits for a leader and a majority
+    /// twice the node-down time (at least a second).
+    pub fn new(node_down_after: Duration, max_voters: usize) -> Self {
+        let node_down_after = node_down_after.max(Duration::from_millis(200));
+        Self {
+            node_down_after,
+            max_voters,
+            write_timeout: (node_down_after * 2).max(Duration::from_secs(1)),
+        }
+    }
+
     /// A node that has not heard from a majority of voters for this long
     /// stops its processes and refuses writes: shorter than
     /// `node_down_after`, so it has stopped before its names are given to
@@ -90,7 +111,7 @@ impl Settings {
 pub struct Replica {
     pub(super) me: NodeId,
     pub(super) name: NodeName,
-    pub(super) node: Arc<NodeCore>,
+    pub(super) node: ClusterAccess,
     pub(super) mesh: Arc<Mesh>,
     pub(super) raft: Raft,
     pub(super) settings: Settings,
@@ -98,10 +119,12 @@ pub struct Replica {
     view: watch::Receiver<Arc<ClusterState>>,
     applied: watch::Receiver<u64>,
     /// Set, with the reason, while the node is cut off from the majority.
-    fenced: watch::Sender<Option<String>>,
+    cut_off: watch::Sender<Option<String>>,
     barrier: Mutex<BarrierState>,
     /// When each member last answered Raft as itself (on the leader).
     answered: Arc<Answered>,
+    /// Times another member was declared down, as this node applied it.
+    pub(super) nodes_down: AtomicU64,
 }
 
 #[derive(Default)]
@@ -114,15 +137,14 @@ impl Replica {
     /// Opens this node's Raft instance (resuming whatever its data
     /// directory holds) as node `me`.
     pub async fn open(
-        node: Arc<NodeCore>,
+        node: ClusterAccess,
         mesh: Arc<Mesh>,
         me: NodeId,
         settings: Settings,
     ) -> anyhow::Result<Arc<Self>> {
-        let storage = node.storage().clone();
-        let (state_machine, published) =
-            StateMachine::open(storage.clone(), &node.config().data_dir)
-                .map_err(|e| anyhow::anyhow!("cannot open the cluster state: {e}"))?;
+        let store = node.store();
+        let (state_machine, published) = StateMachine::open(store.clone(), node.data_dir())
+            .map_err(|e| anyhow::anyhow!("cannot open the cluster state: {e}"))?;
         let answered = Arc::new(Answered::default());
         let network = RaftNetworkOverLinks {
             me,
@@ -130,12 +152,12 @@ impl Replica {
             answered: answered.clone(),
         };
         let config = Arc::new(settings.raft_config()?);
-        let raft = Raft::new(me, config, network, LogStore::new(storage), state_machine)
+        let raft = Raft::new(me, config, network, LogStore::new(store), state_machine)
             .await
             .map_err(|e| anyhow::anyhow!("cannot start Raft: {e}"))?;
         // Until it hears from a majority of the voters, a node serves
         // nothing: it may have been cut off before it stopped.
-        let (fenced, _) = watch::channel(Some(format!(
+        let (cut_off, _) = watch::channel(Some(format!(
             "{} is starting: it has not heard from a majority of its cluster's voters yet",
             mesh.me()
         )));
@@ -149,9 +171,10 @@ impl Replica {
             raft,
             settings,
             published,
-            fenced,
+            cut_off,
             barrier: Mutex::default(),
             answered,
+            nodes_down: AtomicU64::new(0),
         }))
     }
 
@@ -185,12 +208,12 @@ impl Replica {
     }
 
     /// Why the node is cut off, while it is.
-    pub fn fenced(&self) -> Option<String> {
-        self.fenced.borrow().clone()
+    pub fn cut_off(&self) -> Option<String> {
+        self.cut_off.borrow().clone()
     }
 
-    pub(super) fn set_fenced(&self, reason: Option<String>) {
-        self.fenced.send_replace(reason);
+    pub(super) fn set_cut_off(&self, reason: Option<String>) {
+        self.cut_off.send_replace(reason);
     }
 
     /// The open link to node `id`.
@@ -236,7 +259,7 @@ impl Replica {
     /// Waits a moment before trying again; `Err` once past `deadline` or
     /// cut off.
     async fn pause(&self, deadline: Instant, what: &str) -> Result<(), String> {
-        if let Some(reason) = self.fenced() {
+        if let Some(reason) = self.cut_off() {
             return Err(reason);
         }
         if Instant::now() + RETRY_EVERY > deadline {
@@ -249,10 +272,10 @@ impl Replica {
     /// Submits a write on this node, as the leader. Bounded by the fence:
     /// a leader cut off from the majority gives up instead of waiting.
     pub(super) async fn submit(&self, write: Write) -> WriteReply {
-        if let Some(reason) = self.fenced() {
+        if let Some(reason) = self.cut_off() {
             return WriteReply::Refused(reason);
         }
-        let mut fenced = self.fenced.subscribe();
+        let mut cut_off = self.cut_off.subscribe();
         let submitted = self.raft.client_write(Command::Write(write));
         tokio::select! {
             result = submitted => match result {
@@ -271,7 +294,7 @@ impl Replica {
                     None => WriteReply::Failed(error.to_string()),
                 },
             },
-            _ = fenced.wait_for(Option::is_some) => WriteReply::Failed(
+            _ = cut_off.wait_for(Option::is_some) => WriteReply::Failed(
                 "this node was cut off from the cluster's majority before the write was confirmed".into(),
             ),
             _ = tokio::time::sleep(self.settings.write_timeout) => WriteReply::Failed(format!(
@@ -292,12 +315,12 @@ impl Replica {
                     Some(link) => {
                         let body = wire::encode(&Request::Write(write.clone()));
                         let remaining = deadline.saturating_duration_since(Instant::now());
-                        let mut fenced = self.fenced.subscribe();
+                        let mut cut_off = self.cut_off.subscribe();
                         let answered = tokio::select! {
                             answered = link.request(&body, remaining) => answered,
                             // Cut off with the write at the leader: its
                             // fate is unknown, and waiting will not tell.
-                            _ = fenced.wait_for(Option::is_some) => Err(LinkError::Lost(link.peer().clone())),
+                            _ = cut_off.wait_for(Option::is_some) => Err(LinkError::Lost(link.peer().clone())),
                         };
                         match answered {
                             Ok(answer) => match wire::decode::<Response>(&answer) {
@@ -439,7 +462,7 @@ impl Replica {
         let Some(fence) = self.fence_here(&view, slot_of(&component, &name)) else {
             return CallReply::NotHere;
         };
-        if let Some(reason) = self.fenced() {
+        if let Some(reason) = self.cut_off() {
             return CallReply::Answer(Err(CallError::Refused(reason)));
         }
         match self
@@ -523,7 +546,7 @@ impl Replica {
         let deadline = Instant::now() + timeout;
         let slot = slot_of(&component, &name);
         loop {
-            if let Some(reason) = self.fenced() {
+            if let Some(reason) = self.cut_off() {
                 return Err(CallError::Refused(reason));
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -634,7 +657,7 @@ impl Router for Replica {
     }
 
     fn cast(&self, component: &str, name: &str, message: Vec<u8>) -> Result<(), CallError> {
-        if let Some(reason) = self.fenced() {
+        if let Some(reason) = self.cut_off() {
             return Err(CallError::Refused(reason));
         }
         self.send_cast(&self.view(), component, name, message, 0)
@@ -646,8 +669,21 @@ impl Router for Replica {
     ) -> BoxFuture<'static, Result<(), StopReason>> {
         Box::pin(self.barrier(fence))
     }
+}
 
-    fn gauges(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+fn raft_state_code(state: &openraft::ServerState) -> u64 {
+    match state {
+        openraft::ServerState::Follower => 0,
+        openraft::ServerState::Candidate => 1,
+        openraft::ServerState::Leader => 2,
+        openraft::ServerState::Learner => 3,
+        openraft::ServerState::Shutdown => 4,
+    }
+}
+
+impl Replica {
+    /// The cluster's series for the metrics page.
+    pub fn series(&self) -> Vec<Series> {
         let view = self.view();
         let metrics = self.raft.metrics().borrow().clone();
         let last_log = metrics.last_log_index.unwrap_or(0);
@@ -672,72 +708,53 @@ impl Router for Replica {
             .filter(|slot| slot.node == self.me)
             .count();
         vec![
-            (
+            Series::gauge(
                 "host_cluster_members",
-                "gauge",
                 "Members of the cluster, up or down.",
                 view.nodes.len() as u64,
             ),
-            (
+            Series::gauge(
                 "host_cluster_members_up",
-                "gauge",
                 "Members of the cluster not declared down.",
                 up as u64,
             ),
-            (
+            Series::gauge(
                 "host_cluster_links",
-                "gauge",
                 "Open links to other members.",
                 linked as u64,
             ),
-            (
+            Series::gauge(
                 "host_cluster_slots_held",
-                "gauge",
                 "Slots of the name space this node holds.",
                 slots as u64,
             ),
-            (
+            Series::gauge(
                 "host_cluster_leader",
-                "gauge",
                 "1 while this node is the Raft leader.",
                 u64::from(self.is_leader()),
             ),
-            (
+            Series::gauge(
                 "host_cluster_cut_off",
-                "gauge",
-                "1 while this node is cut off from the majority (fenced).",
-                u64::from(self.fenced().is_some()),
+                "1 while this node is cut off from the majority.",
+                u64::from(self.cut_off().is_some()),
             ),
-            (
+            Series::gauge(
                 "host_cluster_applied_index",
-                "gauge",
                 "Last log index applied on this node.",
                 self.applied_index(),
             ),
-            (
+            Series::gauge(
                 "host_cluster_raft_state",
-                "gauge",
                 "This node's Raft state: 0 follower, 1 candidate, 2 leader, 3 learner, 4 shut down.",
                 raft_state_code(&metrics.state),
             ),
-            (
+            Series::gauge(
                 "host_cluster_replication_lag",
-                "gauge",
                 "Log entries this node has but has not applied; on the leader, entries the \
                  slowest member still lacks.",
                 lag,
             ),
         ]
-    }
-}
-
-fn raft_state_code(state: &openraft::ServerState) -> u64 {
-    match state {
-        openraft::ServerState::Follower => 0,
-        openraft::ServerState::Candidate => 1,
-        openraft::ServerState::Leader => 2,
-        openraft::ServerState::Learner => 3,
-        openraft::ServerState::Shutdown => 4,
     }
 }
 
@@ -749,7 +766,7 @@ impl Replicator for Replica {
     ) -> BoxFuture<'static, Result<(), StorageError>> {
         let replica = self;
         Box::pin(async move {
-            if let Some(reason) = replica.fenced() {
+            if let Some(reason) = replica.cut_off() {
                 return Err(StorageError::Unavailable(reason));
             }
             replica.replicate(Write { operations, fence }).await

@@ -15,19 +15,18 @@
 //! ```
 //!
 //! Installing one replaces the whole data column family. It is marked in
-//! `raft_meta` first and the file kept until the end, so a node that dies
+//! the cluster's metadata first and the file kept until the end, so a node that dies
 //! in the middle installs it again when it starts.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use super::log_store::{decode, encode, read_error, write_error};
 use super::types::{ClusterState, LogId, SnapshotMeta, StorageError, StoredMembership};
-use crate::storage::{DATA_CF, RAFT_META_CF, Storage};
+use crate::storage::{ClusterStore, Family};
 
 const MAGIC: &[u8] = b"OTPWSNAP1";
 const END: u32 = u32::MAX;
@@ -56,19 +55,16 @@ pub(super) struct Header {
     pub cluster: ClusterState,
 }
 
-/// Writes a snapshot of `storage`'s state machine to `dir/current.snapshot`
+/// Writes a snapshot of `store`'s state machine to `dir/current.snapshot`
 /// and returns its header. Blocking: run it off the async workers.
 pub(super) fn build(
-    storage: &Storage,
+    store: &ClusterStore,
     dir: &Path,
     snapshot_id: String,
 ) -> Result<Header, StorageError> {
-    let db = storage.db();
-    let meta_cf = storage.column_family(RAFT_META_CF).map_err(read_error)?;
-    let data_cf = storage.column_family(DATA_CF).map_err(read_error)?;
-    let view = db.snapshot();
+    let view = store.read_view();
     let read = |key: &[u8]| -> Result<Option<Vec<u8>>, StorageError> {
-        view.get_cf(meta_cf, key).map_err(read_error)
+        view.get(Family::Meta, key).map_err(read_error)
     };
     let last_log_id: Option<LogId> = match read(APPLIED)? {
         Some(bytes) => decode(&bytes)?,
@@ -95,7 +91,7 @@ pub(super) fn build(
     let mut out = BufWriter::new(File::create(&building).map_err(write_error)?);
     out.write_all(MAGIC).map_err(write_error)?;
     write_block(&mut out, &encode(&header)?)?;
-    for item in view.iterator_cf(data_cf, IteratorMode::Start) {
+    for item in view.scan(Family::Data).map_err(read_error)? {
         let (key, value) = item.map_err(read_error)?;
         write_block(&mut out, &key)?;
         write_block(&mut out, &value)?;
@@ -149,36 +145,35 @@ fn read_header_from(input: &mut impl Read) -> Result<Header, StorageError> {
     decode(&header)
 }
 
-/// Replaces the state machine of `storage` with the snapshot at
-/// `dir/installing.snapshot` (already in place, and marked in `raft_meta`),
-/// then makes it the current snapshot. Blocking.
-pub(super) fn install(storage: &Storage, dir: &Path) -> Result<Header, StorageError> {
+/// Replaces the state machine of `store` with the snapshot at
+/// `dir/installing.snapshot` (already in place, and marked in the cluster's
+/// metadata), then makes it the current snapshot. Blocking.
+pub(super) fn install(store: &ClusterStore, dir: &Path) -> Result<Header, StorageError> {
     let path = dir.join(INSTALLING_FILE);
     let mut input = BufReader::new(File::open(&path).map_err(read_error)?);
     let header = read_header_from(&mut input)?;
-    let db = storage.db();
-    let data_cf = storage.column_family(DATA_CF).map_err(write_error)?;
-    let meta_cf = storage.column_family(RAFT_META_CF).map_err(write_error)?;
     // Data keys start with a component name, all of whose bytes are ASCII.
-    let mut batch = WriteBatch::default();
-    batch.delete_range_cf(data_cf, &[][..], &[0xff][..]);
-    let mut bytes = 0usize;
+    let mut batch = store.batch();
+    batch.delete_range(Family::Data, [], [0xff]);
     while let Some(key) = read_block(&mut input, MAX_KEY)? {
         let value = read_block(&mut input, MAX_VALUE)?
             .ok_or_else(|| read_error("snapshot ends after a key"))?;
-        bytes += key.len() + value.len();
-        batch.put_cf(data_cf, key, value);
-        if bytes >= INSTALL_BATCH_BYTES {
-            db.write(std::mem::take(&mut batch)).map_err(write_error)?;
-            bytes = 0;
+        batch.put(Family::Data, key, value);
+        if batch.size() >= INSTALL_BATCH_BYTES {
+            store
+                .write(std::mem::replace(&mut batch, store.batch()))
+                .map_err(write_error)?;
         }
     }
-    batch.put_cf(meta_cf, APPLIED, encode(&header.meta.last_log_id)?);
-    batch.put_cf(meta_cf, MEMBERSHIP, encode(&header.meta.last_membership)?);
-    batch.put_cf(meta_cf, CLUSTER, encode(&header.cluster)?);
-    batch.delete_cf(meta_cf, INSTALLING);
-    db.write(batch).map_err(write_error)?;
-    db.flush_wal(true).map_err(write_error)?;
+    batch.put(Family::Meta, APPLIED, encode(&header.meta.last_log_id)?);
+    batch.put(
+        Family::Meta,
+        MEMBERSHIP,
+        encode(&header.meta.last_membership)?,
+    );
+    batch.put(Family::Meta, CLUSTER, encode(&header.cluster)?);
+    batch.delete(Family::Meta, INSTALLING);
+    store.write_synced(batch).map_err(write_error)?;
     std::fs::rename(&path, dir.join(CURRENT)).map_err(write_error)?;
     Ok(header)
 }

@@ -12,16 +12,15 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
-use rocksdb::WriteBatch;
 use tokio::sync::watch;
 
-use super::log_store::{encode, read_error, read_meta, write, write_error};
+use super::log_store::{encode, read_error, read_meta, write_error};
 use super::snapshot::{self, APPLIED, CLUSTER, CURRENT, INSTALLING, INSTALLING_FILE, MEMBERSHIP};
 use super::types::{
     ClusterState, Command, Entry, LogId, Outcome, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
-use crate::storage::{DATA_CF, Operation, RAFT_META_CF, Storage};
+use crate::storage::{ClusterStore, Family, Operation};
 
 /// What the state machine tells the rest of the node.
 pub struct Published {
@@ -32,7 +31,7 @@ pub struct Published {
 }
 
 pub struct StateMachine {
-    storage: Storage,
+    store: ClusterStore,
     dir: PathBuf,
     last_applied: Option<LogId>,
     membership: StoredMembership,
@@ -45,27 +44,27 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the state machine kept in `storage`, finishing a snapshot
+    /// Opens the state machine kept in `store`, finishing a snapshot
     /// install a previous run left half done.
     pub fn open(
-        storage: Storage,
+        store: ClusterStore,
         data_dir: &std::path::Path,
     ) -> Result<(Self, Arc<Published>), StorageError> {
         let dir = snapshot::directory(data_dir);
-        if read_meta::<u8>(&storage, INSTALLING)?.is_some() {
+        if read_meta::<u8>(&store, INSTALLING)?.is_some() {
             tracing::warn!("finishing a snapshot install that a previous run left half done");
-            snapshot::install(&storage, &dir)?;
+            snapshot::install(&store, &dir)?;
         }
-        let last_applied: Option<LogId> = read_meta::<Option<LogId>>(&storage, APPLIED)?.flatten();
-        let membership: StoredMembership = read_meta(&storage, MEMBERSHIP)?.unwrap_or_default();
-        let cluster: ClusterState = read_meta(&storage, CLUSTER)?.unwrap_or_default();
+        let last_applied: Option<LogId> = read_meta::<Option<LogId>>(&store, APPLIED)?.flatten();
+        let membership: StoredMembership = read_meta(&store, MEMBERSHIP)?.unwrap_or_default();
+        let cluster: ClusterState = read_meta(&store, CLUSTER)?.unwrap_or_default();
         let published = Arc::new(Published {
             view: watch::Sender::new(Arc::new(cluster.clone())),
             applied: watch::Sender::new(last_applied.map_or(0, |id| id.index)),
         });
         Ok((
             Self {
-                storage,
+                store,
                 dir,
                 last_applied,
                 membership,
@@ -101,12 +100,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let data = self.storage.column_family(DATA_CF).map_err(write_error)?;
-        let meta = self
-            .storage
-            .column_family(RAFT_META_CF)
-            .map_err(write_error)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = self.store.batch();
         let mut outcomes = Vec::new();
         let (mut membership_changed, mut cluster_changed) = (false, false);
         for entry in entries {
@@ -124,8 +118,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         (Outcome::Applied, Command::Write(write)) => {
                             for operation in write.operations {
                                 match operation {
-                                    Operation::Put(key, value) => batch.put_cf(data, key, value),
-                                    Operation::Delete(key) => batch.delete_cf(data, key),
+                                    Operation::Put(key, value) => {
+                                        batch.put(Family::Data, key, value)
+                                    }
+                                    Operation::Delete(key) => batch.delete(Family::Data, key),
                                 }
                             }
                         }
@@ -137,21 +133,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             outcomes.push(outcome);
         }
-        batch.put_cf(meta, APPLIED, encode(&self.last_applied)?);
+        batch.put(Family::Meta, APPLIED, encode(&self.last_applied)?);
         if membership_changed {
-            batch.put_cf(meta, MEMBERSHIP, encode(&self.membership)?);
+            batch.put(Family::Meta, MEMBERSHIP, encode(&self.membership)?);
         }
         if cluster_changed {
-            batch.put_cf(meta, CLUSTER, encode(&self.cluster)?);
+            batch.put(Family::Meta, CLUSTER, encode(&self.cluster)?);
         }
-        write(&self.storage, batch).await?;
+        self.store.write_durably(batch).await.map_err(write_error)?;
         self.publish(cluster_changed);
         Ok(outcomes)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
-            storage: self.storage.clone(),
+            store: self.store.clone(),
             dir: self.dir.clone(),
             files: self.files.clone(),
         }
@@ -187,7 +183,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .incoming
             .take()
             .ok_or_else(|| write_error("no snapshot was being received"))?;
-        let (storage, dir, files) = (self.storage.clone(), self.dir.clone(), self.files.clone());
+        let (store, dir, files) = (self.store.clone(), self.dir.clone(), self.files.clone());
         let expected = meta.snapshot_id.clone();
         let header = tokio::task::spawn_blocking(move || {
             let _files = files.lock().unwrap_or_else(|p| p.into_inner());
@@ -199,12 +195,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 )));
             }
             std::fs::rename(&incoming, dir.join(INSTALLING_FILE)).map_err(write_error)?;
-            let meta = storage.column_family(RAFT_META_CF).map_err(write_error)?;
-            let mut mark = WriteBatch::default();
-            mark.put_cf(meta, INSTALLING, encode(&1u8)?);
-            storage.db().write(mark).map_err(write_error)?;
-            storage.db().flush_wal(true).map_err(write_error)?;
-            snapshot::install(&storage, &dir)
+            let mut mark = store.batch();
+            mark.put(Family::Meta, INSTALLING, encode(&1u8)?);
+            store.write_synced(mark).map_err(write_error)?;
+            snapshot::install(&store, &dir)
         })
         .await
         .map_err(write_error)??;
@@ -242,20 +236,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// Writes a snapshot off the state machine's task (from a RocksDB snapshot,
 /// so applying goes on meanwhile).
 pub struct SnapshotBuilder {
-    storage: Storage,
+    store: ClusterStore,
     dir: PathBuf,
     files: Arc<Mutex<()>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (storage, dir, files) = (self.storage.clone(), self.dir.clone(), self.files.clone());
+        let (store, dir, files) = (self.store.clone(), self.dir.clone(), self.files.clone());
         let made = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         let (header, file) = tokio::task::spawn_blocking(move || {
             let _files = files.lock().unwrap_or_else(|p| p.into_inner());
-            let header = snapshot::build(&storage, &dir, format!("snapshot-{made}"))?;
+            let header = snapshot::build(&store, &dir, format!("snapshot-{made}"))?;
             let file = std::fs::File::open(dir.join(CURRENT)).map_err(read_error)?;
             Ok::<_, StorageError>((header, file))
         })

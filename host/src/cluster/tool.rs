@@ -9,9 +9,9 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 use super::wire::{self, Request, Response, ToolReply, ToolRequest};
-use crate::dist::NodeName;
-use crate::dist::link::{Link, LinkHandler};
-use crate::dist::mesh::Dialer;
+use crate::distribution::NodeName;
+use crate::distribution::link::{Link, LinkHandler};
+use crate::distribution::mesh::Dialer;
 
 /// A tool serves nothing: whatever a node asks of it is refused.
 struct ServesNothing;

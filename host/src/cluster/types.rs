@@ -9,8 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dist::NodeName;
-pub use crate::registry::Fence;
+use crate::distribution::NodeName;
+pub use crate::process::Fence;
 use crate::storage::Operation;
 
 /// A node's identity in the Raft group: random, made when its data

@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::types::{NodeId, Outcome, TypeConfig, Write};
-use crate::capabilities::CallError;
-use crate::dist::NodeName;
+use crate::distribution::NodeName;
+use crate::process::CallError;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {

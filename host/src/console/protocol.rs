@@ -3,8 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::ProcessInfo;
-use crate::supervisor::Restarts;
+use crate::process::{ProcessInfo, Restarts};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ConsoleRequest {

@@ -11,11 +11,9 @@ use wasmtime::Store;
 use wasmtime::component::{Func, Instance, Val};
 
 use super::Session;
-use crate::component::LoadedComponent;
-use crate::node::NodeCore;
-use crate::process::guarded;
-use crate::state::InstanceState;
-use crate::trace::{EventKind, TraceEvent, Tracer, render_bytes};
+use crate::node::OperatorAccess;
+use crate::process::trace::{EventKind, TraceEvent, Tracer, render_bytes};
+use crate::wasm::{Component, StoreData, guarded};
 
 /// One running trace, as the console holds it.
 pub struct Trace {
@@ -34,7 +32,7 @@ pub struct Trace {
 /// Runs `trace` for `session` until its count, its duration or the
 /// session ends (or `cancel`), then detaches it.
 pub async fn run(
-    node: Arc<NodeCore>,
+    node: OperatorAccess,
     session: Arc<Session>,
     trace: Trace,
     cancel: CancellationToken,
@@ -158,7 +156,7 @@ fn clock(at: SystemTime) -> String {
 /// instance that holds no process, or as bytes.
 enum Renderer {
     Component {
-        store: Box<Store<InstanceState>>,
+        store: Box<Store<StoreData>>,
         render: Func,
         _instance: Instance,
     },
@@ -166,16 +164,15 @@ enum Renderer {
 }
 
 impl Renderer {
-    async fn new(node: &Arc<NodeCore>, component: Arc<LoadedComponent>) -> Self {
-        let Some(exports) = component.introspect().cloned() else {
+    async fn new(node: &OperatorAccess, component: Arc<Component>) -> Self {
+        let Some(exports) = component.code().introspect().cloned() else {
             return Renderer::Bytes;
         };
-        let state = InstanceState::new(node, component.name(), None, None);
-        let mut store = Box::new(node.runtime().new_store(state));
-        let deadline = node.config().limits.call_deadline;
-        let Ok(instance) = guarded(deadline, component.instantiate(&mut store)).await else {
+        let deadline = node.limits().call_deadline;
+        let Ok((store, instance)) = component.one_off_instance(deadline).await else {
             return Renderer::Bytes;
         };
+        let mut store = Box::new(store);
         match instance.get_func(&mut *store, exports.render_message) {
             Some(render) => Renderer::Component {
                 store,
@@ -186,7 +183,7 @@ impl Renderer {
         }
     }
 
-    async fn render(&mut self, node: &NodeCore, event: &TraceEvent) -> String {
+    async fn render(&mut self, node: &OperatorAccess, event: &TraceEvent) -> String {
         if event.kind == EventKind::HostCall {
             return String::from_utf8_lossy(&event.bytes).into_owned();
         }
@@ -204,7 +201,7 @@ impl Renderer {
             Val::List(event.bytes.iter().map(|b| Val::U8(*b)).collect()),
         ];
         let mut results = [Val::Bool(false)];
-        let deadline = node.config().limits.call_deadline;
+        let deadline = node.limits().call_deadline;
         match guarded(
             deadline,
             render.call_async(&mut **store, &params, &mut results),

@@ -214,7 +214,7 @@ pub fn tree(
 fn push_restarts(
     out: &mut String,
     indent: &str,
-    restarts: &crate::supervisor::Restarts,
+    restarts: &crate::process::Restarts,
     now: SystemTime,
 ) {
     out.push_str(&format!(
@@ -282,8 +282,8 @@ pub fn age(since: SystemTime, now: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::ProcessInfo;
-    use crate::supervisor::Restarts;
+    use crate::process::ProcessInfo;
+    use crate::process::Restarts;
 
     fn row(name: &str, memory: usize, messages: u64, crashes: u64) -> ProcessRow {
         let now = SystemTime::now();

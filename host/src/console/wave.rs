@@ -14,10 +14,8 @@ use std::sync::Arc;
 use wasm_wave::untyped::UntypedFuncCall;
 use wasmtime::component::Val;
 
-use crate::component::{ExportedFunction, LoadedComponent};
-use crate::node::NodeCore;
-use crate::process::guarded;
-use crate::state::InstanceState;
+use crate::node::OperatorAccess;
+use crate::wasm::{Component, ExportedFunction, guarded};
 
 /// Whether a console line is a function call (`name(...)`).
 pub fn is_call(line: &str) -> bool {
@@ -29,7 +27,7 @@ pub fn is_call(line: &str) -> bool {
 }
 
 /// Runs the call written in `line` and renders its results in WAVE.
-pub async fn call(node: &Arc<NodeCore>, line: &str) -> Result<String, String> {
+pub async fn call(node: &OperatorAccess, line: &str) -> Result<String, String> {
     let parsed =
         UntypedFuncCall::parse(line.trim()).map_err(|e| format!("cannot read the call: {e}"))?;
     let (component, function) = find(node, parsed.name())?;
@@ -37,10 +35,8 @@ pub async fn call(node: &Arc<NodeCore>, line: &str) -> Result<String, String> {
     let params: Vec<Val> = parsed
         .to_wasm_params(types.iter())
         .map_err(|e| format!("{}: {e}\n  expects {}", parsed.name(), function.signature()))?;
-    let state = InstanceState::new(node, component.name(), None, None);
-    let mut store = node.runtime().new_store(state);
-    let deadline = node.config().limits.call_deadline;
-    let instance = guarded(deadline, component.instantiate(&mut store)).await?;
+    let deadline = node.limits().call_deadline;
+    let (mut store, instance) = component.one_off_instance(deadline).await?;
     let func = instance
         .get_func(&mut store, function.index)
         .ok_or_else(|| format!("{} is not a function", parsed.name()))?;
@@ -65,9 +61,9 @@ pub async fn call(node: &Arc<NodeCore>, line: &str) -> Result<String, String> {
 /// The function a call names: `interface.function`, or
 /// `component.interface.function` when two components export one.
 fn find<'a>(
-    node: &'a Arc<NodeCore>,
+    node: &'a OperatorAccess,
     name: &str,
-) -> Result<(&'a Arc<LoadedComponent>, &'a ExportedFunction), String> {
+) -> Result<(&'a Arc<Component>, &'a ExportedFunction), String> {
     let (component_wanted, rest) = match name.split('.').collect::<Vec<_>>().as_slice() {
         [component, _, _] => (
             Some(*component),
@@ -81,9 +77,10 @@ fn find<'a>(
     let matches: Vec<_> = node
         .components()
         .iter()
-        .filter(|component| component_wanted.is_none_or(|wanted| component.name() == wanted))
+        .filter(|component| component_wanted.is_none_or(|wanted| **component.name() == *wanted))
         .flat_map(|component| {
             component
+                .code()
                 .functions()
                 .iter()
                 .filter(|f| {
@@ -101,7 +98,7 @@ fn find<'a>(
         many => Err(format!(
             "`{interface}.{function}` is exported by {}: prefix the component's name",
             many.iter()
-                .map(|(component, _)| component.name())
+                .map(|(component, _)| component.name().as_ref())
                 .collect::<Vec<_>>()
                 .join(" and ")
         )),
@@ -109,10 +106,10 @@ fn find<'a>(
 }
 
 /// Every callable function, one signature per line.
-pub fn functions(node: &NodeCore) -> String {
+pub fn functions(node: &OperatorAccess) -> String {
     let mut out = String::new();
     for component in node.components() {
-        for function in component.functions() {
+        for function in component.code().functions() {
             out.push_str(&format!(
                 "{}  ({})\n",
                 function.signature(),

@@ -23,11 +23,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::component::LoadedComponent;
-use crate::config::NodeConfig;
-use crate::config::ProcessLimits;
-use crate::dist::cookie;
-use crate::runtime::Runtime;
+use crate::config::{NodeConfig, ProcessLimits};
+use crate::distribution::cookie;
+use crate::wasm::{Engine, LoadedComponent};
 
 const BIN_SCRIPT: &str = include_str!("templates/bin.sh");
 const ENV_SH: &str = include_str!("templates/env.sh");
@@ -113,9 +111,9 @@ fn precompile(components: &[(String, PathBuf)], dir: &Path) -> anyhow::Result<()
         compile_cache: Some(dir.to_path_buf()),
         ..NodeConfig::new("release", dir.to_path_buf())
     };
-    let runtime = Runtime::new(&config)?;
+    let engine = Engine::new(&config)?;
     for (name, wasm) in components {
-        LoadedComponent::load(&runtime, name, wasm, dir)
+        LoadedComponent::load(&engine, name, wasm, dir)
             .with_context(|| format!("cannot compile component `{name}`"))?;
     }
     Ok(())

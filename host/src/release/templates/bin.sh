@@ -87,7 +87,7 @@ case $RELEASE_COMMAND in
       echo "usage: $0 rpc \"COMMAND\"" >&2
       exit 1
     fi
-    exec "$HOST" rpc --node "$RELEASE_NODE" "$2"
+    exec "$HOST" rpc "$RELEASE_NODE" "$2"
     ;;
   eval)
     if [ $# -ne 2 ]; then

@@ -1,5 +1,5 @@
 //! What each store holds: the WASI contexts, the memory limiter, and the
-//! capabilities granted to the instance.
+//! capabilities granted to the instance, built from plain values.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,94 +9,68 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::capabilities::{
-    DenyOutgoingHttp, HostCalls, LogCapability, ProcessCapability, StorageCapability,
-};
-use crate::node::NodeCore;
-use crate::registry::Fence;
+use crate::capabilities::{Capabilities, DenyOutgoingHttp, HasCapabilities};
 
 /// Host-side resources (streams, fields, pollables...) one instance may hold
 /// at once. They live in the host's memory, outside the guest's memory cap;
 /// a Rust guest holds a handful.
 const MAX_RESOURCES_PER_INSTANCE: usize = 4096;
 
-/// The data of one store: one process, or one HTTP request handler.
-pub struct InstanceState {
+/// The data of one store: one process, one HTTP request handler, or one
+/// console call.
+pub struct StoreData {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     http_hooks: DenyOutgoingHttp,
     table: ResourceTable,
     limits: MeteredLimits,
-    pub(crate) process: ProcessCapability,
-    pub(crate) storage: StorageCapability,
-    pub(crate) log: LogCapability,
+    capabilities: Capabilities,
 }
 
-impl InstanceState {
-    /// State for an instance of `component`, running process `process_name`
-    /// (none for an HTTP request handler) registered under `fence` (in a
-    /// cluster).
+impl StoreData {
+    /// Data for an instance granted `capabilities`, whose linear memory may
+    /// grow to `memory_cap` bytes; its size is kept in `memory` when given
+    /// (a process's, for the console and observer).
     pub fn new(
-        node: &Arc<NodeCore>,
-        component: &str,
-        process_name: Option<&str>,
-        fence: Option<Fence>,
-    ) -> Self {
-        Self::metered(node, component, process_name, fence, None)
-    }
-
-    /// Like [`InstanceState::new`], keeping the instance's linear memory
-    /// size in `memory` (a process's, for the console and observer).
-    pub fn metered(
-        node: &Arc<NodeCore>,
-        component: &str,
-        process_name: Option<&str>,
-        fence: Option<Fence>,
+        capabilities: Capabilities,
+        memory_cap: usize,
         memory: Option<Arc<AtomicUsize>>,
     ) -> Self {
-        // No preopened directories, no sockets, no environment: WASI is
-        // granted for clocks, randomness and stdio (which lands in the host's
-        // stdout/stderr) only.
+        // No preopened directories, no environment, no arguments, no socket
+        // address allowed: of WASI, only clocks, randomness and stdio
+        // (which lands in the host's stdout/stderr) do anything.
         let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
         let limits = StoreLimitsBuilder::new()
-            .memory_size(node.config().limits.max_memory_bytes)
+            .memory_size(memory_cap)
             .trap_on_grow_failure(true)
             .build();
-        let component: Arc<str> = Arc::from(component);
-        let process_name: Option<Arc<str>> = process_name.map(Arc::from);
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES_PER_INSTANCE);
-        let slot = node.host_call_slot(&component).cloned().unwrap_or_default();
-        let host_calls = || HostCalls::new(slot.clone(), component.clone(), process_name.clone());
         Self {
             wasi,
             http: WasiHttpCtx::new(),
             http_hooks: DenyOutgoingHttp,
             table,
             limits: MeteredLimits { limits, memory },
-            process: ProcessCapability::new(
-                node.clone(),
-                component.clone(),
-                process_name.clone(),
-                host_calls(),
-            ),
-            storage: StorageCapability::new(
-                node.storage().namespace(&component).fenced(fence),
-                host_calls(),
-            ),
-            log: LogCapability::new(node.name(), component, process_name),
+            capabilities,
         }
     }
 
-    pub(crate) fn limits(&mut self) -> &mut dyn ResourceLimiter {
+    pub(super) fn limits(&mut self) -> &mut dyn ResourceLimiter {
         &mut self.limits
     }
 
     /// Whether the guest has let go of every host resource: a request
     /// handler that kept one (an unanswered response, an unfinished body)
     /// is not clean enough to serve another request.
-    pub(crate) fn holds_no_resources(&self) -> bool {
+    pub fn holds_no_resources(&self) -> bool {
         self.table.is_empty()
+    }
+}
+
+impl HasCapabilities for StoreData {
+    fn capabilities(&mut self) -> &mut Capabilities {
+        &mut self.capabilities
     }
 }
 
@@ -152,7 +126,7 @@ impl ResourceLimiter for MeteredLimits {
     }
 }
 
-impl WasiView for InstanceState {
+impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -161,7 +135,7 @@ impl WasiView for InstanceState {
     }
 }
 
-impl WasiHttpView for InstanceState {
+impl WasiHttpView for StoreData {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
             ctx: &mut self.http,

@@ -8,119 +8,49 @@
 //! that trapped or ran past its deadline is dropped. The contract says
 //! handlers keep no state between requests: they reach state through
 //! processes. The host answers some requests itself, before any guest runs:
-//! 413 for a body over the limit, 503 when every handler slot is busy past
-//! the deadline, 504 when the handler runs past the request deadline, 500
+//! 413 for a body over the limit, 503 when no handler permit comes free
+//! before the deadline (`--max-concurrent-requests`), 504 when the handler runs past the request deadline, 500
 //! when it traps before answering.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::component::LoadedComponent;
-use crate::node::NodeCore;
-use crate::process::describe_trap;
-use crate::state::InstanceState;
-
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Binds `addr`, saying plainly what is wrong when it cannot.
-pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow::anyhow!(
-                "cannot listen for {what} on {addr}: the port is already in use \
-                 (another node running? choose another port)"
-            )
-        } else {
-            anyhow::anyhow!("cannot listen for {what} on {addr}: {e}")
-        }
-    })
-}
-
-/// Accepts HTTP/1.1 connections on `listener` until `stop` is cancelled,
-/// then lets in-flight requests finish for up to `drain`.
-pub async fn serve<S, F, B>(
-    listener: TcpListener,
-    service: S,
-    stop: CancellationToken,
-    drain: Duration,
-) where
-    S: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
-    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, _peer) = tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(connection) => connection,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service_fn(service));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection ended: {e}");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight HTTP requests still running after {drain:?}; closing them");
-    }
-}
+use crate::config::HttpConfig;
+use crate::metrics::Series;
+use crate::wasm::{Component, StoreData, describe_trap};
 
 /// Where requests go: the first component at `/`, every other one that
 /// serves HTTP under `/<its name>/`.
 pub struct Ingress {
-    node: Arc<NodeCore>,
-    handler_slots: Arc<Semaphore>,
+    config: HttpConfig,
+    /// In load order: the first is mounted at `/`.
+    components: Vec<Arc<Component>>,
+    /// One per handler running at once (`--max-concurrent-requests`).
+    handler_permits: Arc<Semaphore>,
     /// Idle handler instances, per component name.
     warm: HashMap<String, Arc<WarmHandlers>>,
+    requests: AtomicU64,
+    host_errors: AtomicU64,
 }
 
 /// A handler instance that served its requests cleanly, ready for another.
 struct WarmHandler {
-    store: Store<InstanceState>,
+    store: Store<StoreData>,
     proxy: Proxy,
     served: u32,
 }
@@ -166,40 +96,60 @@ impl Rejection {
 }
 
 impl Ingress {
-    pub fn new(node: Arc<NodeCore>) -> Arc<Self> {
-        let slots = node.config().http.max_concurrent_requests as usize;
-        let warm = node
-            .components()
+    /// The ingress of `components` (the first at `/`), as `config` says.
+    pub fn new(config: HttpConfig, components: &[Arc<Component>]) -> Arc<Self> {
+        let permits = config.max_concurrent_requests as usize;
+        let warm = components
             .iter()
             .map(|c| (c.name().to_string(), Arc::default()))
             .collect();
         Arc::new(Self {
-            node,
-            handler_slots: Arc::new(Semaphore::new(slots)),
+            config,
+            components: components.to_vec(),
+            handler_permits: Arc::new(Semaphore::new(permits)),
             warm,
+            requests: AtomicU64::new(0),
+            host_errors: AtomicU64::new(0),
         })
-    }
-
-    pub fn node(&self) -> &Arc<NodeCore> {
-        &self.node
     }
 
     /// Handler instances waiting, warm, for their next request: counted
     /// when asked (the metrics page), not kept up to date per request.
-    pub fn idle_handlers(&self) -> usize {
+    fn idle_handlers(&self) -> usize {
         self.warm.values().map(|warm| warm.len()).sum()
+    }
+
+    /// HTTP's series for the metrics page.
+    pub fn series(&self) -> Vec<Series> {
+        vec![
+            Series::counter(
+                "host_http_requests_total",
+                "HTTP requests received.",
+                self.requests.load(Ordering::Relaxed),
+            ),
+            Series::counter(
+                "host_http_host_errors_total",
+                "HTTP requests the host answered with an error itself.",
+                self.host_errors.load(Ordering::Relaxed),
+            ),
+            Series::gauge(
+                "host_http_idle_handlers",
+                "HTTP handler instances waiting, warm, for their next request.",
+                self.idle_handlers() as u64,
+            ),
+        ]
     }
 
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<Response<HyperOutgoingBody>, Infallible> {
-        self.node.metrics().http_request();
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let format = ErrorFormat::asked_by(request.headers());
         Ok(match self.dispatch(request).await {
             Ok(response) => response,
             Err(rejection) => {
-                self.node.metrics().http_error();
+                self.host_errors.fetch_add(1, Ordering::Relaxed);
                 rejection.into_response(format)
             }
         })
@@ -209,7 +159,7 @@ impl Ingress {
         &self,
         request: Request<Incoming>,
     ) -> Result<Response<HyperOutgoingBody>, Rejection> {
-        let config = &self.node.config().http;
+        let config = &self.config;
         let deadline = Instant::now() + config.request_deadline;
         let (component, request) = self
             .route(request)
@@ -220,18 +170,18 @@ impl Ingress {
                 "missing Host header",
             ));
         }
-        // One timer for both waits: reading the body, then a handler slot.
+        // One timer for both waits: reading the body, then a handler permit.
         let mut body_read = false;
         let admitted = tokio::time::timeout_at(deadline, async {
             let request = read_body(request, config.max_body_bytes).await?;
             body_read = true;
-            let slot = self.handler_slots.clone().acquire_owned().await;
-            let slot =
-                slot.map_err(|_| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
-            Ok::<_, Rejection>((request, slot))
+            let permit = self.handler_permits.clone().acquire_owned().await;
+            let permit = permit
+                .map_err(|_| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+            Ok::<_, Rejection>((request, permit))
         })
         .await;
-        let (request, slot) = match admitted {
+        let (request, permit) = match admitted {
             Ok(admitted) => admitted?,
             Err(_) if body_read => {
                 return Err(Rejection::new(
@@ -246,13 +196,13 @@ impl Ingress {
                 ));
             }
         };
-        self.run_handler(component, request, slot, deadline).await
+        self.run_handler(component, request, permit, deadline).await
     }
 
     /// Picks the component for the request's path, stripping its mount
     /// prefix from the path the guest sees.
-    fn route<B>(&self, mut request: Request<B>) -> Option<(Arc<LoadedComponent>, Request<B>)> {
-        let components = self.node.components();
+    fn route<B>(&self, mut request: Request<B>) -> Option<(Arc<Component>, Request<B>)> {
+        let components = &self.components;
         let path = request.uri().path();
         for component in components.iter().skip(1) {
             let prefix = format!("/{}", component.name());
@@ -260,7 +210,7 @@ impl Ingress {
                 Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
                 _ => continue,
             };
-            component.http_pre()?;
+            component.code().http_pre()?;
             let rest = if rest.is_empty() { "/" } else { rest };
             let path_and_query = match request.uri().query() {
                 Some(query) => format!("{rest}?{query}"),
@@ -272,31 +222,31 @@ impl Ingress {
             return Some((component.clone(), request));
         }
         let main = components.first()?;
-        main.http_pre()?;
+        main.code().http_pre()?;
         Some((main.clone(), request))
     }
 
     /// Runs the component's handler in a task of its own: the response head
     /// comes back through a channel while the handler may go on writing the
-    /// body. The handler slot is held until the task ends.
+    /// body. The handler permit is held until the task ends.
     async fn run_handler(
         &self,
-        component: Arc<LoadedComponent>,
+        component: Arc<Component>,
         request: Request<Full<Bytes>>,
-        slot: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
         deadline: Instant,
     ) -> Result<Response<HyperOutgoingBody>, Rejection> {
-        let Some(warm) = self.warm.get(component.name()).cloned() else {
+        let Some(warm) = self.warm.get(component.name().as_ref()).cloned() else {
             return Err(Rejection::new(StatusCode::NOT_FOUND, "not found"));
         };
         let (sender, receiver) = oneshot::channel();
-        let node = self.node.clone();
+        let instance_reuse = self.config.instance_reuse;
         // The task ends at the deadline at the latest, dropping the response
         // sender: a closed channel then means a deadline or a crash.
         tokio::spawn(async move {
-            let _slot = slot;
-            let name = component.name().to_string();
-            let served = serve_request(&node, &component, &warm, request, sender);
+            let _permit = permit;
+            let name = component.name().clone();
+            let served = serve_request(&component, instance_reuse, &warm, request, sender);
             match tokio::time::timeout_at(deadline, served).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -335,8 +285,8 @@ impl Ingress {
 /// Hands `request` to a warm handler instance of `component`, or a new one,
 /// and puts the instance back if it finished cleanly and may serve more.
 async fn serve_request(
-    node: &Arc<NodeCore>,
-    component: &LoadedComponent,
+    component: &Component,
+    instance_reuse: u32,
     warm: &WarmHandlers,
     request: Request<Full<Bytes>>,
     respond: ResponseSender,
@@ -344,11 +294,10 @@ async fn serve_request(
     let mut handler = match warm.take() {
         Some(handler) => handler,
         None => {
-            let Some(pre) = component.http_pre() else {
+            let Some(pre) = component.code().http_pre() else {
                 wasmtime::bail!("component `{}` does not serve HTTP", component.name());
             };
-            let state = InstanceState::new(node, component.name(), None, None);
-            let mut store = node.runtime().new_store(state);
+            let mut store = component.new_store(None);
             let proxy = pre.instantiate_async(&mut store).await?;
             WarmHandler {
                 store,
@@ -373,9 +322,7 @@ async fn serve_request(
         .call_handle(&mut handler.store, incoming, outparam)
         .await?;
     handler.served += 1;
-    if handler.served < node.config().http.instance_reuse
-        && handler.store.data().holds_no_resources()
-    {
+    if handler.served < instance_reuse && handler.store.data().holds_no_resources() {
         warm.put(handler);
     }
     Ok(())

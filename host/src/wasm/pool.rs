@@ -1,35 +1,16 @@
-//! The wasmtime engine: how it is configured, and the clock that keeps
-//! guests from holding a thread.
+//! Sizing the engine's instance pool from the node's limits and the
+//! machine: a node either starts with a pool that fits, or fails at once
+//! saying which limit is short and what to change.
 //!
-//! Instances come from the pooling allocator, sized once at start, so a
-//! spawn is a slot reuse, not a round of `mmap` calls. The pool has a slot
-//! for each HTTP handler and console instance allowed at once, and
-//! `--max-instances` slots for processes; processes beyond those hibernate
-//! (`crate::hibernation`). What the machine allows bounds the pool (see
-//! [`PoolPlan`]): a node either starts with a pool that fits, or fails at
-//! once saying which limit is short and what to change. Epoch interruption makes every running guest yield to tokio
-//! on each tick: a guest stuck in a loop costs one time slice per tick, never
-//! a whole worker thread, and the deadline set around every call can fire.
+//! The pool has an instance for each HTTP handler and console instance
+//! allowed at once, and `--max-instances` for processes (the process
+//! runtime's instance permits); processes beyond those hibernate.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use wasmtime::{Enabled, PoolingAllocationConfig};
 
-use wasmtime::component::Linker;
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
-    ProfilingStrategy, Store,
-};
-
-use crate::config::NodeConfig;
 #[cfg(doc)]
-use crate::config::SlotLayout;
-use crate::state::InstanceState;
-
-/// How often the epoch advances: the time slice a guest runs before it
-/// yields to the scheduler.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+use crate::config::InstanceLayout;
+use crate::config::{ConsoleLimits, NodeConfig};
 
 /// Core instances, memories and tables a component instance may use. A Rust
 /// guest built for `wasm32-wasip2` has one memory and a handful of small
@@ -38,24 +19,17 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 8;
 
-/// Instances beyond processes and HTTP handlers: the console's calls and
-/// the renderers of running traces (both bounded by the console).
-pub const CONSOLE_INSTANCES: u32 = 48;
-
-/// Memory mappings one instance slot costs (`vm.max_map_count` counts
+/// Memory mappings one pool instance costs (`vm.max_map_count` counts
 /// them): its fiber stack and the stack's guard page from the start, and,
-/// while an instance is in the slot, its linear memory and its table made
+/// while an instance is in it, its linear memory and its table made
 /// accessible inside their reserved regions (each splits one mapping in
-/// two). Measured: 2 per slot at start, 4 more per live instance, whatever
-/// the [`SlotLayout`].
-const MAPPINGS_PER_SLOT: u64 = 6;
+/// two). Measured: 2 per pool instance at start, 4 more while it is in use, whatever
+/// the [`InstanceLayout`].
+const MAPPINGS_PER_INSTANCE: u64 = 6;
 
 /// Mappings left for everything but the pool: the binary and its
 /// libraries, thread stacks, RocksDB, the allocator.
 const MAPPINGS_RESERVED: u64 = 8192;
-
-/// Bytes of tables a freed pool slot keeps resident.
-const KEEP_RESIDENT_TABLE: usize = 64 * 1024;
 
 /// Share of the process's address space the pool may take (the rest is
 /// for the heap, RocksDB and thread stacks): three quarters of 128 TiB, the
@@ -63,10 +37,10 @@ const KEEP_RESIDENT_TABLE: usize = 64 * 1024;
 /// `ulimit -v` when lower.
 const USER_ADDRESS_SPACE: u64 = 1 << 47;
 
-/// Process slots when the operator says nothing and the machine allows
+/// Process instances when the operator says nothing and the machine allows
 /// more. A live instance costs about 50 KiB of resident memory and page
 /// tables; a hibernated process about 0.5 KiB plus its state.
-pub const DEFAULT_PROCESS_SLOTS: u32 = 8192;
+pub const DEFAULT_PROCESS_INSTANCES: u32 = 8192;
 
 /// Host memory a process costs while it hibernates, besides its state:
 /// what `--max-processes` is checked against.
@@ -76,8 +50,8 @@ const HIBERNATED_PROCESS_BYTES: u64 = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolPlan {
     /// Instances processes may hold at once.
-    pub process_slots: u32,
-    /// Every slot: processes, HTTP handlers and the console.
+    pub process_instances: u32,
+    /// Every pool instance: processes, HTTP handlers and the console.
     pub instances: u32,
 }
 
@@ -132,12 +106,16 @@ impl PoolPlan {
     /// none fits, naming the limit and what to change.
     pub fn new(config: &NodeConfig, machine: &MachineLimits) -> Result<Self, String> {
         let limits = &config.limits;
-        let others = u64::from(config.http.max_concurrent_requests) + u64::from(CONSOLE_INSTANCES);
+        let others =
+            u64::from(config.http.max_concurrent_requests) + u64::from(ConsoleLimits::INSTANCES);
         let by_mappings = (machine.max_map_count.saturating_sub(MAPPINGS_RESERVED)
-            / MAPPINGS_PER_SLOT)
+            / MAPPINGS_PER_INSTANCE)
             .saturating_sub(others);
-        let per_slot = config.slot_layout.address_space(limits.max_memory_bytes);
-        let by_address_space = (machine.address_space / 4 * 3 / per_slot).saturating_sub(others);
+        let per_instance = config
+            .instance_layout
+            .address_space(limits.max_memory_bytes);
+        let by_address_space =
+            (machine.address_space / 4 * 3 / per_instance).saturating_sub(others);
         let fits = by_mappings.min(by_address_space);
         let bookkeeping = u64::from(limits.max_processes) * HIBERNATED_PROCESS_BYTES;
         if bookkeeping > machine.memory / 2 {
@@ -152,14 +130,14 @@ impl PoolPlan {
         }
         let wanted = match limits.max_instances {
             Some(wanted) => u64::from(wanted),
-            None => fits.min(u64::from(DEFAULT_PROCESS_SLOTS)),
+            None => fits.min(u64::from(DEFAULT_PROCESS_INSTANCES)),
         }
         .min(u64::from(limits.max_processes));
         if wanted > by_mappings || wanted == 0 && by_mappings == 0 {
-            let needed = (wanted.max(1) + others) * MAPPINGS_PER_SLOT + MAPPINGS_RESERVED;
+            let needed = (wanted.max(1) + others) * MAPPINGS_PER_INSTANCE + MAPPINGS_RESERVED;
             return Err(format!(
                 "{} process instances and {others} for HTTP handlers and the console need about \
-                 {needed} memory mappings ({MAPPINGS_PER_SLOT} per instance, {MAPPINGS_RESERVED} \
+                 {needed} memory mappings ({MAPPINGS_PER_INSTANCE} per instance, {MAPPINGS_RESERVED} \
                  for the rest), and the kernel allows {} (vm.max_map_count). Lower \
                  --max-instances (at most {by_mappings} fit) or --max-concurrent-requests, or \
                  raise the limit: sudo sysctl -w vm.max_map_count={needed}",
@@ -175,77 +153,26 @@ impl PoolPlan {
                  most three quarters). Lower --max-instances (at most {by_address_space} fit) or \
                  --max-concurrent-requests, or raise ulimit -v",
                 wanted.max(1),
-                ((wanted.max(1) + others) * per_slot) >> 30,
-                per_slot >> 20,
+                ((wanted.max(1) + others) * per_instance) >> 30,
+                per_instance >> 20,
                 machine.address_space >> 30
             ));
         }
-        let process_slots = u32::try_from(wanted).unwrap_or(u32::MAX);
+        let process_instances = u32::try_from(wanted).unwrap_or(u32::MAX);
         Ok(Self {
-            process_slots,
-            instances: process_slots
+            process_instances,
+            instances: process_instances
                 .saturating_add(config.http.max_concurrent_requests)
-                .saturating_add(CONSOLE_INSTANCES),
+                .saturating_add(ConsoleLimits::INSTANCES),
         })
     }
 }
 
-pub struct Runtime {
-    engine: Engine,
-    plan: PoolPlan,
-    linker: Linker<InstanceState>,
-    _ticker: EpochTicker,
-}
+/// Bytes of tables a freed pool instance keeps resident.
+const KEEP_RESIDENT_TABLE: usize = 64 * 1024;
 
-impl Runtime {
-    /// Builds an engine with room for the node's processes plus its HTTP
-    /// request handlers alive at once.
-    pub fn new(config: &NodeConfig) -> anyhow::Result<Self> {
-        let plan = PoolPlan::new(config, &MachineLimits::read()).map_err(anyhow::Error::msg)?;
-        let engine = Engine::new(&engine_config(config, &plan))
-            .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
-        let mut linker = Linker::new(&engine);
-        crate::capabilities::add_to_linker(&mut linker)?;
-        let ticker = EpochTicker::start(engine.clone());
-        Ok(Self {
-            engine,
-            plan,
-            linker,
-            _ticker: ticker,
-        })
-    }
-
-    /// Instances processes may hold at once.
-    pub fn process_slots(&self) -> u32 {
-        self.plan.process_slots
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    pub fn linker(&self) -> &Linker<InstanceState> {
-        &self.linker
-    }
-
-    /// A store for one instance, with its memory cap and time slicing set.
-    pub fn new_store(&self, state: InstanceState) -> Store<InstanceState> {
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| state.limits());
-        // The deadline moves only when reached, so a store idle across ticks
-        // yields at the first check of its next call. Resetting it before
-        // each call was tried: calls to 1,000 lists in turn got 2-3x faster
-        // in criterion, but POST under HTTP load 10% slower (BENCHMARKS.md,
-        // "A fresh time slice per call, tried and not kept").
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
-        store
-    }
-}
-
-fn engine_config(node: &NodeConfig, plan: &PoolPlan) -> Config {
-    let limits = &node.limits;
-    let layout = &node.slot_layout;
+/// The pooling allocator's configuration for `plan`.
+pub(super) fn pooling_config(node: &NodeConfig, plan: &PoolPlan) -> PoolingAllocationConfig {
     let instances = plan.instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
@@ -260,64 +187,17 @@ fn engine_config(node: &NodeConfig, plan: &PoolPlan) -> Config {
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
-        .max_memory_size(limits.max_memory_bytes)
-        // Reset a freed slot by rewriting the pages it dirtied (found with
-        // the PAGEMAP_SCAN ioctl, Linux 6.7+) instead of `madvise`: every
-        // `madvise` in a multi-threaded process is a TLB shootdown on every
-        // core, and those dominated the profile. This doubled HTTP
-        // throughput (BENCHMARKS.md). Each used slot keeps at most this much
-        // resident after its instance is gone.
+        .max_memory_size(node.limits.max_memory_bytes)
+        // Reset a freed instance by rewriting the pages it dirtied (found
+        // with the PAGEMAP_SCAN ioctl, Linux 6.7+) instead of `madvise`:
+        // every `madvise` in a multi-threaded process is a TLB shootdown on
+        // every core, and those dominated the profile. This doubled HTTP
+        // throughput (BENCHMARKS.md). Each used pool instance keeps at most
+        // this much resident after its instance is gone.
         .pagemap_scan(Enabled::Auto)
-        .linear_memory_keep_resident(layout.keep_resident)
+        .linear_memory_keep_resident(node.instance_layout.keep_resident)
         .table_keep_resident(KEEP_RESIDENT_TABLE);
-
-    let mut config = Config::new();
-    if node.perfmap {
-        config.profiler(ProfilingStrategy::PerfMap);
-    }
-    config
-        .wasm_component_model(true)
-        .epoch_interruption(true)
-        .memory_reservation(layout.memory_reservation)
-        .memory_guard_size(layout.memory_guard)
-        .async_stack_size(layout.stack_size)
-        .max_wasm_stack(layout.stack_size / 4)
-        .async_stack_zeroing(layout.stack_zeroing)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    config
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own,
-/// so ticks keep coming even when every runtime worker is busy with guests.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("epoch-ticker".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .ok();
-        Self { stop, thread }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    pool
 }
 
 #[cfg(test)]
@@ -342,16 +222,16 @@ mod tests {
     #[test]
     fn the_default_pool_fits_the_kernels_default_mapping_limit() {
         let plan = PoolPlan::new(&config(1_000_000, None), &machine(65_530)).expect("fits");
-        assert_eq!(plan.process_slots, DEFAULT_PROCESS_SLOTS);
-        let mappings = u64::from(plan.instances) * MAPPINGS_PER_SLOT + MAPPINGS_RESERVED;
+        assert_eq!(plan.process_instances, DEFAULT_PROCESS_INSTANCES);
+        let mappings = u64::from(plan.instances) * MAPPINGS_PER_INSTANCE + MAPPINGS_RESERVED;
         assert!(mappings <= 65_530, "{mappings}");
     }
 
     #[test]
-    fn a_lower_mapping_limit_gives_fewer_slots_rather_than_a_failure() {
+    fn a_lower_mapping_limit_gives_fewer_instances_rather_than_a_failure() {
         let plan = PoolPlan::new(&config(1_000_000, None), &machine(30_000)).expect("fits");
-        assert!(plan.process_slots < DEFAULT_PROCESS_SLOTS);
-        assert!(u64::from(plan.instances) * MAPPINGS_PER_SLOT + MAPPINGS_RESERVED <= 30_000);
+        assert!(plan.process_instances < DEFAULT_PROCESS_INSTANCES);
+        assert!(u64::from(plan.instances) * MAPPINGS_PER_INSTANCE + MAPPINGS_RESERVED <= 30_000);
     }
 
     #[test]
@@ -367,20 +247,23 @@ mod tests {
     }
 
     #[test]
-    fn the_address_space_a_slot_takes_follows_its_layout() {
+    fn the_address_space_an_instance_takes_follows_its_layout() {
         let narrow = MachineLimits {
             address_space: 16 << 40,
             ..machine(10_000_000)
         };
         let default = PoolPlan::new(&config(1_000_000, None), &narrow).expect("fits");
         let mut compact = config(1_000_000, None);
-        compact.slot_layout.memory_reservation = 64 << 20;
+        compact.instance_layout.memory_reservation = 64 << 20;
         let compact = PoolPlan::new(&compact, &narrow).expect("fits");
-        // Three quarters of 16 TiB hold about 3,040 slots of 4 GiB, 1,072
+        // Three quarters of 16 TiB hold about 3,040 instances of 4 GiB, 1,064
         // of them for HTTP handlers and the console; with 64 MiB
-        // reservations the default 8,192 process slots fit.
-        assert!((1900..2000).contains(&default.process_slots), "{default:?}");
-        assert_eq!(compact.process_slots, DEFAULT_PROCESS_SLOTS);
+        // reservations the default 8,192 process instances fit.
+        assert!(
+            (1900..2000).contains(&default.process_instances),
+            "{default:?}"
+        );
+        assert_eq!(compact.process_instances, DEFAULT_PROCESS_INSTANCES);
     }
 
     #[test]

@@ -13,10 +13,14 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::mpsc;
 
-use crate::process::Pid;
-use crate::registry::ProcessKey;
+use super::id::{Pid, ProcessKey};
+
+/// Where a trace attaches: a process's messages, or a component's host
+/// calls. Empty, it costs whoever would be traced one atomic load.
+pub type TraceHook = ArcSwapOption<Tracer>;
 
 /// Bytes of a message kept in a trace event; the rest is counted, not
 /// copied.

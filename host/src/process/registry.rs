@@ -7,125 +7,51 @@
 //! away and maybe back) is stopped and replaced, never used; the cluster
 //! also stops registrations itself when their slot moves or the node is cut
 //! off ([`Registry::stop_where`]).
+//!
+//! It knows processes only by their mailboxes (generic over what rests in
+//! them), so it is built and tested without any instance.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
-
-use crate::capabilities::CallError;
-use crate::mailbox::Message;
-use crate::process::{Pid, ProcessMailbox as Mailbox, ProcessStats};
-use crate::trace::Tracer;
-
-/// The cluster-wide name of a process.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ProcessKey {
-    pub component: Arc<str>,
-    pub name: Arc<str>,
-}
-
-impl ProcessKey {
-    pub fn new(component: &str, name: &str) -> Self {
-        Self {
-            component: Arc::from(component),
-            name: Arc::from(name),
-        }
-    }
-}
-
-impl fmt::Display for ProcessKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.component, self.name)
-    }
-}
-
-/// Which registration of a name a process is, in a cluster: the slot of
-/// its name, the node that held the slot, and the log index at which that
-/// node got it. The cluster applies a process's writes only while its fence
-/// is current, so two processes of one name never both write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Fence {
-    pub slot: u16,
-    pub node: u64,
-    pub epoch: u64,
-}
-
-/// Why a process was told to stop by the node (not by its own doing).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
-    /// Its name is now held by another registration: waiting calls are
-    /// answered `Moved`, so their callers send them again, to the new one.
-    Moved,
-    /// The node is cut off from the cluster's majority.
-    CutOff(String),
-    /// An operator killed it (`kill NAME`): it ends as if it crashed, and
-    /// its next message starts it again, as a supervisor restarts a child.
-    Killed,
-}
-
-/// Set once to make a process stop before its next message.
-#[derive(Default)]
-pub struct StopFlag(OnceLock<StopReason>);
-
-impl StopFlag {
-    pub fn reason(&self) -> Option<&StopReason> {
-        self.0.get()
-    }
-}
+use super::error::CallError;
+use super::id::{Fence, Pid, ProcessKey, StopFlag, StopReason};
+use super::mailbox::{Mailbox, Message, Rest};
+use super::stats::{ProcessInfo, ProcessStats};
+use super::trace::Tracer;
 
 /// A registered process: its id and where to send it messages.
-pub struct Registration {
+pub struct Registration<R> {
     pub pid: Pid,
-    pub mailbox: Mailbox,
+    pub mailbox: Mailbox<R>,
     pub fence: Option<Fence>,
     pub stop: Arc<StopFlag>,
     pub stats: Arc<ProcessStats>,
 }
 
-/// A live process as the console and the observer see it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProcessInfo {
-    pub component: String,
-    pub name: String,
-    pub pid: Pid,
-    pub started: SystemTime,
-    /// Messages it has handled.
-    pub messages: u64,
-    /// Its linear memory, in bytes.
-    pub memory: usize,
-    /// Messages and bytes waiting in its mailbox.
-    pub queued_messages: usize,
-    pub queued_bytes: usize,
-    pub traced: bool,
-}
-
-impl Registration {
+impl<R: Rest> Registration<R> {
     /// Tells the process to stop before its next message, and wakes it.
     fn stop(&self, reason: StopReason) {
-        if self.stop.0.set(reason).is_ok() {
+        if self.stop.set(reason) {
             let _ = self.mailbox.wake(Message::Stop);
         }
     }
 }
 
-pub struct Registry {
+pub struct Registry<R> {
     max_processes: usize,
-    inner: Mutex<Inner>,
+    inner: Mutex<Inner<R>>,
 }
 
-struct Inner {
+struct Inner<R> {
     open: bool,
-    processes: HashMap<ProcessKey, Registration>,
+    processes: HashMap<ProcessKey, Registration<R>>,
     /// Traces set on names: a process started under a traced name is
     /// traced from its first message (a trace outlives restarts).
     traces: HashMap<ProcessKey, Arc<Tracer>>,
 }
 
-impl Registry {
+impl<R: Rest> Registry<R> {
     pub fn new(max_processes: u32) -> Self {
         Self {
             max_processes: usize::try_from(max_processes).unwrap_or(usize::MAX),
@@ -137,7 +63,7 @@ impl Registry {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner<R>> {
         // A panic while holding the lock cannot leave the map half-updated
         // (every update is one insert or remove), so a poisoned lock is safe
         // to keep using.
@@ -155,8 +81,8 @@ impl Registry {
         &self,
         key: &ProcessKey,
         fence: Option<Fence>,
-        start: impl FnOnce() -> Result<Registration, CallError>,
-    ) -> Result<Mailbox, CallError> {
+        start: impl FnOnce() -> Result<Registration<R>, CallError>,
+    ) -> Result<Mailbox<R>, CallError> {
         let mut inner = self.lock();
         if let Some(registration) = inner.processes.get(key) {
             if registration.fence == fence {
@@ -254,7 +180,7 @@ impl Registry {
 
     /// The mailbox of the live process holding `key`, if any (never starts
     /// one).
-    pub fn mailbox_of(&self, key: &ProcessKey) -> Option<Mailbox> {
+    pub fn mailbox_of(&self, key: &ProcessKey) -> Option<Mailbox<R>> {
         self.lock()
             .processes
             .get(key)
@@ -265,7 +191,7 @@ impl Registry {
     /// are taken under the lock every call and cast goes through; the rows
     /// are built after it is released.
     pub fn snapshot(&self) -> Vec<ProcessInfo> {
-        let live: Vec<(ProcessKey, Pid, Mailbox, Arc<ProcessStats>)> = {
+        let live: Vec<(ProcessKey, Pid, Mailbox<R>, Arc<ProcessStats>)> = {
             let inner = self.lock();
             inner
                 .processes
@@ -281,20 +207,7 @@ impl Registry {
                 .collect()
         };
         live.into_iter()
-            .map(|(key, pid, mailbox, stats)| {
-                let (queued_messages, queued_bytes) = mailbox.queued();
-                ProcessInfo {
-                    component: key.component.to_string(),
-                    name: key.name.to_string(),
-                    pid,
-                    started: stats.started,
-                    messages: stats.messages.load(Ordering::Relaxed),
-                    memory: stats.memory.load(Ordering::Relaxed),
-                    queued_messages,
-                    queued_bytes,
-                    traced: stats.trace.load().is_some(),
-                }
-            })
+            .map(|(key, pid, mailbox, stats)| stats.info(&key, pid, mailbox.queued()))
             .collect()
     }
 
@@ -333,7 +246,7 @@ impl Registry {
         reason: &StopReason,
         matches: impl Fn(&ProcessKey, Option<&Fence>) -> bool,
     ) -> usize {
-        let stopped: Vec<Registration> = {
+        let stopped: Vec<Registration<R>> = {
             let mut inner = self.lock();
             let keys: Vec<ProcessKey> = inner
                 .processes
@@ -354,7 +267,7 @@ impl Registry {
     /// Refuses new processes from now on and lets go of every mailbox, so
     /// each process finishes what is queued and stops.
     pub fn close(&self) {
-        let drained: Vec<Registration> = {
+        let drained: Vec<Registration<R>> = {
             let mut inner = self.lock();
             inner.open = false;
             inner.processes.drain().map(|(_, r)| r).collect()
@@ -369,8 +282,196 @@ impl Registry {
     pub fn len(&self) -> usize {
         self.lock().processes.len()
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::process::mailbox::{self, Inbox, Status};
+
+    /// A process that rests forever and counts how it was ended.
+    struct Resting(Arc<AtomicUsize>);
+
+    impl Rest for Resting {
+        fn wake(self, _inbox: Inbox<Self>) {}
+        fn end(self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn key(name: &str) -> ProcessKey {
+        ProcessKey::new("c", name)
+    }
+
+    fn fence(epoch: u64) -> Option<Fence> {
+        Some(Fence {
+            slot: 1,
+            node: 1,
+            epoch,
+        })
+    }
+
+    /// A registration whose process rests in its mailbox; the counter
+    /// counts its ends.
+    fn resting(pid: Pid, fence: Option<Fence>) -> (Registration<Resting>, Arc<AtomicUsize>) {
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (mailbox, mut inbox) = mailbox::new(1024);
+        assert!(inbox.rest(Resting(ended.clone())).is_ok());
+        let registration = Registration {
+            pid,
+            mailbox,
+            fence,
+            stop: Arc::default(),
+            stats: Arc::default(),
+        };
+        (registration, ended)
+    }
+
+    #[test]
+    fn a_name_is_started_once_and_then_found() {
+        let registry = Registry::<Resting>::new(10);
+        let mut starts = 0;
+        let first = registry
+            .lookup_or_start(&key("p"), None, || {
+                starts += 1;
+                Ok(resting(1, None).0)
+            })
+            .expect("started");
+        let again = registry
+            .lookup_or_start(&key("p"), None, || {
+                starts += 1;
+                Ok(resting(2, None).0)
+            })
+            .expect("found");
+        assert_eq!(starts, 1);
+        assert!(first.same_as(&again));
+        assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn a_registration_under_another_fence_is_stopped_and_replaced() {
+        let registry = Registry::<Resting>::new(10);
+        let (old, _) = resting(1, fence(1));
+        let old_stop = old.stop.clone();
+        let old_mailbox = registry
+            .lookup_or_start(&key("p"), fence(1), || Ok(old))
+            .expect("started");
+        let new_mailbox = registry
+            .lookup_or_start(&key("p"), fence(2), || Ok(resting(2, fence(2)).0))
+            .expect("replaced");
+        assert!(!old_mailbox.same_as(&new_mailbox));
+        assert_eq!(old_stop.reason(), Some(&StopReason::Moved));
+        // Told to stop, the old process was woken to do so.
+        assert_eq!(old_mailbox.queued().0, 1);
+    }
+
+    #[test]
+    fn a_full_or_closed_registry_refuses_new_names_with_the_reason() {
+        let registry = Registry::<Resting>::new(1);
+        registry
+            .lookup_or_start(&key("a"), None, || Ok(resting(1, None).0))
+            .expect("room for one");
+        let full = registry.lookup_or_start(&key("b"), None, || Ok(resting(2, None).0));
+        assert!(matches!(full, Err(CallError::Refused(reason)) if reason.contains("limit")));
+        registry.close();
+        let closed = registry.lookup_or_start(&key("c"), None, || Ok(resting(3, None).0));
+        assert!(
+            matches!(closed, Err(CallError::Refused(reason)) if reason.contains("shutting down"))
+        );
+    }
+
+    #[test]
+    fn closing_ends_resting_processes_where_they_rest() {
+        let registry = Registry::<Resting>::new(10);
+        let (registration, ended) = resting(1, None);
+        let mailbox = registry
+            .lookup_or_start(&key("p"), None, || Ok(registration))
+            .expect("started");
+        registry.close();
+        assert_eq!(ended.load(Ordering::SeqCst), 1);
+        assert!(mailbox.inspect(|status| matches!(status, Status::Closed)));
+        assert_eq!(registry.len(), 0);
+    }
+
+    #[test]
+    fn only_the_process_that_holds_a_name_gives_it_up() {
+        let registry = Registry::<Resting>::new(10);
+        registry
+            .lookup_or_start(&key("p"), None, || Ok(resting(7, None).0))
+            .expect("started");
+        registry.unregister(&key("p"), 6);
+        assert_eq!(registry.len(), 1, "pid 6 never held it");
+        assert_eq!(registry.unregister_if(&key("p"), 7, || None::<()>), None);
+        assert_eq!(registry.len(), 1, "kept when the release is refused");
+        assert_eq!(registry.unregister_if(&key("p"), 7, || Some(())), Some(()));
+        assert_eq!(registry.len(), 0);
+    }
+
+    #[test]
+    fn stop_where_stops_only_the_matching_registrations() {
+        let registry = Registry::<Resting>::new(10);
+        let (kept, _) = resting(1, fence(1));
+        let kept_stop = kept.stop.clone();
+        registry
+            .lookup_or_start(&key("kept"), fence(1), || Ok(kept))
+            .expect("started");
+        let (moved, _) = resting(2, fence(2));
+        let moved_stop = moved.stop.clone();
+        registry
+            .lookup_or_start(&key("moved"), fence(2), || Ok(moved))
+            .expect("started");
+        let stopped = registry.stop_where(&StopReason::Moved, |_, fence| {
+            fence.is_some_and(|fence| fence.epoch == 2)
+        });
+        assert_eq!(stopped, 1);
+        assert_eq!(moved_stop.reason(), Some(&StopReason::Moved));
+        assert_eq!(kept_stop.reason(), None);
+        assert!(registry.mailbox_of(&key("moved")).is_none(), "name freed");
+        assert!(registry.mailbox_of(&key("kept")).is_some());
+    }
+
+    #[test]
+    fn a_trace_on_a_name_follows_its_next_process_and_one_trace_per_name() {
+        let registry = Registry::<Resting>::new(10);
+        let (tracer, _events) = Tracer::new(crate::process::trace::TraceLimits {
+            count: 10,
+            per_second: 10,
+        });
+        let tracer = Arc::new(tracer);
+        registry.trace(&key("p"), tracer.clone()).expect("traced");
+        let (other, _events) = Tracer::new(crate::process::trace::TraceLimits {
+            count: 10,
+            per_second: 10,
+        });
+        assert!(registry.trace(&key("p"), Arc::new(other)).is_err());
+        let (registration, _) = resting(1, None);
+        let stats = registration.stats.clone();
+        registry
+            .lookup_or_start(&key("p"), None, || Ok(registration))
+            .expect("started");
+        assert!(
+            stats.trace.load().is_some(),
+            "traced from its first message"
+        );
+        assert_eq!(registry.traces_running(), 1);
+        registry.untrace(&key("p"), &tracer);
+        assert!(stats.trace.load().is_none());
+        assert_eq!(registry.traces_running(), 0);
+    }
+
+    #[test]
+    fn a_kill_keeps_the_name_until_the_process_ends() {
+        let registry = Registry::<Resting>::new(10);
+        let (registration, _) = resting(1, None);
+        let stop = registration.stop.clone();
+        registry
+            .lookup_or_start(&key("p"), None, || Ok(registration))
+            .expect("started");
+        assert!(registry.kill(&key("p")));
+        assert_eq!(stop.reason(), Some(&StopReason::Killed));
+        assert!(registry.mailbox_of(&key("p")).is_some(), "still held");
+        assert!(!registry.kill(&key("nobody")));
     }
 }

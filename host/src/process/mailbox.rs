@@ -11,7 +11,7 @@
 //! Why not a channel: between messages a process has no task. It rests in
 //! its mailbox, either parked (its instance ready) or asleep (hibernated:
 //! only its handed-over state). A message to a resting process starts a
-//! task for it (or, for a call, the caller runs it: `process`), and the
+//! task for it (or, for a call, the caller runs it: `direct_call`), and the
 //! choice between "queue it" and "start it" must be made atomically with
 //! the process coming to rest, or a message sent just then would be lost,
 //! handled twice at once, or handled by a process whose state is gone. One
@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
-use crate::capabilities::CallError;
+use super::error::CallError;
 
 /// What a queued message costs beyond its payload (the message, its slot
 /// in the queue): a stream of empty casts is bounded too.
@@ -41,7 +41,7 @@ pub enum Message {
     Cast {
         message: Vec<u8>,
     },
-    /// Wakes a process the node told to stop (`registry::StopFlag`); it
+    /// Wakes a process the node told to stop (`StopFlag`); it
     /// carries nothing and weighs nothing.
     Stop,
     /// Asks the process to render its state (the console's `state NAME`,
@@ -88,6 +88,13 @@ pub enum SendError {
     Full { message: Message, limit: usize },
 }
 
+/// What an abandoned process leaves to answer.
+pub struct Abandoned {
+    /// The caller of the call it was handling, if any.
+    pub in_flight: Option<ReplyTo>,
+    pub queued: Vec<Message>,
+}
+
 /// A process at rest in its mailbox: what it needs to run again.
 pub trait Rest: Send + Sized + 'static {
     /// Starts a task for the process; `inbox` holds the message that woke
@@ -127,6 +134,10 @@ struct Inner<R> {
     /// The bytes queued (the limit's measure).
     bytes: usize,
     status: Status<R>,
+    /// The caller of the call being handled now, kept here rather than in
+    /// the runner's stack: should host code panic half-way, whoever cleans
+    /// up answers it with the reason (`abandon`).
+    in_flight: Option<ReplyTo>,
 }
 
 /// Where the process is.
@@ -155,6 +166,7 @@ pub fn new<R>(limit_bytes: usize) -> (Mailbox<R>, Inbox<R>) {
             queue: VecDeque::new(),
             bytes: 0,
             status: Status::Running,
+            in_flight: None,
         }),
         limit_bytes,
     });
@@ -280,17 +292,21 @@ impl<R> Mailbox<R> {
     }
 
     /// Closes the mailbox of a process whose runner died half-way (host
-    /// code panicked while running it) and takes what was queued, to be
-    /// answered. Only a running process is abandoned: one that came to rest
-    /// or was closed before the panic is someone else's to end.
-    pub(crate) fn abandon(&self) -> Option<Vec<Message>> {
+    /// code panicked while running it) and takes what is to be answered:
+    /// the caller of the call it was handling, and what was queued. Only a
+    /// running process is abandoned: one that came to rest or was closed
+    /// before the panic is someone else's to end.
+    pub(crate) fn abandon(&self) -> Option<Abandoned> {
         let mut inner = self.shared.lock();
         if !matches!(inner.status, Status::Running) {
             return None;
         }
         inner.status = Status::Closed;
         inner.bytes = 0;
-        Some(inner.queue.drain(..).collect())
+        Some(Abandoned {
+            in_flight: inner.in_flight.take(),
+            queued: inner.queue.drain(..).collect(),
+        })
     }
 
     /// What `look` makes of where the process is now.
@@ -302,6 +318,12 @@ impl<R> Mailbox<R> {
     pub fn queued(&self) -> (usize, usize) {
         let inner = self.shared.lock();
         (inner.queue.len(), inner.bytes)
+    }
+
+    /// Whether `other` is this very mailbox (of this process, not another
+    /// process of the same name).
+    pub fn same_as(&self, other: &Mailbox<R>) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     fn inbox(&self) -> Inbox<R> {
@@ -318,6 +340,18 @@ impl<R> Inbox<R> {
         let message = inner.queue.pop_front()?;
         inner.bytes -= message.weight();
         Some(message)
+    }
+
+    /// Keeps the caller of the call being handled now, until
+    /// [`Inbox::take_caller`].
+    pub fn hold_caller(&mut self, reply: ReplyTo) {
+        self.shared.lock().in_flight = Some(reply);
+    }
+
+    /// The caller kept by [`Inbox::hold_caller`], if nobody answered it
+    /// meanwhile.
+    pub fn take_caller(&mut self) -> Option<ReplyTo> {
+        self.shared.lock().in_flight.take()
     }
 
     /// Refuses further messages; those already queued can still be taken.
@@ -399,8 +433,8 @@ mod tests {
         // The cast wakes it: it runs, and two messages are queued.
         assert!(mailbox.send(cast(1)).is_ok());
         assert!(mailbox.send(cast(2)).is_ok());
-        let queued = mailbox.abandon().expect("a running process is");
-        assert_eq!(queued.len(), 2);
+        let abandoned = mailbox.abandon().expect("a running process is");
+        assert_eq!(abandoned.queued.len(), 2);
         assert!(matches!(mailbox.send(cast(3)), Err(SendError::Closed(_))));
         assert_eq!(mailbox.queued(), (0, 0));
         assert!(mailbox.abandon().is_none(), "a closed one is not");

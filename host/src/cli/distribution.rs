@@ -9,17 +9,17 @@ use std::time::Duration;
 
 use clap::Args;
 
-use host::dist::link::Liveness;
-use host::dist::mesh::Dialer;
-use host::dist::tls::{Tls, TlsFiles};
-use host::dist::{Cookie, NodeName, cookie, epmd};
+use host::distribution::link::Liveness;
+use host::distribution::mesh::Dialer;
+use host::distribution::tls::{Tls, TlsFiles};
+use host::distribution::{Cookie, NodeName, cookie, epmd};
 
 /// Longest a connection may take to finish its handshake before it is
 /// closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Args, Clone)]
-pub struct DistArgs {
+pub struct LinkArgs {
     /// The cluster's shared secret. Prefer RELEASE_COOKIE or --cookie-file:
     /// a command line can be read by every user of the machine.
     #[arg(long, env = "RELEASE_COOKIE", hide_env_values = true)]
@@ -50,7 +50,7 @@ pub struct DistArgs {
     peer_address: Vec<(NodeName, SocketAddr)>,
 }
 
-impl DistArgs {
+impl LinkArgs {
     /// The cookie: --cookie or RELEASE_COOKIE, else the cookie file
     /// (created when it is the default one and missing).
     pub fn cookie(&self) -> anyhow::Result<Cookie> {

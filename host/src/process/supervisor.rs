@@ -14,9 +14,9 @@ use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capabilities::CallError;
+use super::error::CallError;
+use super::id::ProcessKey;
 use crate::config::RestartIntensity;
-use crate::registry::ProcessKey;
 
 /// Names whose restarts are remembered for the console; past it, the name
 /// whose last crash is oldest is forgotten.

@@ -1,0 +1,353 @@
+//! Starting and stopping a node: the whole sequence `host run` follows, in
+//! the library, so that the command line, the benchmarks and the tests run
+//! the very same one.
+//!
+//! Start: open the node (engine, storage, components, processes) off the
+//! async workers; with distribution on, start its part in a cluster (the
+//! mesh on its listener, the name with the port mapper, membership resumed
+//! or joined); the console; then the servers (metrics, observer, HTTP).
+//! Ports are bound by the caller before any of it, so a port in use fails
+//! before anything is compiled.
+//!
+//! Stop: a member leaves its cluster first (its names move, its data stays
+//! a copy of the cluster's), the servers stop accepting and let in-flight
+//! requests finish, every process finishes its mailbox, Raft and the links
+//! shut down, and storage is flushed.
+//!
+//! This is the top of the library: it may use every module, and nothing
+//! uses it but the command line, benches and tests.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{self, Cluster, Settings};
+use crate::config::NodeConfig;
+use crate::console::Console;
+use crate::distribution::mesh::{DialError, Dialer, Mesh};
+use crate::distribution::{NodeName, epmd};
+use crate::http::{self, Ingress};
+use crate::metrics::{self, Source};
+use crate::node::{ComponentSource, NodeCore};
+use crate::observer::Observer;
+
+/// How long `--join` waits for its peer to come up (nodes started together
+/// by a supervisor come up in any order).
+const JOIN_WAIT: Duration = Duration::from_secs(60);
+
+/// What a node with distribution on is told.
+pub struct Distribution {
+    pub dialer: Dialer,
+    pub settings: Settings,
+    /// Join this node's cluster at start (`--join`).
+    pub join: Option<NodeName>,
+    /// Register the name with the port mapper (`host run` does; the
+    /// benches find each other by fixed addresses instead).
+    pub register: bool,
+}
+
+/// The listeners a node serves on, bound by the caller. Each is optional:
+/// a benchmark runs a node with distribution alone.
+#[derive(Default)]
+pub struct Listeners {
+    pub http: Option<TcpListener>,
+    pub metrics: Option<TcpListener>,
+    pub observer: Option<TcpListener>,
+    pub distribution: Option<TcpListener>,
+}
+
+/// A running node and everything started with it.
+pub struct RunningNode {
+    node: Arc<NodeCore>,
+    cluster: Option<Arc<Cluster>>,
+    console: Arc<Console>,
+    /// Stops the servers, the port mapper's registration and the cluster's
+    /// loops.
+    stop: CancellationToken,
+    /// Cancelled by the console's `stop`.
+    console_stop: CancellationToken,
+    servers: Vec<JoinHandle<()>>,
+    ready_line: String,
+}
+
+/// Opens the node, compiling components off the async workers.
+async fn open_node(
+    config: NodeConfig,
+    sources: Vec<ComponentSource>,
+) -> anyhow::Result<Arc<NodeCore>> {
+    tokio::task::spawn_blocking(move || NodeCore::start(config, &sources))
+        .await
+        .context("node start-up panicked")?
+}
+
+/// Opens the node's data outside of any cluster, for one console command
+/// (`eval`): no HTTP, no distribution, and, for a member's data, no
+/// writes. Stop it with [`close`].
+pub async fn open_outside_cluster(
+    config: NodeConfig,
+    sources: Vec<ComponentSource>,
+) -> anyhow::Result<Arc<NodeCore>> {
+    let node = open_node(config, sources).await?;
+    cluster::set_local_writes(&node.cluster_access().store(), true);
+    Ok(node)
+}
+
+/// Stops what [`open_outside_cluster`] opened: every process finishes its
+/// mailbox, and storage is flushed.
+pub async fn close(node: &NodeCore) -> anyhow::Result<()> {
+    node.stop_processes(node.config().limits.call_deadline * 2)
+        .await;
+    node.flush()
+}
+
+impl RunningNode {
+    /// Starts a node on `listeners`, with its part in a cluster when
+    /// `distribution` is given.
+    pub async fn start(
+        config: NodeConfig,
+        sources: Vec<ComponentSource>,
+        distribution: Option<Distribution>,
+        listeners: Listeners,
+    ) -> anyhow::Result<Self> {
+        let drain = config.http.request_deadline;
+        let http_config = config.http.clone();
+        let node = open_node(config, sources).await?;
+        cluster::set_local_writes(&node.cluster_access().store(), false);
+        for component in node.components() {
+            let code = component.code();
+            tracing::info!(
+                node = %node.name(),
+                component = %component.name(),
+                code = %code.code_origin(),
+                processes = code.process_pre().is_some(),
+                http = code.http_pre().is_some(),
+                "component loaded"
+            );
+        }
+        let stop = CancellationToken::new();
+        // Where it listens, in the ready line's order.
+        let (mut http_at, mut metrics_at, mut distribution_at, mut observer_at) =
+            (None, None, None, None);
+        let cluster = match (distribution, listeners.distribution) {
+            (Some(distribution), Some(listener)) => {
+                distribution_at = Some(format!("distribution on {}", listener.local_addr()?));
+                Some(start_cluster(&node, distribution, listener, stop.clone()).await?)
+            }
+            _ => None,
+        };
+        let console_stop = CancellationToken::new();
+        let console = Console::new(node.operator(), cluster.clone(), console_stop.clone());
+        if let Some(cluster) = &cluster {
+            cluster.serve_console(console.clone());
+        }
+        let ingress = Ingress::new(http_config, node.components());
+        let mut servers = Vec::new();
+        if let Some(listener) = listeners.metrics {
+            let addr = listener.local_addr()?;
+            let source = metrics_source(&node, &ingress, cluster.clone(), &console);
+            let name = node.name();
+            let service = move |request| metrics::handle(name.clone(), source.clone(), request);
+            servers.push(tokio::spawn(http::serve(
+                listener,
+                service,
+                stop.clone(),
+                drain,
+            )));
+            metrics_at = Some(format!("metrics on http://{addr}/metrics"));
+        }
+        if let Some(listener) = listeners.observer {
+            let addr = listener.local_addr()?;
+            let observer = Observer::new(console.clone(), stop.clone())?;
+            let url = format!("http://{addr}/?token={}", observer.token());
+            console.set_observer_url(url.clone());
+            let service = move |request| Arc::clone(&observer).handle(request);
+            servers.push(tokio::spawn(http::serve(
+                listener,
+                service,
+                stop.clone(),
+                drain,
+            )));
+            observer_at = Some(format!("observer on {url}"));
+        }
+        if let Some(listener) = listeners.http {
+            let addr = listener.local_addr()?;
+            let service = move |request| Arc::clone(&ingress).handle(request);
+            servers.push(tokio::spawn(http::serve(
+                listener,
+                service,
+                stop.clone(),
+                drain,
+            )));
+            http_at = Some(format!("HTTP listening on http://{addr}"));
+        }
+        let listening: Vec<String> = [http_at, metrics_at, distribution_at, observer_at]
+            .into_iter()
+            .flatten()
+            .collect();
+        let ready_line = format!("node {}: {}", node.name(), listening.join(", "));
+        Ok(Self {
+            node,
+            cluster,
+            console,
+            stop,
+            console_stop,
+            servers,
+            ready_line,
+        })
+    }
+
+    pub fn node(&self) -> &Arc<NodeCore> {
+        &self.node
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    pub fn console(&self) -> &Arc<Console> {
+        &self.console
+    }
+
+    /// What the node prints once it serves: its name and where it
+    /// listens (supervisors and tests wait for it).
+    pub fn ready_line(&self) -> &str {
+        &self.ready_line
+    }
+
+    /// Cancelled when the console's `stop` is asked for.
+    pub fn console_stop(&self) -> CancellationToken {
+        self.console_stop.clone()
+    }
+
+    /// Waits until something asks the node to stop: `signal` (the
+    /// operator's SIGINT or SIGTERM), a tool's `leave`, or the console's
+    /// `stop`. Says why.
+    pub async fn until_stopped(&self, signal: impl Future<Output = &'static str>) -> &'static str {
+        let left_cluster = async {
+            match &self.cluster {
+                Some(cluster) => cluster.stop_requested().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            signal = signal => signal,
+            () = left_cluster => "left its cluster",
+            () = self.console_stop.cancelled() => "stop asked from the console",
+        }
+    }
+
+    /// Stops the node in order (see the module's doc); `why` goes to the
+    /// log.
+    pub async fn stop(self, why: &str) -> anyhow::Result<()> {
+        let Self {
+            node,
+            cluster,
+            stop,
+            servers,
+            ..
+        } = self;
+        tracing::info!(node = %node.name(), "{why}: stopping; in-flight requests finish first");
+        if let Some(cluster) = &cluster
+            && cluster.is_member()
+        {
+            match cluster.leave().await {
+                Ok(done) => tracing::info!(node = %node.name(), "{done}"),
+                Err(e) => {
+                    tracing::warn!(node = %node.name(), "could not leave the cluster gracefully: {e}")
+                }
+            }
+        }
+        stop.cancel();
+        for server in servers {
+            let _ = server.await;
+        }
+        node.stop_processes(node.config().limits.call_deadline * 2)
+            .await;
+        if let Some(cluster) = &cluster {
+            cluster.shut_down().await;
+        }
+        node.flush()?;
+        tracing::info!(node = %node.name(), "stopped");
+        Ok(())
+    }
+}
+
+/// What the metrics page shows: every part's series, read when asked.
+fn metrics_source(
+    node: &Arc<NodeCore>,
+    ingress: &Arc<Ingress>,
+    cluster: Option<Arc<Cluster>>,
+    console: &Arc<Console>,
+) -> Source {
+    let (node, ingress, console) = (node.clone(), ingress.clone(), console.clone());
+    Arc::new(move || {
+        let mut series = node.series();
+        series.extend(ingress.series());
+        if let Some(cluster) = &cluster {
+            series.extend(cluster.series());
+        }
+        series.extend(console.series());
+        series
+    })
+}
+
+/// Waits until `other` can be reached; a peer that is not running (yet)
+/// is waited for, anything else (a wrong cookie) fails at once.
+async fn wait_for_peer(mesh: &Arc<Mesh>, other: &NodeName) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + JOIN_WAIT;
+    let mut said = false;
+    loop {
+        match mesh.connect(other).await {
+            Ok(_) => return Ok(()),
+            Err(e @ (DialError::NotFound { .. } | DialError::Connect { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    tracing::info!(node = %mesh.me(), "waiting for {other} to join it: {e}");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => anyhow::bail!("--join {other}: {e}"),
+        }
+    }
+}
+
+/// Starts this node's part in a cluster: the mesh on `listener`, the name
+/// with the port mapper, membership resumed or (`--join`) acquired.
+async fn start_cluster(
+    node: &Arc<NodeCore>,
+    distribution: Distribution,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> anyhow::Result<Arc<Cluster>> {
+    let me = distribution.dialer.me.clone();
+    let epmd_port = distribution.dialer.epmd_port;
+    let port = listener.local_addr()?.port();
+    let mesh = Mesh::new(distribution.dialer);
+    let cluster =
+        Cluster::start(node.cluster_access(), mesh.clone(), distribution.settings).await?;
+    tokio::spawn(mesh.clone().serve(listener));
+    if distribution.register {
+        epmd::register_and_keep(epmd_port, me.alive().to_string(), port, stop)
+            .await
+            .with_context(|| {
+                format!("cannot register {me} with the port mapper on port {epmd_port}")
+            })?;
+    }
+    if let Some(other) = distribution.join {
+        if cluster.is_member() {
+            tracing::info!(node = %me, "already a member of a cluster: --join {other} is not needed");
+        } else {
+            wait_for_peer(&mesh, &other).await?;
+            let joined = cluster.join(&other).await.map_err(|e| anyhow::anyhow!(e))?;
+            tracing::info!(node = %me, "{joined}");
+        }
+    }
+    Ok(cluster)
+}

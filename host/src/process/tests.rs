@@ -1,0 +1,457 @@
+//! The process runtime's life cycle, with plain-Rust code behind [`Code`]:
+//! no engine, no storage, no node. What a wasm guest would do, the script
+//! below does on cue (`b"panic"`, `b"trap"`, ...).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::*;
+use crate::config::{ProcessLimits, RestartIntensity};
+
+/// What every instance of the test code shares: cues and counts.
+#[derive(Default)]
+struct Script {
+    /// Notified when a call to `wait then panic` has started.
+    entered: Notify,
+    /// Notified by the test to let that call go on (and panic).
+    gate: Notify,
+    inits: AtomicUsize,
+    take_overs: AtomicUsize,
+    /// Calls running right now, and the most ever at once.
+    running: AtomicUsize,
+    most_at_once: AtomicUsize,
+    /// Casts in the order they were handled.
+    casts: Mutex<Vec<Vec<u8>>>,
+    hand_over_fails: AtomicBool,
+}
+
+/// A counter: `init` starts it at 0, every call adds one and answers the
+/// count, `hand-over` hands the count over.
+struct Counter {
+    script: Arc<Script>,
+}
+
+struct CounterInstance {
+    count: u64,
+    script: Arc<Script>,
+}
+
+impl Code for Counter {
+    type Instance = CounterInstance;
+
+    async fn start(
+        &self,
+        _who: Who<'_>,
+        start: &Start,
+        _deadline: Duration,
+    ) -> Result<CounterInstance, String> {
+        let count = match start {
+            Start::Init => {
+                self.script.inits.fetch_add(1, Ordering::SeqCst);
+                0
+            }
+            Start::TakeOver(state) => {
+                self.script.take_overs.fetch_add(1, Ordering::SeqCst);
+                let bytes: [u8; 8] = state.as_slice().try_into().map_err(|_| "bad state")?;
+                u64::from_le_bytes(bytes)
+            }
+        };
+        Ok(CounterInstance {
+            count,
+            script: self.script.clone(),
+        })
+    }
+}
+
+impl Instance for CounterInstance {
+    async fn handle_call(
+        &mut self,
+        message: &[u8],
+        _deadline: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let script = &self.script;
+        let now = script.running.fetch_add(1, Ordering::SeqCst) + 1;
+        script.most_at_once.fetch_max(now, Ordering::SeqCst);
+        let answer = match message {
+            b"panic" => panic!("injected by a test"),
+            b"wait then panic" => {
+                script.entered.notify_one();
+                script.gate.notified().await;
+                panic!("injected after a wait")
+            }
+            b"trap" => Err("trapped: injected by a test".to_string()),
+            _ => {
+                tokio::task::yield_now().await;
+                self.count += 1;
+                Ok(self.count.to_string().into_bytes())
+            }
+        };
+        script.running.fetch_sub(1, Ordering::SeqCst);
+        answer
+    }
+
+    async fn handle_cast(&mut self, message: &[u8], _deadline: Duration) -> Result<(), String> {
+        self.count += 1;
+        self.script
+            .casts
+            .lock()
+            .expect("casts")
+            .push(message.to_vec());
+        Ok(())
+    }
+
+    async fn hand_over(&mut self, _deadline: Duration) -> Result<Vec<u8>, String> {
+        if self.script.hand_over_fails.load(Ordering::SeqCst) {
+            return Err("trapped: hand-over injected to fail".into());
+        }
+        Ok(self.count.to_le_bytes().to_vec())
+    }
+
+    async fn render_state(
+        &mut self,
+        _deadline: Duration,
+    ) -> Result<Result<String, String>, String> {
+        Ok(Ok(format!("count {}", self.count)))
+    }
+}
+
+/// States past the budget, in a map.
+#[derive(Default)]
+struct MapSpill(Mutex<HashMap<Pid, Vec<u8>>>);
+
+impl StateSpill for MapSpill {
+    fn keep(&self, pid: Pid, state: &[u8]) -> Result<(), String> {
+        self.0.lock().expect("spill").insert(pid, state.to_vec());
+        Ok(())
+    }
+    fn take(&self, pid: Pid) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.lock().expect("spill").remove(&pid))
+    }
+    fn forget(&self, pid: Pid) -> Result<(), String> {
+        self.0.lock().expect("spill").remove(&pid);
+        Ok(())
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn limits() -> ProcessLimits {
+    ProcessLimits {
+        hibernate_after: None,
+        ..ProcessLimits::default()
+    }
+}
+
+/// Processes of one component, `counter`, with `limits` and `permits`.
+fn processes(
+    limits: ProcessLimits,
+    permits: u32,
+    restarts: RestartIntensity,
+) -> (Arc<Processes<Counter>>, Arc<Script>) {
+    let script = Arc::new(Script::default());
+    let code = Arc::new(Counter {
+        script: script.clone(),
+    });
+    let components = HashMap::from([
+        (Arc::from("counter"), Some(code)),
+        (Arc::from("front"), None),
+    ]);
+    let settings = ProcessSettings {
+        limits,
+        restarts,
+        instance_permits: permits,
+    };
+    let processes =
+        Processes::start(settings, components, Arc::new(MapSpill::default())).expect("start");
+    (processes, script)
+}
+
+fn default_processes() -> (Arc<Processes<Counter>>, Arc<Script>) {
+    processes(limits(), 16, RestartIntensity::default())
+}
+
+async fn call(
+    processes: &Arc<Processes<Counter>>,
+    name: &str,
+    message: &[u8],
+) -> Result<String, CallError> {
+    let reply = processes
+        .call("counter", name, message.to_vec(), TIMEOUT)
+        .await?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// Waits (bounded) until `done` holds: for what happens in the processes'
+/// own tasks.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+fn is_host_bug(answer: &Result<String, CallError>) -> bool {
+    matches!(answer, Err(CallError::Crashed(reason)) if reason.contains("host bug"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_panic_crashes_the_process_and_its_next_call_starts_it_afresh() {
+    let (processes, script) = default_processes();
+    // In the process's own task: its first message starts it.
+    let first = call(&processes, "p", b"panic").await;
+    assert!(is_host_bug(&first), "{first:?}");
+    // Its caller is answered once the name is free: the next call meets a
+    // fresh process, every time.
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    assert_eq!(call(&processes, "p", b"").await, Ok("2".into()));
+    // In the caller's task (the process rests), or its own: the same.
+    let direct = call(&processes, "p", b"panic").await;
+    assert!(is_host_bug(&direct), "{direct:?}");
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    assert_eq!(script.inits.load(Ordering::SeqCst), 3);
+    assert_eq!(processes.counters().values().crashed, 2);
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_queued_behind_a_host_panic_are_refused_with_the_reason() {
+    let (processes, script) = default_processes();
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    let panicking = tokio::spawn({
+        let processes = processes.clone();
+        async move { call(&processes, "p", b"wait then panic").await }
+    });
+    script.entered.notified().await;
+    // The process is busy: this call waits in its mailbox.
+    let queued = tokio::spawn({
+        let processes = processes.clone();
+        async move { call(&processes, "p", b"").await }
+    });
+    eventually("the second call is queued", || {
+        processes
+            .snapshot()
+            .iter()
+            .any(|info| info.queued_messages == 1)
+    })
+    .await;
+    script.gate.notify_one();
+    let crashed = panicking.await.expect("caller");
+    assert!(is_host_bug(&crashed), "{crashed:?}");
+    let refused = queued.await.expect("caller");
+    assert!(
+        matches!(&refused, Err(CallError::Refused(reason)) if reason.contains("host bug")),
+        "{refused:?}"
+    );
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_at_a_time_and_casts_in_the_order_sent() {
+    let (processes, script) = default_processes();
+    let callers: Vec<_> = (0..32)
+        .map(|_| {
+            let processes = processes.clone();
+            tokio::spawn(async move { call(&processes, "p", b"").await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for caller in callers {
+        let answer = caller.await.expect("caller").expect("answer");
+        answers.push(answer.parse::<u64>().expect("a count"));
+    }
+    answers.sort_unstable();
+    assert_eq!(answers, (1..=32).collect::<Vec<u64>>(), "each call once");
+    assert_eq!(script.most_at_once.load(Ordering::SeqCst), 1);
+
+    for i in 0..100u8 {
+        processes
+            .cast("counter", "p", vec![i])
+            .expect("cast accepted");
+    }
+    eventually("every cast is handled", || {
+        script.casts.lock().expect("casts").len() == 100
+    })
+    .await;
+    let casts = script.casts.lock().expect("casts").clone();
+    assert_eq!(casts, (0..100u8).map(|i| vec![i]).collect::<Vec<_>>());
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_process_hibernates_and_wakes_with_its_state() {
+    let idle = ProcessLimits {
+        hibernate_after: Some(Duration::from_millis(50)),
+        idle_timeout: Duration::from_secs(60),
+        ..ProcessLimits::default()
+    };
+    let (processes, script) = processes(idle, 16, RestartIntensity::default());
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    assert_eq!(call(&processes, "p", b"").await, Ok("2".into()));
+    eventually("it hibernates", || {
+        processes.counters().values().hibernated == 1 && processes.permits().held() == 0
+    })
+    .await;
+    assert_eq!(processes.len(), 1, "hibernated, still alive");
+    assert_eq!(call(&processes, "p", b"").await, Ok("3".into()));
+    assert_eq!(processes.counters().values().woken, 1);
+    assert_eq!(script.take_overs.load(Ordering::SeqCst), 1);
+    assert_eq!(script.inits.load(Ordering::SeqCst), 1);
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_process_expires_and_its_next_message_starts_it_again() {
+    let idle = ProcessLimits {
+        hibernate_after: None,
+        idle_timeout: Duration::from_millis(50),
+        ..ProcessLimits::default()
+    };
+    let (processes, script) = processes(idle, 16, RestartIntensity::default());
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    eventually("it expires", || processes.counters().values().expired == 1).await;
+    assert_eq!(processes.len(), 0);
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    assert_eq!(script.inits.load(Ordering::SeqCst), 2);
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_processes_than_permits_take_turns_keeping_their_state() {
+    let (processes, _script) = processes(limits(), 2, RestartIntensity::default());
+    for round in 1..=3 {
+        for name in ["a", "b", "c", "d", "e"] {
+            assert_eq!(
+                call(&processes, name, b"").await,
+                Ok(round.to_string()),
+                "{name} in round {round}"
+            );
+        }
+    }
+    assert!(processes.permits().held() <= 2);
+    assert!(processes.counters().values().hibernated >= 3);
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_hand_over_expires_the_process_and_loses_nothing_sent() {
+    let (processes, script) = processes(limits(), 1, RestartIntensity::default());
+    assert_eq!(call(&processes, "a", b"").await, Ok("1".into()));
+    script.hand_over_fails.store(true, Ordering::SeqCst);
+    // `b` needs the only permit: `a` is asked to hibernate, fails, expires.
+    assert_eq!(call(&processes, "b", b"").await, Ok("1".into()));
+    assert_eq!(processes.counters().values().hand_overs_failed, 1);
+    script.hand_over_fails.store(false, Ordering::SeqCst);
+    assert_eq!(
+        call(&processes, "a", b"").await,
+        Ok("1".into()),
+        "from init"
+    );
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_past_the_restart_intensity_refuse_the_name_for_a_while() {
+    let intensity = RestartIntensity {
+        max_restarts: 1,
+        period: Duration::from_secs(60),
+        cooldown: Duration::from_secs(60),
+    };
+    let (processes, _script) = processes(limits(), 16, intensity);
+    for _ in 0..2 {
+        let crashed = call(&processes, "p", b"trap").await;
+        assert!(matches!(crashed, Err(CallError::Crashed(_))), "{crashed:?}");
+    }
+    let refused = call(&processes, "p", b"").await;
+    assert!(
+        matches!(&refused, Err(CallError::Refused(reason)) if reason.contains("refused for")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        call(&processes, "q", b"").await,
+        Ok("1".into()),
+        "others run"
+    );
+    assert!(
+        processes
+            .supervisor()
+            .restarts_of(&ProcessKey::new("counter", "p"))
+            .is_some()
+    );
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_components_are_checked_before_anything_starts() {
+    let (processes, _script) = default_processes();
+    let answer = processes.call("nobody", "p", Vec::new(), TIMEOUT).await;
+    assert_eq!(answer, Err(CallError::NoSuchComponent("nobody".into())));
+    let answer = processes.call("front", "p", Vec::new(), TIMEOUT).await;
+    assert!(matches!(answer, Err(CallError::Refused(reason)) if reason.contains("behaviour")));
+    let long = "x".repeat(2000);
+    assert!(matches!(
+        call(&processes, &long, b"").await,
+        Err(CallError::Refused(_))
+    ));
+    assert_eq!(processes.len(), 0);
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_lets_every_process_finish_and_refuses_new_ones() {
+    let (processes, script) = default_processes();
+    for name in ["a", "b", "c"] {
+        assert_eq!(call(&processes, name, b"").await, Ok("1".into()));
+    }
+    processes
+        .cast("counter", "a", b"last".to_vec())
+        .expect("cast");
+    processes.stop_all(TIMEOUT).await;
+    assert_eq!(processes.len(), 0);
+    assert!(
+        script
+            .casts
+            .lock()
+            .expect("casts")
+            .contains(&b"last".to_vec()),
+        "a message accepted before the stop is handled"
+    );
+    let refused = call(&processes, "d", b"").await;
+    assert!(matches!(refused, Err(CallError::Refused(_))), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_ends_after_its_message_and_counts_as_a_crash() {
+    let (processes, _script) = default_processes();
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    assert!(processes.kill(&ProcessKey::new("counter", "p")));
+    eventually("it ends", || processes.is_empty()).await;
+    assert_eq!(processes.counters().values().crashed, 1);
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    assert!(!processes.kill(&ProcessKey::new("counter", "nobody")));
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resting_process_renders_its_state_without_being_started() {
+    let (processes, _script) = default_processes();
+    let key = ProcessKey::new("counter", "p");
+    assert!(
+        processes.render_state(&key, "test").await.is_err(),
+        "none runs"
+    );
+    assert_eq!(processes.len(), 0, "and none was started");
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    assert_eq!(
+        processes.render_state(&key, "test").await,
+        Ok("count 1".into())
+    );
+    processes.stop_all(TIMEOUT).await;
+}

@@ -1,0 +1,36 @@
+//! The wasmtime side: the engine and its instance pool, components and
+//! their compile cache, the data of every store, and guest calls under a
+//! deadline.
+//!
+//! - `engine`: [`Engine`], one per node (pooling allocator, epoch ticker,
+//!   the linker with every capability);
+//! - `pool`: sizing the pool from the node's limits and the machine;
+//! - `component`: [`LoadedComponent`] (compiled, pre-linked code) and
+//!   [`Component`] (code plus what its instances are granted);
+//! - `compile_cache`, `exports`: machine code kept on disk, and what a
+//!   component exports beyond the platform's behaviour;
+//! - `store`: [`StoreData`], built from plain values;
+//! - `process_code`: what processes run ([`crate::process::Code`]);
+//! - `guard`: [`guarded`] guest calls and [`describe_trap`].
+//!
+//! It may use `crate::config`, `crate::process` (the seam it implements),
+//! `crate::capabilities` and `crate::storage`; it knows nothing of the
+//! node, HTTP or the cluster.
+
+mod compile_cache;
+mod component;
+mod engine;
+mod exports;
+mod guard;
+mod pool;
+mod process_code;
+mod store;
+
+pub use compile_cache::CodeOrigin;
+pub use component::{Component, LoadedComponent, ProcessStore, name_from_path, validate_name};
+pub use engine::Engine;
+pub use exports::{ExportedFunction, IntrospectExports};
+pub use guard::{describe_trap, guarded};
+pub use pool::{DEFAULT_PROCESS_INSTANCES, MachineLimits, PoolPlan};
+pub use process_code::ProcessInstance;
+pub use store::StoreData;
