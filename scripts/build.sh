@@ -3,6 +3,5 @@
 # (target/wasm32-wasip2/release/*.wasm), after installing what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-cargo build --release --target wasm32-wasip2 -p guest-todo -p minimal -p misbehave -p hello
+bash scripts/build-guests.sh
 cargo build --release -p host

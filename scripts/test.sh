@@ -2,7 +2,12 @@
 # Sets everything up, builds, and runs every test: the host's unit tests, the
 # integration tests against the real binary and guests, and the Todo guest's
 # unit tests (natively).
+#
+# The host is built once, by `cargo test` itself (the integration tests need
+# its binary, which cargo builds for them): a separate `cargo build` first
+# would build wasmtime and its dependents a second time, with the features
+# the test build does not share.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh
+bash scripts/build-guests.sh
 cargo test --release -p host -p guest-todo

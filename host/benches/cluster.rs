@@ -9,7 +9,7 @@
 //! - a replicated write (a Todo list's add: one storage batch through the
 //!   Raft leader) on the leader and from a follower, p50 and p99.
 //!
-//! Run after building the guests (`scripts/build.sh`):
+//! Run after building the guests (`scripts/build-guests.sh`):
 //! `cargo bench [--profile dist] -p host --bench cluster`. See BENCHMARKS.md.
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! Core benchmarks: spawning a process (instantiate + init), a local call
 //! round trip, storage put and get. Run with `cargo bench -p host` after
-//! building the guests (`scripts/build.sh`); see BENCHMARKS.md.
+//! building the guests (`scripts/build-guests.sh`); see BENCHMARKS.md.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::cluster::{COOKIE, tool};
-use crate::support::{Epmd, Node, NodeBuilder, eventually, host_binary};
+use crate::support::{Epmd, Node, NodeBuilder, eventually, host_binary, run_host_with};
 
 fn todo_node(epmd: &Epmd) -> Node {
     NodeBuilder::todo()
@@ -16,9 +16,9 @@ fn todo_node(epmd: &Epmd) -> Node {
         .start()
 }
 
-/// `host rpc --node NODE COMMAND`: (succeeded, stdout, stderr).
+/// `host rpc NODE COMMAND`: (succeeded, stdout, stderr).
 fn rpc(epmd: &Epmd, node: &Node, command: &str) -> (bool, String, String) {
-    let out = tool(epmd, COOKIE, &["rpc", "--node", &node.name, command]);
+    let out = tool(epmd, COOKIE, &["rpc", &node.name, command]);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -218,11 +218,44 @@ fn traces_are_bounded_and_counted_on_the_metrics_page() {
 }
 
 #[test]
+fn rpc_takes_the_node_as_the_other_tools_do_or_from_the_option_or_the_environment() {
+    let epmd = Epmd::start();
+    let node = todo_node(&epmd);
+    let shapes: [(&[&str], Option<&str>); 3] = [
+        (&["rpc", &node.name, "pid"], None),
+        (&["rpc", "--node", &node.name, "pid"], None),
+        (&["rpc", "pid"], Some(&node.name)),
+    ];
+    let port = epmd.port.to_string();
+    for (args, release_node) in shapes {
+        let mut envs = vec![("ERL_EPMD_PORT", port.as_str()), ("RELEASE_COOKIE", COOKIE)];
+        if let Some(name) = release_node {
+            envs.push(("RELEASE_NODE", name));
+        }
+        let out = run_host_with(args, &envs);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            node.pid().to_string(),
+            "{args:?}"
+        );
+    }
+    let out = tool(&epmd, COOKIE, &["rpc", "pid"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("which node?"), "{said}");
+}
+
+#[test]
 fn a_wrong_cookie_or_a_missing_node_is_one_clear_line() {
     let epmd = Epmd::start();
     let node = todo_node(&epmd);
     for args in [
-        vec!["rpc", "--node", node.name.as_str(), "ps"],
+        vec!["rpc", node.name.as_str(), "ps"],
         vec!["stop", node.name.as_str()],
         vec!["pid", node.name.as_str()],
         vec!["remote", node.name.as_str()],
@@ -239,7 +272,7 @@ fn a_wrong_cookie_or_a_missing_node_is_one_clear_line() {
         node.pid().to_string()
     );
     for args in [
-        vec!["rpc", "--node", "absent@127.0.0.1", "ps"],
+        vec!["rpc", "absent@127.0.0.1", "ps"],
         vec!["stop", "absent@127.0.0.1"],
         vec!["pid", "absent@127.0.0.1"],
     ] {

@@ -1,6 +1,6 @@
 //! Hibernation: idle processes hand their state over and free their
 //! instance; their next message restores it. A node holds more processes
-//! than instance slots, and a process whose hand-over fails expires instead
+//! than it holds instances, and a process whose hand-over fails expires instead
 //! of being lost.
 
 use std::time::Duration;

@@ -308,3 +308,45 @@ fn guest_logs_land_in_the_host_log_tagged_with_node_and_process() {
         },
     );
 }
+
+/// All of WASI is linked (a Rust guest's standard library imports it), but
+/// a component's context grants nothing: the host's files, its environment
+/// and the network stay out of reach, each refused by the host.
+#[test]
+fn a_component_gets_no_files_no_environment_and_no_sockets() {
+    let node = NodeBuilder::todo_and_misbehave()
+        .env("A_SECRET_OF_THE_HOST", "42")
+        .start();
+
+    let files = node.get("/misbehave/wasi/fs");
+    assert_eq!(files.status, 403, "{}", files.text());
+    assert!(
+        std::path::Path::new("/etc/passwd").exists(),
+        "the file the guest tried is there"
+    );
+
+    let environment = node.get("/misbehave/wasi/env");
+    assert_eq!(environment.status, 403, "{}", environment.text());
+    assert!(
+        environment.text().contains("0 variables"),
+        "{}",
+        environment.text()
+    );
+
+    // A listener the guest may try: nothing may reach it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("its address").port();
+    let socket = node.get(&format!("/misbehave/wasi/socket/{port}"));
+    assert_eq!(socket.status, 403, "{}", socket.text());
+    assert!(
+        socket.text().contains("Permission denied"),
+        "refused by the host's address check, not unsupported: {}",
+        socket.text()
+    );
+    assert_eq!(
+        listener.accept().map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "no connection arrived"
+    );
+}

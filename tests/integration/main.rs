@@ -2,7 +2,7 @@
 //! repository for wasm32-wasip2, real RocksDB in temporary directories, real
 //! HTTP on 127.0.0.1 with ephemeral ports.
 //!
-//! Build the guests first (`scripts/build.sh` does): the tests look for them
+//! Build the guests first (`scripts/build-guests.sh` does): the tests look for them
 //! next to the host binary's target directory, or in `$GUEST_WASM_DIR`.
 
 mod support;

@@ -28,6 +28,11 @@
 //! (nothing of another component's can be read), `PUT /poke/KEY` writes the
 //! body there. `GET /other/COMPONENT/NAME` calls process NAME of another
 //! component with `echo`.
+//!
+//! `GET /wasi/fs`, `/wasi/env` and `/wasi/socket/PORT` try what a component
+//! is never granted (reading the host's files, its environment, a TCP
+//! connection to 127.0.0.1:PORT) and answer `403 denied: ...` with what
+//! they met, or `200 allowed: ...` should any of it work.
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -173,6 +178,9 @@ fn route(request: &Request) -> Response {
             Err(e) => call_error(e),
         },
         ("GET", ["flood", name]) => flood(name),
+        ("GET", ["wasi", "fs"]) => try_files(),
+        ("GET", ["wasi", "env"]) => try_environment(),
+        ("GET", ["wasi", "socket", port]) => try_socket(port),
         ("GET", ["notes", name, notes]) => {
             for note in notes.split('-') {
                 if let Err(e) = guest_sdk::cast(name, format!("note:{note}").as_bytes()) {
@@ -189,6 +197,53 @@ fn route(request: &Request) -> Response {
             Err(e) => call_error(e),
         },
         _ => Response::text(404, "not found"),
+    }
+}
+
+/// `403 denied: WHAT`, or `200 allowed: WHAT`.
+fn verdict(allowed: bool, what: String) -> Response {
+    if allowed {
+        Response::text(200, format!("allowed: {what}"))
+    } else {
+        Response::text(403, format!("denied: {what}"))
+    }
+}
+
+/// Reads a file every Linux host has, and lists the current directory.
+fn try_files() -> Response {
+    let file = std::fs::read_to_string("/etc/passwd");
+    let listing = std::fs::read_dir(".");
+    let allowed = file.is_ok() || listing.is_ok();
+    let what = format!(
+        "read /etc/passwd: {}; list .: {}",
+        file.map_or_else(|e| e.to_string(), |text| format!("{} bytes", text.len())),
+        listing.map_or_else(|e| e.to_string(), |_| "listed".to_string())
+    );
+    verdict(allowed, what)
+}
+
+/// Counts the environment variables and arguments the component sees.
+fn try_environment() -> Response {
+    let names: Vec<String> = std::env::vars().map(|(name, _)| name).collect();
+    let arguments = std::env::args().count();
+    verdict(
+        !names.is_empty() || arguments > 0,
+        format!(
+            "{} variables [{}], {arguments} arguments",
+            names.len(),
+            names.join(" ")
+        ),
+    )
+}
+
+/// Connects to 127.0.0.1:PORT.
+fn try_socket(port: &str) -> Response {
+    let Ok(port) = port.parse::<u16>() else {
+        return Response::text(400, "not a port");
+    };
+    match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(_) => verdict(true, format!("connected to 127.0.0.1:{port}")),
+        Err(e) => verdict(false, format!("connect to 127.0.0.1:{port}: {e}")),
     }
 }
 

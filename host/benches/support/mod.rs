@@ -90,7 +90,7 @@ pub fn instance_layout() -> InstanceLayout {
     layout
 }
 
-/// A guest built by `scripts/build.sh`: `minimal`, `guest_todo`...
+/// A guest built by `scripts/build-guests.sh`: `minimal`, `guest_todo`...
 pub fn guest_wasm(guest: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -98,7 +98,7 @@ pub fn guest_wasm(guest: &str) -> PathBuf {
     let path = target.join(format!("wasm32-wasip2/release/{guest}.wasm"));
     assert!(
         path.exists(),
-        "{} missing: run scripts/build.sh first",
+        "{} missing: run scripts/build-guests.sh first",
         path.display()
     );
     path

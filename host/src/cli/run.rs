@@ -104,7 +104,7 @@ pub struct RunArgs {
     /// Hibernate a process idle this long: its state is handed over
     /// (`hand-over`) and kept by the host, its instance freed; its next
     /// message restores it (`take-over`). `off`: only when another process
-    /// needs an instance slot. A process whose hand-over fails expires
+    /// needs its instance. A process whose hand-over fails expires
     /// instead (its state stays in storage).
     #[arg(long, default_value_t = HibernateAfterArg(ProcessLimits::default().hibernate_after))]
     hibernate_after: HibernateAfterArg,

@@ -43,6 +43,8 @@ pub mod placement;
 mod replica;
 mod snapshot;
 mod state_machine;
+#[cfg(test)]
+mod storage_suite;
 pub mod tool;
 pub mod types;
 pub mod wire;

@@ -77,6 +77,47 @@ impl StateMachine {
         ))
     }
 
+    /// The file holding the snapshot handed to `install_snapshot`, synced.
+    /// Openraft writes what it receives into the file
+    /// `begin_receiving_snapshot` made, and hands that back; a snapshot
+    /// handed over in another file (as openraft's own test suite does) is
+    /// copied into one of ours first.
+    async fn received_file(
+        &mut self,
+        mut snapshot: Box<tokio::fs::File>,
+    ) -> Result<PathBuf, StorageError> {
+        use std::os::unix::fs::MetadataExt as _;
+        use tokio::io::AsyncSeekExt as _;
+
+        snapshot.sync_all().await.map_err(write_error)?;
+        let given = snapshot.metadata().await.map_err(read_error)?;
+        let incoming = match self.incoming.take() {
+            Some(path) => path,
+            None => self
+                .dir
+                .join(format!("incoming-{}.snapshot", std::process::id())),
+        };
+        let ours = tokio::fs::metadata(&incoming).await.ok();
+        if ours.is_some_and(|ours| ours.dev() == given.dev() && ours.ino() == given.ino()) {
+            return Ok(incoming);
+        }
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(write_error)?;
+        let mut copy = tokio::fs::File::create(&incoming)
+            .await
+            .map_err(write_error)?;
+        snapshot
+            .seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(read_error)?;
+        tokio::io::copy(&mut *snapshot, &mut copy)
+            .await
+            .map_err(write_error)?;
+        copy.sync_all().await.map_err(write_error)?;
+        Ok(incoming)
+    }
+
     fn publish(&self, cluster_changed: bool) {
         if cluster_changed {
             self.published
@@ -177,12 +218,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        snapshot.sync_all().await.map_err(write_error)?;
-        drop(snapshot);
-        let incoming = self
-            .incoming
-            .take()
-            .ok_or_else(|| write_error("no snapshot was being received"))?;
+        let incoming = self.received_file(snapshot).await?;
         let (store, dir, files) = (self.store.clone(), self.dir.clone(), self.files.clone());
         let expected = meta.snapshot_id.clone();
         let header = tokio::task::spawn_blocking(move || {

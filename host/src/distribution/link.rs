@@ -179,9 +179,9 @@ impl Link {
     /// Closes the link, saying why (the first reason given is kept).
     pub fn close(&self, reason: impl Into<String>) {
         {
-            let mut slot = self.lock_reason();
-            if slot.is_none() {
-                *slot = Some(reason.into());
+            let mut held = self.lock_reason();
+            if held.is_none() {
+                *held = Some(reason.into());
             }
         }
         self.closed.cancel();

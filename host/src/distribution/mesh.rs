@@ -34,7 +34,7 @@ use super::tls::{BoxedStream, Tls};
 /// so a flood of half-open connections cannot use up the node's files.
 const MAX_PENDING_HANDSHAKES: usize = 64;
 /// Handshakes in progress at once from one address, so that one host
-/// dripping bytes into slow connections cannot take every slot and lock
+/// dripping bytes into slow connections cannot take every permit and lock
 /// the node's peers out.
 const MAX_PENDING_PER_ADDRESS: usize = 16;
 /// Longest wait between two attempts to dial a wanted peer.
@@ -174,12 +174,12 @@ impl Dialer {
 }
 
 /// Handshakes in progress, in all and per address.
-struct HandshakeSlots {
+struct HandshakePermits {
     total: Arc<Semaphore>,
     by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
-impl Default for HandshakeSlots {
+impl Default for HandshakePermits {
     fn default() -> Self {
         Self {
             total: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
@@ -189,14 +189,14 @@ impl Default for HandshakeSlots {
 }
 
 /// One handshake's place; given back when dropped.
-struct HandshakeSlot {
+struct HandshakePermit {
     _permit: OwnedSemaphorePermit,
     address: IpAddr,
     by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
-impl HandshakeSlots {
-    fn take(&self, address: IpAddr) -> Result<HandshakeSlot, String> {
+impl HandshakePermits {
+    fn take(&self, address: IpAddr) -> Result<HandshakePermit, String> {
         let permit = self
             .total
             .clone()
@@ -210,7 +210,7 @@ impl HandshakeSlots {
             ));
         }
         *count += 1;
-        Ok(HandshakeSlot {
+        Ok(HandshakePermit {
             _permit: permit,
             address,
             by_address: self.by_address.clone(),
@@ -218,7 +218,7 @@ impl HandshakeSlots {
     }
 }
 
-impl Drop for HandshakeSlot {
+impl Drop for HandshakePermit {
     fn drop(&mut self) {
         let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = by_address.get_mut(&self.address) {
@@ -246,7 +246,7 @@ pub struct Mesh {
     members: Mutex<HashMap<NodeName, Arc<Link>>>,
     hidden: Mutex<Vec<Arc<Link>>>,
     wanted: Mutex<HashMap<NodeName, Wanted>>,
-    handshakes: HandshakeSlots,
+    handshakes: HandshakePermits,
     stop: CancellationToken,
 }
 
@@ -258,7 +258,7 @@ impl Mesh {
             members: Mutex::new(HashMap::new()),
             hidden: Mutex::new(Vec::new()),
             wanted: Mutex::new(HashMap::new()),
-            handshakes: HandshakeSlots::default(),
+            handshakes: HandshakePermits::default(),
             stop: CancellationToken::new(),
         })
     }
@@ -333,8 +333,8 @@ impl Mesh {
                     }
                 },
             };
-            let slot = match self.handshakes.take(addr.ip()) {
-                Ok(slot) => slot,
+            let permit = match self.handshakes.take(addr.ip()) {
+                Ok(permit) => permit,
                 Err(why) => {
                     tracing::warn!(
                         node = %self.dialer.me,
@@ -346,7 +346,7 @@ impl Mesh {
             };
             let mesh = self.clone();
             tokio::spawn(async move {
-                let _slot = slot;
+                let _permit = permit;
                 mesh.accept(stream, addr).await;
             });
         }

@@ -18,7 +18,8 @@
 //! the bytes mean (Raft, calls, joins) is the cluster's (`crate::cluster`),
 //! which reaches this module through [`mesh::Mesh`] and
 //! [`link::LinkHandler`] only. Nothing here knows about processes, storage
-//! or Raft.
+//! or Raft: it uses no other module of the host (the lowest layer but the
+//! leaves).
 
 pub mod cookie;
 pub mod epmd;

@@ -8,7 +8,8 @@
 //! the book does for `:observer`) and every request must carry the token
 //! printed with its address, since the page shows what processes hold.
 //! It reads everything through the [`Console`]: the same views as `ps`,
-//! `tree`, `info`, `state` and `trace`, never the node's insides.
+//! `tree`, `info`, `state` and `trace`, never the node's insides (it uses
+//! `crate::console` alone).
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -128,7 +128,7 @@ async fn wake_and_call<C: Code>(
         Err(Ended::Rests) => {
             // No permit came free: it hibernates again, its state kept.
             return Err(CallError::Refused(
-                "no instance slot came free in time to wake the process (--max-instances)".into(),
+                "no instance came free in time to wake the process (--max-instances)".into(),
             ));
         }
         Err(Ended::Exit(exit)) => {

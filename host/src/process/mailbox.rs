@@ -1,5 +1,5 @@
 //! A process's mailbox: the messages sent to it that it has not taken yet,
-//! and whether the process is running, asleep (hibernated) or gone.
+//! and whether the process is running, hibernated or gone.
 //!
 //! As in Erlang, a mailbox has no limit on how many messages it holds:
 //! callers wait for their replies, which is back-pressure enough for calls.
@@ -9,8 +9,8 @@
 //! send is refused and the sender is told, never dropped in silence.
 //!
 //! Why not a channel: between messages a process has no task. It rests in
-//! its mailbox, either parked (its instance ready) or asleep (hibernated:
-//! only its handed-over state). A message to a resting process starts a
+//! its mailbox, either parked (its instance ready) or hibernated (only
+//! its handed-over state). A message to a resting process starts a
 //! task for it (or, for a call, the caller runs it: `direct_call`), and the
 //! choice between "queue it" and "start it" must be made atomically with
 //! the process coming to rest, or a message sent just then would be lost,
@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use super::error::CallError;
 
-/// What a queued message costs beyond its payload (the message, its slot
+/// What a queued message costs beyond its payload (the message, its place
 /// in the queue): a stream of empty casts is bounded too.
 const MESSAGE_OVERHEAD_BYTES: usize = 64;
 
@@ -48,7 +48,7 @@ pub enum Message {
     /// as `:sys.get_state`), between two messages. Weighs nothing.
     RenderState(oneshot::Sender<Result<String, String>>),
     /// Asks a running process to hibernate if it has nothing else to do:
-    /// the node needs its instance slot. Weighs nothing.
+    /// the node needs its instance. Weighs nothing.
     Hibernate,
 }
 

@@ -85,7 +85,7 @@ impl<R> InstancePermits<R> {
                 Ok(Err(_)) => return Err("the node is shutting down".into()),
                 Err(_) if Instant::now() >= give_up => {
                     return Err(format!(
-                        "no instance slot came free within {within:?}: all {} are held by \
+                        "no instance came free within {within:?}: all {} are held by \
                          processes busy with messages (--max-instances)",
                         self.total
                     ));

@@ -56,7 +56,7 @@ impl<C: Code> Identity<C> {
 }
 
 /// A process's instance and what goes with it. Fields drop in order: the
-/// instance (and its pool slot's contents) before the permit is given
+/// instance (and what it held of the pool) before the permit is given
 /// back.
 pub(super) struct Live<C: Code> {
     pub instance: C::Instance,

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! This module only writes files: it owns the layout and the templates,
-//! and compiles components through `component` the way a node loads them.
+//! and compiles components with `crate::wasm` the way a node loads them
+//! (and the cookie with `crate::distribution`'s rules).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -35,7 +35,7 @@ pub fn wasm(name: &str) -> PathBuf {
     let path = dir.join(format!("{name}.wasm"));
     assert!(
         path.exists(),
-        "{} is missing: build the guests first with scripts/build.sh",
+        "{} is missing: build the guests first with scripts/build-guests.sh",
         path.display()
     );
     path
