@@ -59,23 +59,28 @@ impl NodeCore {
     pub fn start(config: NodeConfig, sources: &[ComponentSource]) -> anyhow::Result<Arc<Self>> {
         check_sources(&config, sources)?;
         let engine = Arc::new(Engine::new(&config)?);
-        let storage = Storage::open(&config.data_dir.join("db"), config.durability)
-            .context("cannot open storage")?;
         let cache_dir = config
             .compile_cache
             .clone()
             .unwrap_or_else(|| config.data_dir.join("compiled"));
+        // Every component loads before storage opens: a bad one fails the
+        // start before anything of the data dir is touched.
+        let loaded = sources
+            .iter()
+            .map(|source| LoadedComponent::load(&engine, &source.name, &source.path, &cache_dir))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let storage = Storage::open(&config.data_dir.join("db"), config.durability)
+            .context("cannot open storage")?;
         let name: Arc<str> = Arc::from(config.node_name.as_str());
         let calls = Arc::new(NodeCalls::new(config.call_grants.clone()));
         let guest_calls: Arc<dyn GuestCalls> = calls.clone();
         let mut components = Vec::new();
-        for source in sources {
-            let code = LoadedComponent::load(&engine, &source.name, &source.path, &cache_dir)?;
+        for code in loaded {
             let grant = Grant {
                 node: name.clone(),
                 component: code.name().clone(),
                 calls: guest_calls.clone(),
-                storage: storage.namespace(&source.name),
+                storage: storage.namespace(code.name()),
                 host_calls: HostCallHook::default(),
             };
             let memory_cap = config.limits.max_memory_bytes;
