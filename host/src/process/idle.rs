@@ -87,14 +87,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::process::mailbox::{self, Inbox, Rest};
-
-    struct Idle;
-
-    impl Rest for Idle {
-        fn wake(self, _inbox: Inbox<Self>) {}
-        fn end(self) {}
-    }
+    use crate::process::mailbox::{self, Idle};
 
     #[test]
     fn only_what_is_due_comes_out_earliest_first() {

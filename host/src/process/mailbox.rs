@@ -393,6 +393,16 @@ impl<R> Inbox<R> {
     }
 }
 
+/// A process that rests and nothing more: for tests of what holds mailboxes.
+#[cfg(test)]
+pub(crate) struct Idle;
+
+#[cfg(test)]
+impl Rest for Idle {
+    fn wake(self, _inbox: Inbox<Self>) {}
+    fn end(self) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

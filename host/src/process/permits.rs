@@ -129,14 +129,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::process::mailbox::{self, Inbox, Rest};
-
-    struct Idle;
-
-    impl Rest for Idle {
-        fn wake(self, _inbox: Inbox<Self>) {}
-        fn end(self) {}
-    }
+    use crate::process::mailbox::{self, Idle};
 
     #[tokio::test]
     async fn a_shortage_asks_the_oldest_holders_first_and_waits_for_a_permit() {

@@ -8,7 +8,7 @@ use crate::console::protocol::ProcessRow;
 use crate::console::views::{self, SortBy};
 use crate::console::words::Options;
 use crate::console::{ClusterView, TREE_LIMIT};
-use crate::process::ProcessInfo;
+use crate::process::{ProcessInfo, ProcessKey};
 
 /// `ps` (and `top`, which the client refreshes).
 pub fn ps(call: Invocation<'_>) -> Reply<'_> {
@@ -80,16 +80,31 @@ pub fn tree(call: Invocation<'_>) -> Reply<'_> {
     })
 }
 
+/// Where a command about one process runs: here, on the key its one
+/// argument names, or on the member that holds it (`Err(Ok(text))`: its
+/// answer).
+async fn one_process(
+    call: &Invocation<'_>,
+    usage: &str,
+) -> Result<ProcessKey, Result<String, String>> {
+    let [name] = call.args else {
+        return Err(Err(format!("usage: {usage}")));
+    };
+    let console = call.console;
+    let key = console.key(name).map_err(Err)?;
+    match console.held_elsewhere(call.session, &key) {
+        Some(holder) => Err(console.forward(&holder, call.line).await),
+        None => Ok(key),
+    }
+}
+
 pub fn info(call: Invocation<'_>) -> Reply<'_> {
     Box::pin(async move {
-        let console = call.console;
-        let [name] = call.args else {
-            return Err("usage: info NAME".into());
+        let key = match one_process(&call, "info NAME").await {
+            Ok(key) => key,
+            Err(answered) => return answered,
         };
-        let key = console.key(name)?;
-        if let Some(holder) = console.held_elsewhere(call.session, &key) {
-            return console.forward(&holder, call.line).await;
-        }
+        let console = call.console;
         let row = console
             .local_rows(usize::MAX)
             .into_iter()
@@ -106,15 +121,11 @@ pub fn info(call: Invocation<'_>) -> Reply<'_> {
 
 pub fn state(call: Invocation<'_>) -> Reply<'_> {
     Box::pin(async move {
-        let console = call.console;
-        let [name] = call.args else {
-            return Err("usage: state NAME".into());
+        let key = match one_process(&call, "state NAME").await {
+            Ok(key) => key,
+            Err(answered) => return answered,
         };
-        let key = console.key(name)?;
-        if let Some(holder) = console.held_elsewhere(call.session, &key) {
-            return console.forward(&holder, call.line).await;
-        }
-        console
+        call.console
             .node
             .render_state(&key)
             .await
@@ -124,14 +135,11 @@ pub fn state(call: Invocation<'_>) -> Reply<'_> {
 
 pub fn kill(call: Invocation<'_>) -> Reply<'_> {
     Box::pin(async move {
-        let console = call.console;
-        let [name] = call.args else {
-            return Err("usage: kill NAME".into());
+        let key = match one_process(&call, "kill NAME").await {
+            Ok(key) => key,
+            Err(answered) => return answered,
         };
-        let key = console.key(name)?;
-        if let Some(holder) = console.held_elsewhere(call.session, &key) {
-            return console.forward(&holder, call.line).await;
-        }
+        let console = call.console;
         if console.node.kill(&key) {
             Ok(format!(
                 "{key} killed after its current message; its next message starts it again\n"
