@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up, builds, and runs every test: the host's unit tests, the
 # integration tests against the real binary and guests, and the Todo guest's
-# unit tests (natively).
+# unit tests (natively, both versions).
 #
 # The host is built once, by `cargo test` itself (the integration tests need
 # its binary, which cargo builds for them): a separate `cargo build` first
@@ -11,3 +11,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-guests.sh
 cargo test --release -p host -p guest-todo
+# The Todo guest's version 2, natively.
+cargo test --release -p guest-todo --features v2

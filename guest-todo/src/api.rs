@@ -80,8 +80,13 @@ fn unexpected(reply: Reply) -> String {
 }
 
 /// A list's state, as `state NAME` shows it: one line for the list, one per
-/// entry (the first [`SHOWN_ENTRIES`]).
-pub fn render_state(name: &str, next_id: u64, entries: &[Entry]) -> String {
+/// entry (the first [`SHOWN_ENTRIES`]), those in `done` marked so.
+pub fn render_state(
+    name: &str,
+    next_id: u64,
+    entries: &[Entry],
+    done: &std::collections::BTreeSet<u64>,
+) -> String {
     let mut out = format!(
         "list {name:?}: {} {}, next id {next_id}",
         entries.len(),
@@ -93,8 +98,15 @@ pub fn render_state(name: &str, next_id: u64, entries: &[Entry]) -> String {
     );
     for entry in entries.iter().take(SHOWN_ENTRIES) {
         out.push_str(&format!(
-            "\n  {:>5}  {}  {}",
-            entry.id, entry.date, entry.title
+            "\n  {:>5}  {}  {}{}",
+            entry.id,
+            entry.date,
+            entry.title,
+            if done.contains(&entry.id) {
+                "  (done)"
+            } else {
+                ""
+            }
         ));
     }
     if entries.len() > SHOWN_ENTRIES {
@@ -115,19 +127,41 @@ pub fn render_request(message: &[u8]) -> Option<String> {
         Request::Entries { date: Some(date) } => format!("entries {date}"),
         Request::Entries { date: None } => "entries (all)".to_string(),
         Request::Get { id } => format!("get {id}"),
-        Request::Update { id, update } => {
-            let date = update
-                .date
-                .map(|d| format!(" date {d}"))
-                .unwrap_or_default();
-            let title = update
-                .title
-                .map(|t| format!(" title {t:?}"))
-                .unwrap_or_default();
-            format!("update {id}{date}{title}")
-        }
+        Request::Update { id, update } => format!("update {id}{}", render_update(&update)),
         Request::Delete { id } => format!("delete {id}"),
+        #[cfg(feature = "v2")]
+        Request::EntriesV2 { date: Some(date) } => format!("entries {date} (with done marks)"),
+        #[cfg(feature = "v2")]
+        Request::EntriesV2 { date: None } => "entries (all, with done marks)".to_string(),
+        #[cfg(feature = "v2")]
+        Request::GetV2 { id } => format!("get {id} (with its done mark)"),
+        #[cfg(feature = "v2")]
+        Request::UpdateV2 { id, update, done } => {
+            let done = match done {
+                Some(true) => " done",
+                Some(false) => " not done",
+                None => "",
+            };
+            format!("update {id}{}{done}", render_update(&update))
+        }
     })
+}
+
+fn render_update(update: &crate::list::EntryUpdate) -> String {
+    let date = update
+        .date
+        .map(|d| format!(" date {d}"))
+        .unwrap_or_default();
+    let title = update
+        .title
+        .as_ref()
+        .map(|t| format!(" title {t:?}"))
+        .unwrap_or_default();
+    format!("{date}{title}")
+}
+
+fn render_count(count: usize) -> String {
+    format!("{count} {}", if count == 1 { "entry" } else { "entries" })
 }
 
 /// A list's reply, as a trace shows it.
@@ -135,20 +169,22 @@ pub fn render_reply(message: &[u8]) -> Option<String> {
     let reply: Reply = postcard::from_bytes(message).ok()?;
     Some(match reply {
         Reply::Entry(entry) => format!("entry {} {} {:?}", entry.id, entry.date, entry.title),
-        Reply::Entries(entries) => format!(
-            "{} {}",
-            entries.len(),
-            if entries.len() == 1 {
-                "entry"
-            } else {
-                "entries"
-            }
-        ),
+        Reply::Entries(entries) => render_count(entries.len()),
         Reply::Deleted => "deleted".to_string(),
         Reply::NoSuchEntry => "no such entry".to_string(),
         Reply::Failed(reason) => format!("failed: {reason}"),
         Reply::Full(reason) => format!("full: {reason}"),
         Reply::Unavailable(reason) => format!("unavailable: {reason}"),
+        #[cfg(feature = "v2")]
+        Reply::EntryV2(entry, done) => format!(
+            "entry {} {} {:?}{}",
+            entry.id,
+            entry.date,
+            entry.title,
+            if done { " (done)" } else { "" }
+        ),
+        #[cfg(feature = "v2")]
+        Reply::EntriesV2(entries) => render_count(entries.len()),
     })
 }
 
@@ -244,7 +280,7 @@ mod tests {
             Some("entry 3 2023-01-01 \"Deploy Successful\"")
         );
         assert_eq!(render_request(b"\xff\xff\xff"), None);
-        let state = render_state("production_list", 4, &[entry]);
+        let state = render_state("production_list", 4, &[entry], &Default::default());
         assert!(
             state.starts_with("list \"production_list\": 1 entry, next id 4"),
             "{state}"

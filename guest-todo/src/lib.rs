@@ -8,6 +8,11 @@
 //! - [`api`]: the typed API the console calls (`todo.add-entry(...)`), and
 //!   how a list and its messages look to an operator.
 //! - [`protocol`]: the messages between the front and a list.
+//!
+//! Two versions build from this crate: 1.0.0 by default, and 2.0.0 with the
+//! feature `v2`, which adds done marks (the JSON API's `"done"`), changes
+//! the state a list hands over, and exports `otp:platform/upgrade` to move
+//! lists between the two in a hot swap, both ways.
 
 pub mod api;
 pub mod date;
@@ -27,12 +32,36 @@ use protocol::{Reply, Request as ListRequest};
 use server::TodoServer;
 use store::HostStore;
 
+#[cfg(not(feature = "v2"))]
+guest_sdk::version!("1.0.0");
+#[cfg(all(feature = "v2", not(feature = "faulty-upgrade")))]
+guest_sdk::version!("2.0.0");
+#[cfg(feature = "faulty-upgrade")]
+guest_sdk::version!("2.0.0-faulty");
+
 /// The component's world (`guest-todo/wit/todo.wit`): the platform's
 /// service plus the typed API and introspection. The platform's imports are
 /// guest-sdk's, so its helpers (HTTP, calls, storage) work unchanged.
 mod bindings {
+    #[cfg(not(feature = "v2"))]
     wit_bindgen::generate!({
         world: "todo:app/todo-service",
+        path: ["../wit", "wit"],
+        with: {
+            "otp:platform/types@0.2.0": guest_sdk::otp::platform::types,
+            "otp:platform/process@0.2.0": guest_sdk::otp::platform::process,
+            "otp:platform/storage@0.2.0": guest_sdk::otp::platform::storage,
+            "otp:platform/log@0.2.0": guest_sdk::otp::platform::log,
+            "wasi:http/types@0.2.12": guest_sdk::wasi::http::types,
+            "wasi:io/error@0.2.12": guest_sdk::wasi::io::error,
+            "wasi:io/poll@0.2.12": guest_sdk::wasi::io::poll,
+            "wasi:io/streams@0.2.12": guest_sdk::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": guest_sdk::wasi::clocks::monotonic_clock,
+        },
+    });
+    #[cfg(feature = "v2")]
+    wit_bindgen::generate!({
+        world: "todo:app/todo-service-v2",
         path: ["../wit", "wit"],
         with: {
             "otp:platform/types@0.2.0": guest_sdk::otp::platform::types,
@@ -179,6 +208,30 @@ impl HttpHandler for Todo {
             Err(e) => Response::text(400, e),
         };
         response.send(outparam);
+    }
+}
+
+#[cfg(feature = "v2")]
+impl bindings::exports::otp::platform::upgrade::Guest for Todo {
+    fn take_over_from(name: String, state: Vec<u8>, from_version: String) -> Result<(), String> {
+        #[cfg(feature = "faulty-upgrade")]
+        if name.starts_with("faulty") {
+            panic!("a faulty upgrade of list `{name}`");
+        }
+        let server = TodoServer::take_over_from(&name, &state, &from_version, HostStore)?;
+        SERVER.set(Some(server));
+        Ok(())
+    }
+
+    fn hand_over_to(to_version: String) -> Result<Vec<u8>, String> {
+        #[cfg(feature = "faulty-upgrade")]
+        if guest_sdk::self_name().is_some_and(|name| name.starts_with("stuck")) {
+            panic!("a faulty downgrade");
+        }
+        SERVER.with_borrow(|server| match server {
+            Some(server) => server.hand_over_to(&to_version),
+            None => Err("the list was not initialised".to_string()),
+        })
     }
 }
 

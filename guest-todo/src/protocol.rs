@@ -2,19 +2,59 @@
 //! postcard: both ends are this crate, and a list's reply can hold hundreds
 //! of entries, where JSON's encoding and decoding cost more than the rest of
 //! the request together (BENCHMARKS.md).
+//!
+//! During a hot swap the front and a list may run different versions, so
+//! the protocol only grows: a version adds variants at the end and never
+//! changes one it shares with an older version. An older list answers a
+//! variant it does not know with `Failed("malformed request: ...")`
+//! ([`Reply::is_unknown_request`]), and a newer front then falls back to
+//! the variants both know. Version 2 (feature `v2`) adds done marks.
 
 use serde::{Deserialize, Serialize};
 
 use crate::date::Date;
 use crate::list::{Entry, EntryUpdate};
 
+/// How every version of a list begins its answer to bytes that are not a
+/// request it knows.
+const MALFORMED_REQUEST: &str = "malformed request";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    Add { date: Date, title: String },
-    Entries { date: Option<Date> },
-    Get { id: u64 },
-    Update { id: u64, update: EntryUpdate },
-    Delete { id: u64 },
+    Add {
+        date: Date,
+        title: String,
+    },
+    Entries {
+        date: Option<Date>,
+    },
+    Get {
+        id: u64,
+    },
+    Update {
+        id: u64,
+        update: EntryUpdate,
+    },
+    Delete {
+        id: u64,
+    },
+    /// v2: the entries with their done marks.
+    #[cfg(feature = "v2")]
+    EntriesV2 {
+        date: Option<Date>,
+    },
+    /// v2: one entry with its done mark.
+    #[cfg(feature = "v2")]
+    GetV2 {
+        id: u64,
+    },
+    /// v2: a change that may also mark the entry done or not done.
+    #[cfg(feature = "v2")]
+    UpdateV2 {
+        id: u64,
+        update: EntryUpdate,
+        done: Option<bool>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +70,12 @@ pub enum Reply {
     /// The change could not be stored for now (the cluster has no
     /// majority); nothing changed.
     Unavailable(String),
+    /// v2: an entry and whether it is done.
+    #[cfg(feature = "v2")]
+    EntryV2(Entry, bool),
+    /// v2: entries and whether each is done.
+    #[cfg(feature = "v2")]
+    EntriesV2(Vec<(Entry, bool)>),
 }
 
 impl Request {
@@ -38,7 +84,7 @@ impl Request {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        postcard::from_bytes(bytes).map_err(|e| format!("malformed request: {e}"))
+        postcard::from_bytes(bytes).map_err(|e| format!("{MALFORMED_REQUEST}: {e}"))
     }
 }
 
@@ -50,6 +96,12 @@ impl Reply {
     pub fn decode(bytes: &[u8]) -> Self {
         postcard::from_bytes(bytes)
             .unwrap_or_else(|e| Reply::Failed(format!("malformed reply from the list: {e}")))
+    }
+
+    /// Whether this is how a list of an older version answers a request it
+    /// does not know.
+    pub fn is_unknown_request(&self) -> bool {
+        matches!(self, Reply::Failed(reason) if reason.starts_with(MALFORMED_REQUEST))
     }
 }
 

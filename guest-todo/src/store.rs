@@ -6,7 +6,12 @@
 //!   writes one small key instead of rewriting the whole list (the book's
 //!   database rewrites it on every add);
 //! - `list\0L\0n`: the next id, as 8 big-endian bytes, so ids are never
-//!   reused even after deletes.
+//!   reused even after deletes;
+//! - v2: `list\0L\0d` + id: present (empty) while entry `id` is done. A key
+//!   of its own, so version 1 reads and writes exactly what it always did,
+//!   and the marks outlive a rollback to it: back on version 2, they are
+//!   there. A mark whose entry version 1 deleted is ignored (ids are never
+//!   reused).
 
 use crate::list::Entry;
 
@@ -74,6 +79,31 @@ pub fn next_id_key(list: &str) -> Vec<u8> {
     let mut key = list_prefix(list);
     key.push(b'n');
     key
+}
+
+/// Where list `list` keeps its done marks.
+#[cfg(feature = "v2")]
+pub fn done_prefix(list: &str) -> Vec<u8> {
+    let mut key = list_prefix(list);
+    key.push(b'd');
+    key
+}
+
+#[cfg(feature = "v2")]
+pub fn done_key(list: &str, id: u64) -> Vec<u8> {
+    let mut key = done_prefix(list);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The id a done mark's key ends with.
+#[cfg(feature = "v2")]
+pub fn done_id(key: &[u8]) -> Result<u64, String> {
+    key.len()
+        .checked_sub(8)
+        .map(|at| &key[at..])
+        .ok_or_else(|| "corrupt done mark in storage".to_string())
+        .and_then(decode_id)
 }
 
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {

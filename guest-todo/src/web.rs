@@ -12,6 +12,12 @@
 //! JSON API: `GET|POST /lists/{list}/entries[?date=]`,
 //! `GET|PUT|DELETE /lists/{list}/entries/{id}`; errors are
 //! `{"error": "..."}` with a fitting status.
+//!
+//! Version 2 (feature `v2`) adds done marks to the JSON API: entries carry
+//! `"done"`, and `PUT` takes `{"done": true}` (with or without `date` and
+//! `title`). The book's routes do not change by a byte. While a swap runs, a
+//! version 2 front may reach a version 1 list: reads then leave `done` out,
+//! and marking an entry answers 503 (not done; try again after the swap).
 
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
@@ -128,6 +134,46 @@ struct NewEntry {
 struct ChangedEntry {
     date: Option<String>,
     title: Option<String>,
+    #[cfg(feature = "v2")]
+    done: Option<bool>,
+}
+
+/// What PUT says when it is given nothing to change.
+#[cfg(not(feature = "v2"))]
+const NOTHING_TO_CHANGE: &str = "give `date`, `title` or both";
+#[cfg(feature = "v2")]
+const NOTHING_TO_CHANGE: &str = "give `date`, `title`, `done` or several of them";
+
+/// v2: an entry as the JSON API shows it, with its done mark.
+#[cfg(feature = "v2")]
+#[derive(serde::Serialize)]
+struct WithDone<'a> {
+    #[serde(flatten)]
+    entry: &'a Entry,
+    done: bool,
+}
+
+#[cfg(feature = "v2")]
+impl<'a> From<&'a (Entry, bool)> for WithDone<'a> {
+    fn from((entry, done): &'a (Entry, bool)) -> Self {
+        Self { entry, done: *done }
+    }
+}
+
+/// v2: asks `list` with `request`; when the list runs version 1, which
+/// does not know it, with `older` instead (if there is one).
+#[cfg(feature = "v2")]
+fn call_newest(
+    lists: &impl Lists,
+    list: &str,
+    request: &ListRequest,
+    older: Option<&ListRequest>,
+) -> Result<Reply, Failure> {
+    let reply = lists.call(list, request)?;
+    match older {
+        Some(older) if reply.is_unknown_request() => Ok(lists.call(list, older)?),
+        _ => Ok(reply),
+    }
 }
 
 fn entries_api(
@@ -144,8 +190,22 @@ fn entries_api(
                 Some(text) => Some(Date::parse(text).map_err(|e| failure(400, e))?),
                 None => None,
             };
-            match lists.call(&list, &ListRequest::Entries { date })? {
+            #[cfg(feature = "v2")]
+            let reply = call_newest(
+                lists,
+                &list,
+                &ListRequest::EntriesV2 { date },
+                Some(&ListRequest::Entries { date }),
+            )?;
+            #[cfg(not(feature = "v2"))]
+            let reply = lists.call(&list, &ListRequest::Entries { date })?;
+            match reply {
                 Reply::Entries(entries) => Ok(json_response(200, &entries)),
+                #[cfg(feature = "v2")]
+                Reply::EntriesV2(entries) => {
+                    let entries: Vec<WithDone> = entries.iter().map(WithDone::from).collect();
+                    Ok(json_response(200, &entries))
+                }
                 other => Err(reply_failure(other)),
             }
         }
@@ -183,14 +243,28 @@ fn entry_api(
         "GET" => ListRequest::Get { id },
         "PUT" => {
             let changed: ChangedEntry = parse_json(&request.body)?;
-            if changed.date.is_none() && changed.title.is_none() {
-                return Err(failure(400, "give `date`, `title` or both"));
+            #[cfg(feature = "v2")]
+            let nothing = changed.done.is_none();
+            #[cfg(not(feature = "v2"))]
+            let nothing = true;
+            if changed.date.is_none() && changed.title.is_none() && nothing {
+                return Err(failure(400, NOTHING_TO_CHANGE));
             }
             let date = match changed.date {
                 Some(text) => Some(Date::parse(&text).map_err(|e| failure(400, e))?),
                 None => None,
             };
             let title = changed.title.map(validate_title).transpose()?;
+            #[cfg(feature = "v2")]
+            if changed.done.is_some() {
+                let update = EntryUpdate { date, title };
+                let done = changed.done;
+                return entry_reply(
+                    &list,
+                    id,
+                    lists.call(&list, &ListRequest::UpdateV2 { id, update, done })?,
+                );
+            }
             ListRequest::Update {
                 id,
                 update: EntryUpdate { date, title },
@@ -205,8 +279,37 @@ fn entry_api(
             return Ok(method_not_allowed(f, "GET, PUT, DELETE"));
         }
     };
-    match lists.call(&list, &list_request)? {
+    // Version 2 reads and changes entries with their done marks, falling
+    // back to version 1's requests for a list that runs it.
+    #[cfg(feature = "v2")]
+    let reply = match &list_request {
+        ListRequest::Get { id } => call_newest(
+            lists,
+            &list,
+            &ListRequest::GetV2 { id: *id },
+            Some(&list_request),
+        )?,
+        ListRequest::Update { id, update } => {
+            let newest = ListRequest::UpdateV2 {
+                id: *id,
+                update: update.clone(),
+                done: None,
+            };
+            call_newest(lists, &list, &newest, Some(&list_request))?
+        }
+        _ => lists.call(&list, &list_request)?,
+    };
+    #[cfg(not(feature = "v2"))]
+    let reply = lists.call(&list, &list_request)?;
+    entry_reply(&list, id, reply)
+}
+
+/// The answer to a request about entry `id` of `list`.
+fn entry_reply(list: &str, id: u64, reply: Reply) -> Result<Response, Failure> {
+    match reply {
         Reply::Entry(entry) => Ok(json_response(200, &entry)),
+        #[cfg(feature = "v2")]
+        Reply::EntryV2(entry, done) => Ok(json_response(200, &WithDone::from(&(entry, done)))),
         Reply::Deleted => Ok(Response::new(204, "application/json", Vec::new())),
         Reply::NoSuchEntry => Err(failure(404, format!("list `{list}` has no entry {id}"))),
         other => Err(reply_failure(other)),
@@ -219,7 +322,12 @@ fn entry_created(list: &str, entry: &Entry) -> Response {
         percent_encoding::utf8_percent_encode(list, percent_encoding::NON_ALPHANUMERIC),
         entry.id
     );
-    json_response(201, entry).with_header("location", &location)
+    // A new entry is never done, whichever version its list runs.
+    #[cfg(feature = "v2")]
+    let response = json_response(201, &WithDone { entry, done: false });
+    #[cfg(not(feature = "v2"))]
+    let response = json_response(201, entry);
+    response.with_header("location", &location)
 }
 
 fn method_not_allowed(failure: Failure, allow: &str) -> Response {
@@ -263,6 +371,11 @@ pub(crate) fn validate_title(title: String) -> Result<String, Failure> {
 pub(crate) fn reply_failure(reply: Reply) -> Failure {
     match reply {
         Reply::Full(message) => failure(409, message),
+        reply if reply.is_unknown_request() => failure(
+            503,
+            "the list runs an older version of the Todo component, which cannot do this: \
+             nothing changed; try again once the swap of versions is over",
+        ),
         Reply::Failed(message) => failure(500, message),
         Reply::Unavailable(message) => failure(503, message),
         other => failure(500, format!("unexpected reply from the list: {other:?}")),
@@ -453,6 +566,8 @@ mod tests {
         assert_eq!(status, 400);
     }
 
+    /// Version 1's JSON, exactly (version 2's adds `done`).
+    #[cfg(not(feature = "v2"))]
     #[test]
     fn the_json_api_creates_reads_updates_and_deletes() {
         let lists = LocalLists::default();
@@ -625,5 +740,87 @@ mod tests {
             );
             assert_eq!(send(&lists, "GET", "/lists/a/entries", "").0, status);
         }
+    }
+
+    /// A version 1 list: it knows none of version 2's requests.
+    #[cfg(feature = "v2")]
+    #[derive(Default)]
+    struct Version1Lists(LocalLists);
+
+    #[cfg(feature = "v2")]
+    impl Lists for Version1Lists {
+        fn call(&self, list: &str, request: &ListRequest) -> Result<Reply, CallError> {
+            match request {
+                ListRequest::EntriesV2 { .. }
+                | ListRequest::GetV2 { .. }
+                | ListRequest::UpdateV2 { .. } => Ok(Reply::Failed(
+                    "malformed request: Found an enum discriminant that was out of range".into(),
+                )),
+                older => self.0.call(list, older),
+            }
+        }
+    }
+
+    #[cfg(feature = "v2")]
+    fn json_of(body: &str) -> serde_json::Value {
+        serde_json::from_str(body).expect("json")
+    }
+
+    #[cfg(feature = "v2")]
+    #[test]
+    fn version_2_marks_entries_done_on_the_json_api_only() {
+        let lists = LocalLists::default();
+        let new = r#"{"date":"2023-12-19","title":"Dentist"}"#;
+        let (status, body) = send(&lists, "POST", "/lists/l/entries", new);
+        assert_eq!(status, 201);
+        assert_eq!(
+            json_of(&body),
+            json!({"id": 1, "date": "2023-12-19", "title": "Dentist", "done": false})
+        );
+        let (status, body) = send(&lists, "PUT", "/lists/l/entries/1", r#"{"done":true}"#);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json_of(&body)["done"], true);
+        let (_, body) = send(&lists, "GET", "/lists/l/entries", "");
+        assert_eq!(
+            json_of(&body),
+            json!([{"id": 1, "date": "2023-12-19", "title": "Dentist", "done": true}])
+        );
+        let changed = r#"{"title":"Dentist at 10"}"#;
+        let (_, body) = send(&lists, "PUT", "/lists/l/entries/1", changed);
+        assert_eq!(json_of(&body)["done"], true, "a change keeps the mark");
+        let (_, body) = send(&lists, "GET", "/lists/l/entries/1", "");
+        assert_eq!(json_of(&body)["title"], "Dentist at 10");
+        assert_eq!(json_of(&body)["done"], true);
+        // The book's routes do not change by a byte.
+        let (status, body) = send(&lists, "GET", "/entries?list=l&date=2023-12-19", "");
+        assert_eq!((status, body.as_str()), (200, "2023-12-19 Dentist at 10"));
+        let (status, body) = send(&lists, "PUT", "/lists/l/entries/1", "{}");
+        assert_eq!(status, 400);
+        assert!(body.contains("done"), "{body}");
+        let (status, _) = send(&lists, "PUT", "/lists/l/entries/1", r#"{"done":"yes"}"#);
+        assert_eq!(status, 400);
+    }
+
+    #[cfg(feature = "v2")]
+    #[test]
+    fn version_2_serves_version_1_lists_without_marks() {
+        let lists = Version1Lists::default();
+        let new = r#"{"date":"2023-12-19","title":"Dentist"}"#;
+        assert_eq!(send(&lists, "POST", "/lists/l/entries", new).0, 201);
+        let (status, body) = send(&lists, "GET", "/lists/l/entries", "");
+        assert_eq!(status, 200);
+        assert_eq!(
+            json_of(&body),
+            json!([{"id": 1, "date": "2023-12-19", "title": "Dentist"}])
+        );
+        let (status, body) = send(&lists, "GET", "/lists/l/entries/1", "");
+        assert_eq!((status, json_of(&body).get("done")), (200, None));
+        let changed = r#"{"title":"Dentist at 10"}"#;
+        assert_eq!(send(&lists, "PUT", "/lists/l/entries/1", changed).0, 200);
+        let (status, body) = send(&lists, "PUT", "/lists/l/entries/1", r#"{"done":true}"#);
+        assert_eq!(status, 503, "not done, and says so: {body}");
+        assert!(body.contains("older version"), "{body}");
+        let (_, body) = send(&lists, "GET", "/lists/l/entries/1", "");
+        assert_eq!(json_of(&body)["title"], "Dentist at 10");
     }
 }

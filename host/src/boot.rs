@@ -145,7 +145,8 @@ impl RunningNode {
         if let Some(cluster) = &cluster {
             cluster.serve_console(console.clone());
         }
-        let ingress = Ingress::new(http_config, node.components());
+        let names = node.components().iter().map(|c| c.name().clone()).collect();
+        let ingress = Ingress::new(http_config, names, node.targets().clone());
         let mut servers = Vec::new();
         if let Some(listener) = listeners.metrics {
             let addr = listener.local_addr()?;

@@ -63,6 +63,10 @@ enum Command {
     /// Run one console command on running NODE and print what it says
     /// (as `bin/todo rpc`); the exit status says whether it succeeded.
     Rpc(cli::console::RpcArgs),
+    /// Swap COMPONENT of running NODE to the version in PATH while its
+    /// processes keep their state (the console's `swap`, once): checked and
+    /// dry-run first; the exit status says whether it started.
+    Swap(cli::console::SwapArgs),
     /// Stop NODE gracefully and return once it is gone (as `bin/todo stop`).
     Stop(cli::console::NodeArgs),
     /// Print the operating-system process id of running NODE.
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
             Command::Epmd(args) => cli::tools::epmd(args).await,
             Command::Remote(args) => cli::console::remote(args).await,
             Command::Rpc(args) => cli::console::rpc(args).await,
+            Command::Swap(args) => cli::console::swap(args).await,
             Command::Stop(args) => cli::console::stop(args).await,
             Command::Pid(args) => cli::console::pid(args).await,
             Command::Release(args) => cli::release::build(args).await,

@@ -18,6 +18,7 @@ mod concurrency;
 mod console;
 mod dist_bad_input;
 mod hibernation;
+mod hot_swap;
 mod isolation;
 mod json_api;
 mod lifecycle;

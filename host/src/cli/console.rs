@@ -199,6 +199,65 @@ pub async fn rpc(args: RpcArgs) -> anyhow::Result<()> {
     }
 }
 
+#[derive(Args)]
+pub struct SwapArgs {
+    /// The node, NAME@HOST.
+    #[arg(env = "RELEASE_NODE")]
+    node: String,
+    /// The component to swap.
+    component: String,
+    /// The new version's .wasm file, on the node's machine.
+    path: PathBuf,
+    /// Move this percent of the names (and of HTTP requests) first; the
+    /// console's `promote` moves the rest.
+    #[arg(long, value_name = "PERCENT")]
+    canary: Option<u8>,
+    /// Label the new version so, instead of its own label.
+    #[arg(long, value_name = "LABEL")]
+    version: Option<String>,
+    /// Roll back by itself past this percent of failed moves and crashes.
+    #[arg(long, value_name = "PERCENT")]
+    max_failures: Option<u8>,
+    #[command(flatten)]
+    link: LinkArgs,
+}
+
+/// `host swap`: the console's `swap` on a running node, once.
+pub async fn swap(args: SwapArgs) -> anyhow::Result<()> {
+    let mut line = format!(
+        "swap {} {}",
+        quoted(&args.component),
+        quoted(&args.path.to_string_lossy())
+    );
+    if let Some(canary) = args.canary {
+        line.push_str(&format!(" --canary {canary}"));
+    }
+    if let Some(version) = &args.version {
+        line.push_str(&format!(" --version {}", quoted(version)));
+    }
+    if let Some(max_failures) = args.max_failures {
+        line.push_str(&format!(" --max-failures {max_failures}"));
+    }
+    let (_, link) = connect(&args.node, &args.link).await?;
+    let transport = Transport::Remote(link.clone());
+    let reply = transport.run(&line).await.map_err(|e| anyhow::anyhow!(e))?;
+    let ok = print_reply(&transport, reply).await;
+    link.close("swap done");
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "the swap of {} was refused",
+            args.component
+        ))
+    }
+}
+
+/// A word of a console line, quoted (the console splits lines as a shell).
+fn quoted(word: &str) -> String {
+    format!("\"{}\"", word.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// `host pid`: the node's OS process id.
 pub async fn pid(args: NodeArgs) -> anyhow::Result<()> {
     let (_, link) = connect(&args.node, &args.link).await?;

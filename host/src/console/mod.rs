@@ -392,6 +392,12 @@ impl Console {
                     .map(|info| info.name)
                     .collect(),
                 Some(Completes::Commands) => command_names().collect(),
+                Some(Completes::Components) => self
+                    .node
+                    .components()
+                    .iter()
+                    .map(|component| component.name().to_string())
+                    .collect(),
                 Some(Completes::SortKeys) if done.last() == Some(&"--sort") => {
                     SortBy::NAMES.iter().map(|name| name.to_string()).collect()
                 }

@@ -94,9 +94,15 @@ pub fn ps(mut rows: Vec<ProcessRow>, sort: SortBy, limit: usize, now: SystemTime
         .unwrap_or(0)
         .clamp(4, 48);
     let node_width = shown.iter().map(|r| r.node.len()).max().unwrap_or(0).max(4);
+    let version_width = shown
+        .iter()
+        .map(|r| r.info.version.len())
+        .max()
+        .unwrap_or(0)
+        .clamp(7, 24);
     let mut out = format!(
-        "{:name_width$}  {:node_width$}  {:>6}  {:>9}  {:>7}  {:>9}  {:>8}  {:>8}\n",
-        "NAME", "NODE", "PID", "MEMORY", "MAILBOX", "MESSAGES", "RESTARTS", "UPTIME"
+        "{:name_width$}  {:node_width$}  {:version_width$}  {:>6}  {:>9}  {:>7}  {:>9}  {:>8}  {:>8}\n",
+        "NAME", "NODE", "VERSION", "PID", "MEMORY", "MAILBOX", "MESSAGES", "RESTARTS", "UPTIME"
     );
     for row in shown {
         let info = &row.info;
@@ -106,8 +112,9 @@ pub fn ps(mut rows: Vec<ProcessRow>, sort: SortBy, limit: usize, now: SystemTime
             name.push('…');
         }
         out.push_str(&format!(
-            "{name:name_width$}  {:node_width$}  {:>6}  {:>9}  {:>7}  {:>9}  {:>8}  {:>8}{}\n",
+            "{name:name_width$}  {:node_width$}  {:version_width$}  {:>6}  {:>9}  {:>7}  {:>9}  {:>8}  {:>8}{}\n",
             row.node,
+            info.version,
             info.pid,
             bytes(info.memory),
             info.queued_messages,
@@ -173,8 +180,9 @@ pub fn tree(
                 let child = if last_child { "└─" } else { "├─" };
                 let info = &row.info;
                 out.push_str(&format!(
-                    "{indent}{child} {}  pid {}  up {}  {} messages  {}\n",
+                    "{indent}{child} {}  version {}  pid {}  up {}  {} messages  {}\n",
                     info.name,
+                    info.version,
                     info.pid,
                     age(info.started, now),
                     info.messages,
@@ -230,10 +238,11 @@ fn push_restarts(
 pub fn info(row: &ProcessRow, now: SystemTime) -> String {
     let info = &row.info;
     let mut out = format!(
-        "name:      {}/{}\nnode:      {}\npid:       {}\nmemory:    {}\nmailbox:   {} messages, {}\nmessages:  {} handled\nstarted:   {} ago\ntraced:    {}\n",
+        "name:      {}/{}\nnode:      {}\nversion:   {}\npid:       {}\nmemory:    {}\nmailbox:   {} messages, {}\nmessages:  {} handled\nstarted:   {} ago\ntraced:    {}\n",
         info.component,
         info.name,
         row.node,
+        info.version,
         info.pid,
         bytes(info.memory),
         info.queued_messages,
@@ -299,6 +308,7 @@ mod tests {
                 queued_messages: 0,
                 queued_bytes: 0,
                 traced: false,
+                version: "1.0.0".into(),
             },
             restarts: (crashes > 0).then(|| Restarts {
                 count: crashes,
@@ -348,7 +358,10 @@ mod tests {
             text.starts_with("node_a@127.0.0.1\n└─ guest_todo  supervisor"),
             "{text}"
         );
-        assert!(text.contains("production_list  pid 7"), "{text}");
+        assert!(
+            text.contains("production_list  version 1.0.0  pid 7"),
+            "{text}"
+        );
         assert!(
             text.contains("restarts: 2 since the node started"),
             "{text}"

@@ -32,14 +32,17 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::config::HttpConfig;
 use crate::metrics::Series;
+use crate::process::Targets;
 use crate::wasm::{Component, StoreData, describe_trap};
 
 /// Where requests go: the first component at `/`, every other one that
 /// serves HTTP under `/<its name>/`.
 pub struct Ingress {
     config: HttpConfig,
-    /// In load order: the first is mounted at `/`.
-    components: Vec<Arc<Component>>,
+    /// Components' names in load order: the first is mounted at `/`.
+    names: Vec<Arc<str>>,
+    /// Which version of each component serves (a swap changes it).
+    targets: Arc<Targets<Component>>,
     /// One per handler running at once (`--max-concurrent-requests`).
     handler_permits: Arc<Semaphore>,
     /// Idle handler instances, per component name.
@@ -50,6 +53,8 @@ pub struct Ingress {
 
 /// A handler instance that served its requests cleanly, ready for another.
 struct WarmHandler {
+    /// The version it is an instance of.
+    component: Arc<Component>,
     store: Store<StoreData>,
     proxy: Proxy,
     served: u32,
@@ -60,15 +65,44 @@ struct WarmHandler {
 #[derive(Default)]
 struct WarmHandlers {
     idle: Mutex<Vec<WarmHandler>>,
+    /// The targets' epoch when the idle ones were last checked against
+    /// them.
+    checked: std::sync::atomic::AtomicU64,
 }
 
 impl WarmHandlers {
-    fn take(&self) -> Option<WarmHandler> {
-        self.lock().pop()
+    /// The most recently used idle handler of version `component`.
+    fn take(&self, component: &Arc<Component>) -> Option<WarmHandler> {
+        let mut idle = self.lock();
+        let at = idle
+            .iter()
+            .rposition(|handler| Arc::ptr_eq(&handler.component, component))?;
+        Some(idle.remove(at))
     }
 
-    fn put(&self, handler: WarmHandler) {
-        self.lock().push(handler);
+    /// Keeps `handler` for another request. Once per change of the
+    /// targets, drops the handlers of versions that no longer serve (a swap
+    /// moved requests away); nothing is checked while none changes.
+    fn put(&self, handler: WarmHandler, targets: &Targets<Component>) {
+        let epoch = targets.epoch();
+        let mut idle = self.lock();
+        if self.checked.swap(epoch, Ordering::Relaxed) != epoch {
+            let serving = |version: &Arc<Component>| {
+                targets.get(version.name()).is_some_and(|(_, target)| {
+                    let target = target.load();
+                    Arc::ptr_eq(&target.current, version)
+                        || target
+                            .next
+                            .as_ref()
+                            .is_some_and(|next| Arc::ptr_eq(&next.code, version))
+                })
+            };
+            idle.retain(|handler| serving(&handler.component));
+            if !serving(&handler.component) {
+                return;
+            }
+        }
+        idle.push(handler);
     }
 
     fn len(&self) -> usize {
@@ -96,16 +130,22 @@ impl Rejection {
 }
 
 impl Ingress {
-    /// The ingress of `components` (the first at `/`), as `config` says.
-    pub fn new(config: HttpConfig, components: &[Arc<Component>]) -> Arc<Self> {
+    /// The ingress of the components named `names` (the first at `/`),
+    /// each served by the version `targets` says, as `config` says.
+    pub fn new(
+        config: HttpConfig,
+        names: Vec<Arc<str>>,
+        targets: Arc<Targets<Component>>,
+    ) -> Arc<Self> {
         let permits = config.max_concurrent_requests as usize;
-        let warm = components
+        let warm = names
             .iter()
-            .map(|c| (c.name().to_string(), Arc::default()))
+            .map(|name| (name.to_string(), Arc::default()))
             .collect();
         Arc::new(Self {
             config,
-            components: components.to_vec(),
+            names,
+            targets,
             handler_permits: Arc::new(Semaphore::new(permits)),
             warm,
             requests: AtomicU64::new(0),
@@ -202,14 +242,14 @@ impl Ingress {
     /// Picks the component for the request's path, stripping its mount
     /// prefix from the path the guest sees.
     fn route<B>(&self, mut request: Request<B>) -> Option<(Arc<Component>, Request<B>)> {
-        let components = &self.components;
         let path = request.uri().path();
-        for component in components.iter().skip(1) {
-            let prefix = format!("/{}", component.name());
+        for name in self.names.iter().skip(1) {
+            let prefix = format!("/{name}");
             let rest = match path.strip_prefix(&prefix) {
                 Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
                 _ => continue,
             };
+            let component = self.version_of(name)?;
             component.code().http_pre()?;
             let rest = if rest.is_empty() { "/" } else { rest };
             let path_and_query = match request.uri().query() {
@@ -219,11 +259,26 @@ impl Ingress {
             let mut parts = request.uri().clone().into_parts();
             parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
             *request.uri_mut() = Uri::from_parts(parts).ok()?;
-            return Some((component.clone(), request));
+            return Some((component, request));
         }
-        let main = components.first()?;
+        let main = self.version_of(self.names.first()?)?;
         main.code().http_pre()?;
-        Some((main.clone(), request))
+        Some((main, request))
+    }
+
+    /// The version of component `name` a request goes to: during a swap,
+    /// the new one (all of them, or the canary's share, spread evenly over
+    /// requests), else the current one.
+    fn version_of(&self, name: &str) -> Option<Arc<Component>> {
+        let (_, target) = self.targets.get(name)?;
+        let target = target.load();
+        Some(match &target.next {
+            Some(next) if next.share >= 100 => next.code.clone(),
+            Some(next) if self.requests.load(Ordering::Relaxed) % 100 < u64::from(next.share) => {
+                next.code.clone()
+            }
+            _ => target.current.clone(),
+        })
     }
 
     /// Runs the component's handler in a task of its own: the response head
@@ -241,12 +296,14 @@ impl Ingress {
         };
         let (sender, receiver) = oneshot::channel();
         let instance_reuse = self.config.instance_reuse;
+        let targets = self.targets.clone();
         // The task ends at the deadline at the latest, dropping the response
         // sender: a closed channel then means a deadline or a crash.
         tokio::spawn(async move {
             let _permit = permit;
             let name = component.name().clone();
-            let served = serve_request(&component, instance_reuse, &warm, request, sender);
+            let served =
+                serve_request(&component, instance_reuse, &warm, request, sender, &targets);
             match tokio::time::timeout_at(deadline, served).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -285,13 +342,14 @@ impl Ingress {
 /// Hands `request` to a warm handler instance of `component`, or a new one,
 /// and puts the instance back if it finished cleanly and may serve more.
 async fn serve_request(
-    component: &Component,
+    component: &Arc<Component>,
     instance_reuse: u32,
     warm: &WarmHandlers,
     request: Request<Full<Bytes>>,
     respond: ResponseSender,
+    targets: &Targets<Component>,
 ) -> wasmtime::Result<()> {
-    let mut handler = match warm.take() {
+    let mut handler = match warm.take(component) {
         Some(handler) => handler,
         None => {
             let Some(pre) = component.code().http_pre() else {
@@ -300,6 +358,7 @@ async fn serve_request(
             let mut store = component.new_store(None);
             let proxy = pre.instantiate_async(&mut store).await?;
             WarmHandler {
+                component: component.clone(),
                 store,
                 proxy,
                 served: 0,
@@ -323,7 +382,7 @@ async fn serve_request(
         .await?;
     handler.served += 1;
     if handler.served < instance_reuse && handler.store.data().holds_no_resources() {
-        warm.put(handler);
+        warm.put(handler, targets);
     }
     Ok(())
 }

@@ -17,6 +17,7 @@
 mod cluster_access;
 mod guest_calls;
 mod operator;
+mod swap;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,11 +28,12 @@ use anyhow::Context as _;
 
 pub use cluster_access::ClusterAccess;
 pub use operator::OperatorAccess;
+pub use swap::{KEPT_VERSIONS, SwapOptions, VersionsView};
 
 use crate::capabilities::{Grant, GuestCalls, HostCallHook};
 use crate::config::NodeConfig;
 use crate::metrics::Series;
-use crate::process::{CallError, Components, ProcessSettings, Processes};
+use crate::process::{CallError, ProcessSettings, Processes, Targets};
 use crate::storage::Storage;
 use crate::wasm::{Component, Engine, LoadedComponent, validate_name};
 use guest_calls::NodeCalls;
@@ -50,6 +52,7 @@ pub struct NodeCore {
     components: Vec<Arc<Component>>,
     storage: Storage,
     processes: Arc<Processes<Component>>,
+    swaps: Arc<swap::Swaps>,
 }
 
 impl NodeCore {
@@ -91,30 +94,26 @@ impl NodeCore {
                 memory_cap,
             )));
         }
-        let runs: Components<Component> = components
-            .iter()
-            .map(|component| {
-                let code = component
-                    .code()
-                    .process_pre()
-                    .is_some()
-                    .then(|| component.clone());
-                (component.name().clone(), code)
-            })
-            .collect();
+        let targets = Arc::new(Targets::new(
+            components
+                .iter()
+                .map(|component| (component.name().clone(), component.clone())),
+        ));
         let settings = ProcessSettings {
             limits: config.limits.clone(),
             restarts: config.restarts.clone(),
             instance_permits: engine.process_instances(),
         };
-        let processes = Processes::start(settings, runs, Arc::new(storage.hibernated_spill()))?;
+        let processes = Processes::start(settings, targets, Arc::new(storage.hibernated_spill()))?;
         calls.attach(&processes);
+        let swaps = swap::Swaps::new(processes.clone(), cache_dir);
         Ok(Arc::new(Self {
             name,
             config,
             components,
             storage,
             processes,
+            swaps,
         }))
     }
 
@@ -126,9 +125,15 @@ impl NodeCore {
         &self.config
     }
 
-    /// In load order; the first one serves HTTP at `/`.
+    /// In load order; the first one serves HTTP at `/`. (The versions
+    /// they started with: what each runs now is its target.)
     pub fn components(&self) -> &[Arc<Component>] {
         &self.components
+    }
+
+    /// Which version of each component runs now (HTTP routes by it).
+    pub fn targets(&self) -> &Arc<Targets<Component>> {
+        self.processes.targets()
     }
 
     /// Sends `message` to process `name` of `component` (wherever the

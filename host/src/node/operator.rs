@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::NodeCore;
+use super::swap::{SwapOptions, VersionsView};
 use crate::capabilities::HostCallHook;
 use crate::config::{ProcessLimits, RestartIntensity};
 use crate::process::trace::Tracer;
@@ -93,6 +94,37 @@ impl OperatorAccess {
         self.node
             .component(component)
             .map(|component| component.host_call_hook())
+    }
+
+    /// Swaps `component` to a new version (ARCHITECTURE.md, "Hot swap").
+    pub async fn swap(&self, component: &str, options: SwapOptions) -> Result<String, String> {
+        self.node.swaps.swap(component, options).await
+    }
+
+    /// Widens `component`'s canary to every process.
+    pub fn promote(&self, component: &str) -> Result<String, String> {
+        self.node.swaps.promote(component)
+    }
+
+    /// Puts `component`'s processes back on the version its swap started
+    /// from.
+    pub fn rollback(&self, component: &str) -> Result<String, String> {
+        self.node.swaps.rollback(component)
+    }
+
+    /// Ends `component`'s swap: the new version is current.
+    pub fn commit(&self, component: &str) -> Result<String, String> {
+        self.node.swaps.commit(component)
+    }
+
+    /// Every component's versions, and its swap's progress.
+    pub fn versions(&self) -> Vec<VersionsView> {
+        self.node.swaps.view(&self.node.components)
+    }
+
+    /// Whether `component`'s swap has swept every live process.
+    pub fn swept(&self, component: &str) -> bool {
+        self.node.swaps.swept(component)
     }
 
     /// Traces running on this node: of processes, and of host calls.

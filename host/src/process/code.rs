@@ -20,8 +20,25 @@ use super::id::{Fence, ProcessKey};
 pub enum Start {
     /// Its `init`: a new process, which loads its state from storage.
     Init,
-    /// The state it handed over when it hibernated.
+    /// A state this same code handed over (when it hibernated), or handed
+    /// down in this code's format (a rollback).
     TakeOver(Vec<u8>),
+    /// A state another version of the component handed over, labelled
+    /// `from_version` (a hot swap).
+    TakeOverFrom {
+        state: Vec<u8>,
+        from_version: Arc<str>,
+    },
+}
+
+impl Start {
+    /// The state it carries, if any.
+    pub fn state(&self) -> Option<&[u8]> {
+        match self {
+            Start::Init => None,
+            Start::TakeOver(state) | Start::TakeOverFrom { state, .. } => Some(state),
+        }
+    }
 }
 
 /// Which process an instance is for.
@@ -36,6 +53,13 @@ pub struct Who<'a> {
 /// A component's code, as processes run it.
 pub trait Code: Send + Sync + 'static {
     type Instance: Instance;
+
+    /// The version's label, as an operator names it.
+    fn version(&self) -> &Arc<str>;
+
+    /// Whether this code runs processes at all (a component may only serve
+    /// HTTP).
+    fn runs_processes(&self) -> bool;
 
     /// Makes an instance for process `who` and runs its `init` or
     /// `take-over`. `Err` says why it could not start (the process never
@@ -69,6 +93,15 @@ pub trait Instance: Send + 'static {
         &mut self,
         deadline: Duration,
     ) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
+
+    /// The state as the older version `version` reads it, for a rollback:
+    /// the inner error says this code cannot hand it down (the process then
+    /// restarts from storage); the outer one that the instance is dead.
+    fn hand_over_to(
+        &mut self,
+        version: &str,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<Result<Vec<u8>, String>, String>> + Send;
 
     /// The guest's rendering of its state, as `:sys.get_state`: the inner
     /// result is the answer (a guest may have no way to render it); the

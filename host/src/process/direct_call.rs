@@ -36,7 +36,16 @@ pub(super) async fn call_resting<C: Code>(
     message: Vec<u8>,
     timeout: Duration,
 ) -> Result<Result<Vec<u8>, CallError>, Vec<u8>> {
-    let taken = mailbox.take_if(|resting| resting.identity().stop.reason().is_none());
+    // A parked process whose target may have changed since it last looked
+    // goes through its mailbox: its task moves it first.
+    let epoch = processes.targets.epoch();
+    let taken = mailbox.take_if(|resting| {
+        resting.identity().stop.reason().is_none()
+            && match resting {
+                Resting::Parked(parked) => parked.live.epoch == epoch,
+                Resting::Hibernated(_) => true,
+            }
+    });
     let Some((resting, inbox)) = taken else {
         return Err(message);
     };
@@ -123,7 +132,11 @@ async fn wake_and_call<C: Code>(
     let (identity, start) = hibernated.waking();
     let deadline = identity.processes.limits.call_deadline;
     let mut task = Task::new(identity, inbox);
-    let mut live = match task.start(start).await {
+    let started = match task.start(start).await {
+        Ok(live) => task.converge(live).await,
+        Err(ended) => Err(ended),
+    };
+    let mut live = match started {
         Ok(live) => live,
         Err(Ended::Rests) => {
             // No permit came free: it hibernates again, its state kept.

@@ -16,6 +16,8 @@ pub trait StateSpill: Send + Sync {
     fn keep(&self, pid: Pid, state: &[u8]) -> Result<(), String>;
     /// Reads and forgets.
     fn take(&self, pid: Pid) -> Result<Option<Vec<u8>>, String>;
+    /// Reads and keeps.
+    fn peek(&self, pid: Pid) -> Result<Option<Vec<u8>>, String>;
     fn forget(&self, pid: Pid) -> Result<(), String>;
 }
 
@@ -94,6 +96,17 @@ impl HibernatedStates {
         }
     }
 
+    /// A copy of process `pid`'s state, which stays kept.
+    pub fn peek(&self, pid: Pid, kept: &KeptState) -> Result<Vec<u8>, String> {
+        match kept {
+            KeptState::Memory(state) => Ok(state.clone()),
+            KeptState::Spilled => self
+                .spill
+                .peek(pid)?
+                .ok_or_else(|| "its spilled state is missing from storage".into()),
+        }
+    }
+
     /// Forgets process `pid`'s state: it ended while hibernated.
     pub fn forget(&self, pid: Pid, kept: KeptState) {
         match kept {
@@ -133,6 +146,9 @@ mod tests {
         }
         fn take(&self, pid: Pid) -> Result<Option<Vec<u8>>, String> {
             Ok(self.states.lock().unwrap().remove(&pid))
+        }
+        fn peek(&self, pid: Pid) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.states.lock().unwrap().get(&pid).cloned())
         }
         fn forget(&self, pid: Pid) -> Result<(), String> {
             self.states.lock().unwrap().remove(&pid);

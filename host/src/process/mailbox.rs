@@ -50,6 +50,10 @@ pub enum Message {
     /// Asks a running process to hibernate if it has nothing else to do:
     /// the node needs its instance. Weighs nothing.
     Hibernate,
+    /// Asks the process for a copy of its state (`hand-over`, which leaves
+    /// it as it was), between two messages: a swap's dry run. Weighs
+    /// nothing.
+    HandOver(oneshot::Sender<Result<HandedOver, String>>),
 }
 
 impl Message {
@@ -57,7 +61,9 @@ impl Message {
     pub fn into_payload(self) -> Vec<u8> {
         match self {
             Message::Call { message, .. } | Message::Cast { message } => message,
-            Message::Stop | Message::RenderState(_) | Message::Hibernate => Vec::new(),
+            Message::Stop | Message::RenderState(_) | Message::Hibernate | Message::HandOver(_) => {
+                Vec::new()
+            }
         }
     }
 
@@ -65,7 +71,9 @@ impl Message {
     pub fn payload_len(&self) -> usize {
         match self {
             Message::Call { message, .. } | Message::Cast { message } => message.len(),
-            Message::Stop | Message::RenderState(_) | Message::Hibernate => 0,
+            Message::Stop | Message::RenderState(_) | Message::Hibernate | Message::HandOver(_) => {
+                0
+            }
         }
     }
 
@@ -75,9 +83,17 @@ impl Message {
             Message::Call { message, .. } | Message::Cast { message } => {
                 message.len().saturating_add(MESSAGE_OVERHEAD_BYTES)
             }
-            Message::Stop | Message::RenderState(_) | Message::Hibernate => 0,
+            Message::Stop | Message::RenderState(_) | Message::Hibernate | Message::HandOver(_) => {
+                0
+            }
         }
     }
+}
+
+/// A state a process handed over, and the version of the code that did.
+pub struct HandedOver {
+    pub state: Vec<u8>,
+    pub version: Arc<str>,
 }
 
 /// Why a message was not put in a mailbox. Either way it comes back.

@@ -13,6 +13,8 @@
 //!   name, which names are cooling down after crashes;
 //! - `permits`, `idle`, `hibernated`: instance permits (`--max-instances`),
 //!   idle timers, and where hibernated states are kept;
+//! - `targets`: which code each component's processes run, and a hot
+//!   swap's progress (processes move at message boundaries: `task`);
 //! - `resting`, `task`, `direct_call`, `panic_guard`: a process's life;
 //! - `processes`: [`Processes`], the context every process runs in and the
 //!   call path (`call`, `cast`, and their local forms for the cluster);
@@ -39,6 +41,7 @@ mod resting;
 mod router;
 mod stats;
 mod supervisor;
+mod targets;
 mod task;
 pub mod trace;
 
@@ -47,12 +50,14 @@ pub use counters::{CounterValues, ProcessCounters};
 pub use error::{CallError, Exit};
 pub use hibernated::{HibernatedStates, StateSpill};
 pub use id::{Fence, Pid, ProcessKey, StopFlag, StopReason};
+pub use mailbox::HandedOver;
 pub use permits::{InstancePermit, InstancePermits};
-pub use processes::{Components, ProcessSettings, Processes};
+pub use processes::{ProcessSettings, Processes};
 pub use resting::{ProcessMailbox, Resting};
 pub use router::Router;
 pub use stats::{ProcessInfo, ProcessStats};
 pub use supervisor::{Restarts, Supervisor};
+pub use targets::{Direction, Next, SwapProgress, Target, Targets, in_share};
 
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use super::code::Code;
@@ -19,13 +20,14 @@ use super::error::{CallError, Exit};
 use super::hibernated::{HibernatedStates, StateSpill};
 use super::id::{Fence, Pid, ProcessKey, StopFlag, StopReason};
 use super::idle::IdleTimers;
-use super::mailbox::{Message, SendError};
+use super::mailbox::{HandedOver, Message, Rest, SendError, Status, Unrested};
 use super::permits::InstancePermits;
 use super::registry::{Registration, Registry};
-use super::resting::{self, Identity, ProcessMailbox, Resting};
+use super::resting::{self, Identity, Parked, ProcessMailbox, Resting};
 use super::router::Router;
 use super::stats::{ProcessInfo, ProcessStats};
 use super::supervisor::Supervisor;
+use super::targets::Targets;
 use super::trace::Tracer;
 use super::{direct_call, task};
 use crate::config::{ProcessLimits, RestartIntensity};
@@ -37,15 +39,11 @@ const DELIVERY_ATTEMPTS: usize = 3;
 /// Longest process name: names travel in every message and log line.
 const MAX_PROCESS_NAME_BYTES: usize = 1024;
 
-/// A component the node loaded, as the process runtime sees it: the code
-/// its processes run, or none if it runs no processes (it only serves
-/// HTTP).
-pub type Components<C> = HashMap<Arc<str>, Option<Arc<C>>>;
-
 /// Everything the processes of a node share.
 pub struct Processes<C: Code> {
     pub(super) limits: ProcessLimits,
-    components: Components<C>,
+    /// Which code each component's processes run (changed by hot swaps).
+    pub(super) targets: Arc<Targets<C>>,
     pub(super) registry: Registry<Resting<C>>,
     pub(super) supervisor: Supervisor,
     pub(super) permits: InstancePermits<Resting<C>>,
@@ -67,12 +65,13 @@ pub struct ProcessSettings {
 }
 
 impl<C: Code> Processes<C> {
-    /// The processes of a node running `components`, hibernated states
-    /// past their budget going to `spill`. Must be called within a tokio
-    /// runtime: the idle timers run on it, until the last reference goes.
+    /// The processes of a node running the components of `targets`,
+    /// hibernated states past their budget going to `spill`. Must be called
+    /// within a tokio runtime: the idle timers run on it, until the last
+    /// reference goes.
     pub fn start(
         settings: ProcessSettings,
-        components: Components<C>,
+        targets: Arc<Targets<C>>,
         spill: Arc<dyn StateSpill>,
     ) -> anyhow::Result<Arc<Self>> {
         let ProcessSettings {
@@ -90,7 +89,7 @@ impl<C: Code> Processes<C> {
             tasks: TaskTracker::new(),
             next_pid: AtomicU64::new(1),
             router: OnceLock::new(),
-            components,
+            targets,
             limits,
         });
         match tokio::runtime::Handle::try_current() {
@@ -142,7 +141,12 @@ impl<C: Code> Processes<C> {
 
     /// Whether a component of that name is loaded (processes or not).
     pub fn has_component(&self, name: &str) -> bool {
-        self.components.contains_key(name)
+        self.targets.get(name).is_some()
+    }
+
+    /// Which code each component's processes run.
+    pub fn targets(&self) -> &Arc<Targets<C>> {
+        &self.targets
     }
 
     /// Sends `message` to process `name` of `component`, starting it if
@@ -269,15 +273,14 @@ impl<C: Code> Processes<C> {
         name: &str,
         fence: Option<Fence>,
     ) -> Result<ProcessMailbox<C>, CallError> {
-        let (component_name, code) = match self.components.get_key_value(component) {
-            Some((component_name, Some(code))) => (component_name, code),
-            Some((_, None)) => {
-                return Err(CallError::Refused(format!(
-                    "component `{component}` does not export the process behaviour"
-                )));
-            }
-            None => return Err(CallError::NoSuchComponent(component.to_string())),
+        let Some((component_name, target)) = self.targets.get(component) else {
+            return Err(CallError::NoSuchComponent(component.to_string()));
         };
+        if !target.load().current.runs_processes() {
+            return Err(CallError::Refused(format!(
+                "component `{component}` does not export the process behaviour"
+            )));
+        }
         if name.is_empty() || name.len() > MAX_PROCESS_NAME_BYTES {
             return Err(CallError::Refused(format!(
                 "a process name must be 1 to {MAX_PROCESS_NAME_BYTES} bytes"
@@ -295,10 +298,12 @@ impl<C: Code> Processes<C> {
                 .inspect_err(|_| self.counters.refused())?;
             let pid: Pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
             let stop = Arc::new(StopFlag::default());
-            let stats = Arc::new(ProcessStats::default());
+            let code = target.load().for_name(name).clone();
+            let stats = Arc::new(ProcessStats::running(code.version()));
             let mailbox = task::spawn(Identity {
                 processes: self.clone(),
-                code: code.clone(),
+                code,
+                failed_move: None,
                 key: key.clone(),
                 pid,
                 fence,
@@ -438,6 +443,124 @@ impl<C: Code> Processes<C> {
         matches: impl Fn(&ProcessKey, Option<&Fence>) -> bool,
     ) -> usize {
         self.registry.stop_where(reason, matches)
+    }
+
+    /// Moves every live process of `component` that is not on its target
+    /// to it, `at_once` at a time: a parked one in a task of its own now; a
+    /// running one moves by itself at its next message boundary (passes are
+    /// made until none is left running, or after `passes`); a hibernated
+    /// one at its wake. Returns how many parked processes it moved.
+    pub async fn converge(
+        self: &Arc<Self>,
+        component: &str,
+        at_once: usize,
+        passes: usize,
+    ) -> usize {
+        let at_once = at_once.max(1);
+        let permits = Arc::new(Semaphore::new(at_once));
+        let mut moved = 0;
+        for pass in 0..passes.max(1) {
+            let epoch = self.targets.epoch();
+            let mut running = 0;
+            for (_, mailbox) in self.registry.of_component(component) {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let stale = |resting: &Resting<C>| matches!(resting, Resting::Parked(parked) if parked.live.epoch != epoch);
+                match mailbox.take_if(stale) {
+                    Some((Resting::Parked(parked), inbox)) => {
+                        let Parked { identity, live } = *parked;
+                        task::Task::new(identity, inbox).spawn(task::Begin::Converge(live, permit));
+                        moved += 1;
+                    }
+                    Some((other, mut inbox)) => {
+                        // Not chosen by `take_if`; put back as it was.
+                        if let Err(Unrested::Busy(rest) | Unrested::Closed(rest)) =
+                            inbox.rest(other)
+                        {
+                            rest.wake(inbox);
+                        }
+                    }
+                    None => {
+                        if mailbox.inspect(|status| matches!(status, Status::Running)) {
+                            running += 1;
+                        }
+                    }
+                }
+            }
+            // Every move of this pass done before the next looks again.
+            let Ok(all) = permits.acquire_many(at_once as u32).await else {
+                break;
+            };
+            drop(all);
+            if running == 0 {
+                break;
+            }
+            if pass + 1 < passes {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        moved
+    }
+
+    /// Up to `count` states of live processes of `component`, as they
+    /// would hand them over, with the version that wrote each: a parked or
+    /// running process hands its state over between two messages (which
+    /// leaves it as it was); a hibernated one's kept state is read.
+    pub async fn sample_states(
+        &self,
+        component: &str,
+        count: usize,
+    ) -> Vec<(ProcessKey, Result<HandedOver, String>)> {
+        let mut samples = Vec::new();
+        // The first names in order: the same processes each time, so that
+        // an operator can reproduce what a dry run saw.
+        let mut processes = self.registry.of_component(component);
+        processes.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name));
+        for (key, mailbox) in processes.into_iter().take(count) {
+            let kept = mailbox.inspect(|status| match status {
+                Status::Resting(Resting::Hibernated(hibernated)) => Some(
+                    self.hibernated
+                        .peek(hibernated.identity.pid, &hibernated.state)
+                        .map(|state| HandedOver {
+                            state,
+                            version: hibernated.identity.code.version().clone(),
+                        }),
+                ),
+                _ => None,
+            });
+            let sample = match kept {
+                Some(kept) => kept,
+                None => self.ask_state(&mailbox).await,
+            };
+            samples.push((key, sample));
+        }
+        samples
+    }
+
+    /// Asks a live process for a copy of its state, between two messages.
+    async fn ask_state(&self, mailbox: &ProcessMailbox<C>) -> Result<HandedOver, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        mailbox
+            .wake(Message::HandOver(reply))
+            .map_err(|_| "it is stopping".to_string())?;
+        let wait = self.limits.call_deadline * 2;
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(handed)) => handed,
+            Ok(Err(_)) => Err("it ended before handing its state over".into()),
+            Err(_) => Err(format!("it did not hand its state over within {wait:?}")),
+        }
+    }
+
+    /// How many live processes of `component` run each version.
+    pub fn versions_running(&self, component: &str) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for info in self.registry.snapshot() {
+            if info.component == component {
+                *counts.entry(info.version).or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// Stops every process: no new ones start, each finishes what is in its

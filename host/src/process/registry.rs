@@ -178,6 +178,16 @@ impl<R: Rest> Registry<R> {
             .count()
     }
 
+    /// The live processes of `component`: their names and mailboxes.
+    pub fn of_component(&self, component: &str) -> Vec<(ProcessKey, Mailbox<R>)> {
+        self.lock()
+            .processes
+            .iter()
+            .filter(|(key, _)| &*key.component == component)
+            .map(|(key, registration)| (key.clone(), registration.mailbox.clone()))
+            .collect()
+    }
+
     /// The mailbox of the live process holding `key`, if any (never starts
     /// one).
     pub fn mailbox_of(&self, key: &ProcessKey) -> Option<Mailbox<R>> {

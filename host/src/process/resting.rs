@@ -28,7 +28,10 @@ pub(super) type ProcessInbox<C> = Inbox<Resting<C>>;
 /// current), and `stop` is how the node tells it to stop.
 pub(super) struct Identity<C: Code> {
     pub processes: Arc<Processes<C>>,
+    /// The code it runs now (a swap moves it to another).
     pub code: Arc<C>,
+    /// Code a swap failed to move it to: not tried again.
+    pub failed_move: Option<Arc<C>>,
     pub key: ProcessKey,
     pub pid: Pid,
     pub fence: Option<Fence>,
@@ -42,6 +45,7 @@ impl<C: Code> Identity<C> {
         Self {
             processes: self.processes.clone(),
             code: self.code.clone(),
+            failed_move: self.failed_move.clone(),
             key: self.key.clone(),
             pid: self.pid,
             fence: self.fence,
@@ -62,6 +66,8 @@ pub(super) struct Live<C: Code> {
     pub instance: C::Instance,
     pub _permit: InstancePermit,
     pub last_message: Instant,
+    /// The targets' epoch when it last compared its code with its target.
+    pub epoch: u64,
 }
 
 impl<C: Code> Live<C> {

@@ -1,8 +1,8 @@
 //! What a process counts about itself, and how the console and the
 //! observer see a live process.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -22,20 +22,40 @@ pub struct ProcessStats {
     /// The trace on this process, if any: one atomic load per message when
     /// there is none.
     pub trace: TraceHook,
+    /// The version of its component's code it runs (changed by a swap).
+    version: Mutex<Arc<str>>,
 }
 
 impl Default for ProcessStats {
     fn default() -> Self {
+        Self::running(&Arc::from(""))
+    }
+}
+
+impl ProcessStats {
+    /// The counters of a process starting on code of version `version`.
+    pub fn running(version: &Arc<str>) -> Self {
         Self {
             started: SystemTime::now(),
             messages: AtomicU64::new(0),
             memory: Arc::new(AtomicUsize::new(0)),
             trace: TraceHook::empty(),
+            version: Mutex::new(version.clone()),
         }
     }
-}
 
-impl ProcessStats {
+    /// The version the process runs now.
+    pub fn version(&self) -> Arc<str> {
+        self.version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(super) fn set_version(&self, version: &Arc<str>) {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = version.clone();
+    }
+
     pub(super) fn counted(&self) {
         self.messages.fetch_add(1, Ordering::Relaxed);
     }
@@ -65,6 +85,7 @@ impl ProcessStats {
             queued_messages: queued.0,
             queued_bytes: queued.1,
             traced: self.trace.load().is_some(),
+            version: self.version().to_string(),
         }
     }
 }
@@ -84,4 +105,6 @@ pub struct ProcessInfo {
     pub queued_messages: usize,
     pub queued_bytes: usize,
     pub traced: bool,
+    /// The version of its component's code it runs.
+    pub version: String,
 }

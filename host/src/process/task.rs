@@ -20,17 +20,20 @@
 //! There is one `Live` per process, moved between them and the mailbox, so
 //! one message at a time holds by construction.
 
+use std::sync::Arc;
+
 use tokio::time::Instant;
 
-use super::code::{Code, Start, Who};
+use super::code::{Code, Instance, Start, Who};
 use super::error::{CallError, Exit};
 use super::id::StopReason;
-use super::mailbox::{self, Message, ReplyTo, Unrested};
+use super::mailbox::{self, HandedOver, Message, ReplyTo, Unrested};
 use super::panic_guard::Owner;
 use super::resting::{
     Hibernated, Identity, Live, Parked, ProcessInbox, ProcessMailbox, Resting, holds_instance,
     later, make_room,
 };
+use super::targets::{Direction, SwapProgress};
 
 /// Starts the process `identity` names as a task of its node and returns
 /// its mailbox. The process instantiates itself; messages sent meanwhile
@@ -50,6 +53,9 @@ pub(super) enum Begin<C: Code> {
     Resume(Live<C>),
     /// It was parked and is to hibernate.
     Hibernate(Live<C>),
+    /// It was parked, and a swap's sweep moves it to its target now (the
+    /// permit bounds how many the sweep moves at once).
+    Converge(Live<C>, tokio::sync::OwnedSemaphorePermit),
 }
 
 /// A process that could not park: its task goes on with it.
@@ -107,6 +113,10 @@ impl<C: Code> Task<C> {
                 Ok(ended) => return task.ended(ended),
                 Err(live) => live,
             },
+            Begin::Converge(live, _sweeping) => match task.converge(live).await {
+                Ok(live) => live,
+                Err(ended) => return task.ended(ended),
+            },
         };
         task.serve(live).await;
     }
@@ -124,7 +134,7 @@ impl<C: Code> Task<C> {
         let deadline = processes.limits.call_deadline;
         match &start {
             // A hibernated process told to stop needs no instance to stop.
-            Start::TakeOver(_) => {
+            Start::TakeOver(_) | Start::TakeOverFrom { .. } => {
                 if let Some(reason) = self.identity.stop.reason() {
                     return Err(Ended::Exit(Exit::Stopped(reason.clone())));
                 }
@@ -145,13 +155,8 @@ impl<C: Code> Task<C> {
             Ok(permit) => permit,
             Err(reason) => return Err(self.no_permit(start, reason)),
         };
-        let identity = &self.identity;
-        let who = Who {
-            key: &identity.key,
-            fence: identity.fence,
-            memory: &identity.stats.memory,
-        };
-        let instance = match identity.code.start(who, &start, deadline).await {
+        let code = self.identity.code.clone();
+        let instance = match self.instantiate(&code, &start).await {
             Ok(instance) => instance,
             Err(reason) => return Err(Ended::Exit(Exit::InitFailed(reason))),
         };
@@ -167,7 +172,159 @@ impl<C: Code> Task<C> {
             instance,
             _permit: permit,
             last_message: now,
+            // Compared with its target at its first message boundary.
+            epoch: u64::MAX,
         })
+    }
+
+    /// An instance of `code` for this process, from `start`.
+    async fn instantiate(&self, code: &Arc<C>, start: &Start) -> Result<C::Instance, String> {
+        let identity = &self.identity;
+        let who = Who {
+            key: &identity.key,
+            fence: identity.fence,
+            memory: &identity.stats.memory,
+        };
+        code.start(who, start, identity.processes.limits.call_deadline)
+            .await
+    }
+
+    /// Moves the process to its target's code if it is not on it (and did
+    /// not fail to move there already): a message boundary. Nothing happens
+    /// but one atomic load while no target changed.
+    pub async fn converge(&mut self, mut live: Live<C>) -> Result<Live<C>, Ended> {
+        let targets = self.identity.processes.targets.clone();
+        let epoch = targets.epoch();
+        if live.epoch == epoch {
+            return Ok(live);
+        }
+        live.epoch = epoch;
+        let Some((_, target)) = targets.get(&self.identity.key.component) else {
+            return Ok(live);
+        };
+        let target = target.load_full();
+        let desired = target.for_name(&self.identity.key.name);
+        let stays = Arc::ptr_eq(desired, &self.identity.code)
+            || self
+                .identity
+                .failed_move
+                .as_ref()
+                .is_some_and(|failed| Arc::ptr_eq(failed, desired));
+        if stays {
+            return Ok(live);
+        }
+        let (direction, progress) = target.move_to(desired, &self.identity.code);
+        let mut moved = self
+            .move_to(live, desired.clone(), direction, progress)
+            .await?;
+        moved.epoch = epoch;
+        Ok(moved)
+    }
+
+    /// Moves the live process to `to`: its state handed over (up: as it is;
+    /// down: in `to`'s format) and taken over by a new instance of `to`. A
+    /// failed move up leaves it on its code with its state; a move down
+    /// that cannot hand its state down restarts it on `to` from storage.
+    async fn move_to(
+        &mut self,
+        live: Live<C>,
+        to: Arc<C>,
+        direction: Direction,
+        progress: Option<Arc<SwapProgress>>,
+    ) -> Result<Live<C>, Ended> {
+        let deadline = self.identity.processes.limits.call_deadline;
+        let began = std::time::Instant::now();
+        let Live {
+            mut instance,
+            _permit: permit,
+            last_message,
+            epoch,
+        } = live;
+        let from = self.identity.code.clone();
+        let handed = match direction {
+            Direction::Up => instance
+                .hand_over(deadline)
+                .await
+                .map(|state| Start::TakeOverFrom {
+                    state,
+                    from_version: from.version().clone(),
+                }),
+            Direction::Down => match instance.hand_over_to(to.version(), deadline).await {
+                Ok(Ok(state)) => Ok(Start::TakeOver(state)),
+                Ok(Err(reason)) | Err(reason) => Err(reason),
+            },
+        };
+        // The old instance goes first: the new one takes its place in the
+        // pool, under the same permit.
+        drop(instance);
+        let (key, pid) = (&self.identity.key, self.identity.pid);
+        let instance = match handed {
+            Ok(start) => match self.instantiate(&to, &start).await {
+                Ok(instance) => {
+                    if let Some(progress) = &progress {
+                        progress.moved(began.elapsed());
+                    }
+                    tracing::debug!(process = %key, pid, "moved from {} to {}", from.version(), to.version());
+                    self.on_code(&to);
+                    instance
+                }
+                Err(reason) if direction == Direction::Up => {
+                    let Start::TakeOverFrom { state, .. } = start else {
+                        unreachable!("a move up hands over a state of another version");
+                    };
+                    tracing::warn!(process = %key, pid, "stays on version {}: version {} could not take its state over: {reason}", from.version(), to.version());
+                    if let Some(progress) = &progress {
+                        progress.failed(format!("{key}: {reason}"));
+                    }
+                    self.identity.failed_move = Some(to);
+                    match self.instantiate(&from, &Start::TakeOver(state)).await {
+                        Ok(instance) => instance,
+                        Err(again) => {
+                            return Err(Ended::Exit(Exit::Crashed(format!(
+                                "its state could not be taken back after a failed swap: {again}"
+                            ))));
+                        }
+                    }
+                }
+                Err(reason) => self.restart_on(&to, &progress, &reason).await?,
+            },
+            Err(reason) => self.restart_on(&to, &progress, &reason).await?,
+        };
+        Ok(Live {
+            instance,
+            _permit: permit,
+            last_message,
+            epoch,
+        })
+    }
+
+    /// Starts the process on `to` from storage (`init`): a move whose
+    /// state could not be handed over or down.
+    async fn restart_on(
+        &mut self,
+        to: &Arc<C>,
+        progress: &Option<Arc<SwapProgress>>,
+        reason: &str,
+    ) -> Result<C::Instance, Ended> {
+        let (key, pid) = (&self.identity.key, self.identity.pid);
+        tracing::warn!(process = %key, pid, "restarts on version {} from storage: its state could not be handed to it: {reason}", to.version());
+        let instance = self
+            .instantiate(to, &Start::Init)
+            .await
+            .map_err(|reason| Ended::Exit(Exit::InitFailed(reason)))?;
+        if let Some(progress) = progress {
+            progress
+                .restarted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.on_code(to);
+        Ok(instance)
+    }
+
+    /// The process runs `code` from now on.
+    fn on_code(&mut self, code: &Arc<C>) {
+        self.identity.stats.set_version(code.version());
+        self.identity.code = code.clone();
     }
 
     /// Handles what is queued, then parks the process.
@@ -175,6 +332,10 @@ impl<C: Code> Task<C> {
         let deadline = self.identity.processes.limits.call_deadline;
         let (mut task, mut live) = (self, live);
         loop {
+            live = match task.converge(live).await {
+                Ok(live) => live,
+                Err(ended) => return task.ended(ended),
+            };
             let Some(message) = task.inbox.try_recv() else {
                 match task.park(live) {
                     Ok(()) => return,
@@ -381,6 +542,14 @@ impl<C: Code> Task<C> {
         processes.exited(key, *pid, &exit);
         processes.registry.unregister(key, *pid);
         self.inbox.close();
+        if let Exit::Crashed(_) = &exit
+            && let Some((_, target)) = processes.targets.get(&key.component)
+            && let Some(progress) = target.load().progress_of(&self.identity.code)
+        {
+            progress
+                .crashed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let (Some(caller), Exit::Crashed(reason)) = (self.crashed_caller.take(), &exit) {
             let _ = caller.send(Err(CallError::Crashed(reason.clone())));
         }
@@ -405,6 +574,9 @@ impl<C: Code> Task<C> {
                 Message::Cast { .. } => dropped_casts += 1,
                 Message::Stop | Message::Hibernate => {}
                 Message::RenderState(reply) => {
+                    let _ = reply.send(Err("the process ended".into()));
+                }
+                Message::HandOver(reply) => {
                     let _ = reply.send(Err("the process ended".into()));
                 }
             }
@@ -445,6 +617,17 @@ impl<C: Code> Task<C> {
             }
             Message::Cast { message } => live.cast(identity, message, deadline).await,
             Message::Stop | Message::Hibernate => Ok(()),
+            Message::HandOver(reply) => match live.hand_over(deadline).await {
+                Ok(state) => {
+                    let version = identity.code.version().clone();
+                    let _ = reply.send(Ok(HandedOver { state, version }));
+                    Ok(())
+                }
+                Err(reason) => {
+                    let _ = reply.send(Err(format!("its hand-over failed: {reason}")));
+                    Err(reason)
+                }
+            },
             Message::RenderState(reply) => match live.render_state(deadline).await {
                 Ok(rendered) => {
                     let _ = reply.send(rendered);
@@ -466,6 +649,9 @@ pub(super) fn refuse(message: Message, reason: &str) {
             let _ = reply.send(Err(CallError::Refused(reason.to_string())));
         }
         Message::RenderState(reply) => {
+            let _ = reply.send(Err(reason.to_string()));
+        }
+        Message::HandOver(reply) => {
             let _ = reply.send(Err(reason.to_string()));
         }
         Message::Cast { .. } | Message::Stop | Message::Hibernate => {}

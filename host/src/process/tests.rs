@@ -27,42 +27,67 @@ struct Script {
     /// Casts in the order they were handled.
     casts: Mutex<Vec<Vec<u8>>>,
     hand_over_fails: AtomicBool,
+    /// Names whose states the next version refuses to take over.
+    refused_by_next: Mutex<Vec<String>>,
+    /// Whether a version can hand its state down to an older one.
+    cannot_hand_down: AtomicBool,
 }
 
 /// A counter: `init` starts it at 0, every call adds one and answers the
-/// count, `hand-over` hands the count over.
+/// count (version 1) or `COUNT@VERSION` (any other), `hand-over` hands the
+/// count over.
+#[derive(Clone)]
 struct Counter {
     script: Arc<Script>,
+    version: Arc<str>,
+    /// False for a component that only serves HTTP.
+    runs: bool,
 }
 
 struct CounterInstance {
     count: u64,
     script: Arc<Script>,
+    version: Arc<str>,
 }
 
 impl Code for Counter {
     type Instance = CounterInstance;
 
+    fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+
+    fn runs_processes(&self) -> bool {
+        self.runs
+    }
+
     async fn start(
         &self,
-        _who: Who<'_>,
+        who: Who<'_>,
         start: &Start,
         _deadline: Duration,
     ) -> Result<CounterInstance, String> {
-        let count = match start {
-            Start::Init => {
+        if let Start::TakeOverFrom { .. } = start {
+            let refused = self.script.refused_by_next.lock().expect("refused");
+            if refused.iter().any(|name| **name == *who.key.name) {
+                return Err("this state is not one version 2 reads".into());
+            }
+        }
+        let count = match start.state() {
+            None => {
                 self.script.inits.fetch_add(1, Ordering::SeqCst);
                 0
             }
-            Start::TakeOver(state) => {
+            Some(state) => {
                 self.script.take_overs.fetch_add(1, Ordering::SeqCst);
-                let bytes: [u8; 8] = state.as_slice().try_into().map_err(|_| "bad state")?;
+                let bytes: [u8; 8] = state.try_into().map_err(|_| "bad state")?;
                 u64::from_le_bytes(bytes)
             }
         };
         Ok(CounterInstance {
             count,
             script: self.script.clone(),
+            version: self.version.clone(),
         })
     }
 }
@@ -87,7 +112,11 @@ impl Instance for CounterInstance {
             _ => {
                 tokio::task::yield_now().await;
                 self.count += 1;
-                Ok(self.count.to_string().into_bytes())
+                if &*self.version == "1" {
+                    Ok(self.count.to_string().into_bytes())
+                } else {
+                    Ok(format!("{}@{}", self.count, self.version).into_bytes())
+                }
             }
         };
         script.running.fetch_sub(1, Ordering::SeqCst);
@@ -111,12 +140,32 @@ impl Instance for CounterInstance {
         Ok(self.count.to_le_bytes().to_vec())
     }
 
+    async fn hand_over_to(
+        &mut self,
+        _version: &str,
+        _deadline: Duration,
+    ) -> Result<Result<Vec<u8>, String>, String> {
+        if self.script.cannot_hand_down.load(Ordering::SeqCst) {
+            return Ok(Err("cannot hand down".into()));
+        }
+        Ok(Ok(self.count.to_le_bytes().to_vec()))
+    }
+
     async fn render_state(
         &mut self,
         _deadline: Duration,
     ) -> Result<Result<String, String>, String> {
         Ok(Ok(format!("count {}", self.count)))
     }
+}
+
+/// Version `version` of the counter.
+fn counter(script: &Arc<Script>, version: &str) -> Arc<Counter> {
+    Arc::new(Counter {
+        script: script.clone(),
+        version: Arc::from(version),
+        runs: true,
+    })
 }
 
 /// States past the budget, in a map.
@@ -130,6 +179,9 @@ impl StateSpill for MapSpill {
     }
     fn take(&self, pid: Pid) -> Result<Option<Vec<u8>>, String> {
         Ok(self.0.lock().expect("spill").remove(&pid))
+    }
+    fn peek(&self, pid: Pid) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.lock().expect("spill").get(&pid).cloned())
     }
     fn forget(&self, pid: Pid) -> Result<(), String> {
         self.0.lock().expect("spill").remove(&pid);
@@ -153,20 +205,22 @@ fn processes(
     restarts: RestartIntensity,
 ) -> (Arc<Processes<Counter>>, Arc<Script>) {
     let script = Arc::new(Script::default());
-    let code = Arc::new(Counter {
-        script: script.clone(),
+    let code = counter(&script, "1");
+    let front = Arc::new(Counter {
+        runs: false,
+        ..counter(&script, "1").as_ref().clone()
     });
-    let components = HashMap::from([
-        (Arc::from("counter"), Some(code)),
-        (Arc::from("front"), None),
-    ]);
+    let targets = Arc::new(Targets::new([
+        (Arc::from("counter"), code),
+        (Arc::from("front"), front),
+    ]));
     let settings = ProcessSettings {
         limits,
         restarts,
         instance_permits: permits,
     };
     let processes =
-        Processes::start(settings, components, Arc::new(MapSpill::default())).expect("start");
+        Processes::start(settings, targets, Arc::new(MapSpill::default())).expect("start");
     (processes, script)
 }
 
@@ -452,6 +506,265 @@ async fn a_resting_process_renders_its_state_without_being_started() {
     assert_eq!(
         processes.render_state(&key, "test").await,
         Ok("count 1".into())
+    );
+    processes.stop_all(TIMEOUT).await;
+}
+
+/// Starts a swap of `counter` to `next`, for `share` percent of names.
+fn swap_to(
+    processes: &Arc<Processes<Counter>>,
+    next: Arc<Counter>,
+    share: u8,
+) -> Arc<SwapProgress> {
+    let (_, target) = processes.targets().get("counter").expect("a target");
+    let current = target.load().current.clone();
+    let progress = Arc::new(SwapProgress::default());
+    processes.targets().set(
+        "counter",
+        Target {
+            current,
+            next: Some(Next {
+                code: next,
+                share,
+                direction: Direction::Up,
+                progress: progress.clone(),
+            }),
+            leaving: None,
+        },
+    );
+    progress
+}
+
+/// Rolls the swap to `leaving` back to `current`.
+fn roll_back(
+    processes: &Arc<Processes<Counter>>,
+    current: Arc<Counter>,
+    leaving: Arc<Counter>,
+) -> Arc<SwapProgress> {
+    let progress = Arc::new(SwapProgress::default());
+    processes.targets().set(
+        "counter",
+        Target {
+            current,
+            next: None,
+            leaving: Some(Next {
+                code: leaving,
+                share: 100,
+                direction: Direction::Down,
+                progress: progress.clone(),
+            }),
+        },
+    );
+    progress
+}
+
+fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_processes_move_to_the_new_code_keeping_their_state() {
+    let (processes, script) = default_processes();
+    for name in ["a", "b", "c"] {
+        call(&processes, name, b"").await.expect("a call");
+        assert_eq!(call(&processes, name, b"").await, Ok("2".into()));
+    }
+    let progress = swap_to(&processes, counter(&script, "2"), 100);
+    // The sweep moves the parked ones; one still finishing its reply moves
+    // by itself at its message boundary: either way, all three.
+    processes.converge("counter", 2, 10).await;
+    assert_eq!(load(&progress.moved), 3);
+    assert_eq!(
+        processes.versions_running("counter"),
+        HashMap::from([("2".to_string(), 3)])
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            call(&processes, name, b"").await,
+            Ok("3@2".into()),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        call(&processes, "new", b"").await,
+        Ok("1@2".into()),
+        "new ones too"
+    );
+    assert!(progress.pauses().is_some());
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_processes_move_are_handled_once_in_order() {
+    let (processes, script) = default_processes();
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    let progress = swap_to(&processes, counter(&script, "2"), 100);
+    let sweep = tokio::spawn({
+        let processes = processes.clone();
+        async move { processes.converge("counter", 1, 10).await }
+    });
+    for i in 0..200u8 {
+        processes
+            .cast("counter", "p", vec![i])
+            .expect("cast accepted");
+    }
+    sweep.await.expect("the sweep");
+    eventually("every cast is handled", || {
+        script.casts.lock().expect("casts").len() == 200
+    })
+    .await;
+    let casts = script.casts.lock().expect("casts").clone();
+    assert_eq!(casts, (0..200u8).map(|i| vec![i]).collect::<Vec<_>>());
+    // 1 call and 200 casts, counted across the move.
+    assert_eq!(call(&processes, "p", b"").await, Ok("202@2".into()));
+    assert_eq!(load(&progress.moved), 1);
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hibernated_process_wakes_into_the_new_code_with_its_state() {
+    let idle = ProcessLimits {
+        hibernate_after: Some(Duration::from_millis(30)),
+        idle_timeout: Duration::from_secs(60),
+        ..ProcessLimits::default()
+    };
+    let (processes, script) = processes(idle, 16, RestartIntensity::default());
+    call(&processes, "p", b"").await.expect("a call");
+    assert_eq!(call(&processes, "p", b"").await, Ok("2".into()));
+    eventually("it hibernates", || processes.permits().held() == 0).await;
+    let progress = swap_to(&processes, counter(&script, "2"), 100);
+    assert_eq!(processes.converge("counter", 4, 1).await, 0, "not woken");
+    assert_eq!(call(&processes, "p", b"").await, Ok("3@2".into()));
+    assert_eq!(load(&progress.moved), 1);
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_whose_state_the_new_code_refuses_stays_on_its_code() {
+    let (processes, script) = default_processes();
+    for name in ["a", "b"] {
+        assert_eq!(call(&processes, name, b"").await, Ok("1".into()));
+    }
+    script
+        .refused_by_next
+        .lock()
+        .expect("refused")
+        .push("b".into());
+    let progress = swap_to(&processes, counter(&script, "2"), 100);
+    processes.converge("counter", 2, 10).await;
+    assert_eq!((load(&progress.moved), load(&progress.failed)), (1, 1));
+    assert!(
+        progress
+            .last_failure
+            .lock()
+            .expect("failure")
+            .as_deref()
+            .is_some_and(|failure| failure.contains("counter/b")),
+    );
+    assert_eq!(call(&processes, "a", b"").await, Ok("2@2".into()));
+    assert_eq!(
+        call(&processes, "b", b"").await,
+        Ok("2".into()),
+        "old code, state kept"
+    );
+    // Not tried again during this swap.
+    processes.converge("counter", 2, 10).await;
+    assert_eq!(call(&processes, "b", b"").await, Ok("3".into()));
+    assert_eq!(load(&progress.failed), 1);
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_hands_states_down_or_restarts_processes_from_storage() {
+    let (processes, script) = default_processes();
+    let two = counter(&script, "2");
+    // Version 1 is the code the processes run: the very same `Arc`.
+    let (_, target) = processes.targets().get("counter").expect("a target");
+    let one = target.load().current.clone();
+    for name in ["a", "b"] {
+        assert_eq!(call(&processes, name, b"").await, Ok("1".into()));
+    }
+    swap_to(&processes, two.clone(), 100);
+    processes.converge("counter", 2, 10).await;
+    assert_eq!(call(&processes, "a", b"").await, Ok("2@2".into()));
+
+    // Handed down: the count goes on on version 1.
+    let back = roll_back(&processes, one.clone(), two.clone());
+    processes.converge("counter", 2, 10).await;
+    assert_eq!(call(&processes, "a", b"").await, Ok("3".into()));
+    assert_eq!((load(&back.moved), load(&back.restarted)), (2, 0));
+
+    // A version that cannot hand its state down: restarted from storage.
+    swap_to(&processes, two.clone(), 100);
+    processes.converge("counter", 2, 10).await;
+    script.cannot_hand_down.store(true, Ordering::SeqCst);
+    let back = roll_back(&processes, one, two);
+    processes.converge("counter", 2, 10).await;
+    assert_eq!(load(&back.restarted), 2);
+    assert_eq!(
+        call(&processes, "a", b"").await,
+        Ok("1".into()),
+        "from init"
+    );
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_moves_its_share_of_names_only() {
+    // More names than permits: some rest hibernated, and move at their wake.
+    let (processes, script) = default_processes();
+    let names: Vec<String> = (0..40).map(|i| format!("p{i}")).collect();
+    for name in &names {
+        call(&processes, name, b"").await.expect("a call");
+    }
+    swap_to(&processes, counter(&script, "2"), 50);
+    processes.converge("counter", 4, 10).await;
+    let in_canary = names.iter().filter(|name| in_share(name, 50)).count();
+    assert!(in_canary > 0 && in_canary < names.len(), "{in_canary}");
+    for name in &names {
+        let expected = if in_share(name, 50) { "2@2" } else { "2" };
+        assert_eq!(
+            call(&processes, name, b"").await,
+            Ok(expected.into()),
+            "{name}"
+        );
+    }
+    let running = processes.versions_running("counter");
+    assert_eq!(running.get("2").copied().unwrap_or(0), in_canary);
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_states_are_sampled_with_the_version_that_wrote_them() {
+    let idle = ProcessLimits {
+        hibernate_after: Some(Duration::from_millis(30)),
+        ..ProcessLimits::default()
+    };
+    let (processes, _script) = processes(idle, 16, RestartIntensity::default());
+    call(&processes, "asleep", b"").await.expect("a call");
+    eventually("it hibernates", || processes.permits().held() == 0).await;
+    call(&processes, "awake", b"").await.expect("a call");
+    call(&processes, "awake", b"").await.expect("a call");
+    let mut samples = processes.sample_states("counter", 10).await;
+    samples.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let counts: Vec<(String, u64, String)> = samples
+        .into_iter()
+        .map(|(key, handed)| {
+            let handed = handed.expect("a state");
+            let bytes: [u8; 8] = handed.state.as_slice().try_into().expect("8 bytes");
+            (
+                key.name.to_string(),
+                u64::from_le_bytes(bytes),
+                handed.version.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("asleep".to_string(), 1, "1".to_string()),
+            ("awake".to_string(), 2, "1".to_string())
+        ]
     );
     processes.stop_all(TIMEOUT).await;
 }

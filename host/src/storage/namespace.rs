@@ -74,6 +74,8 @@ pub struct Namespace {
     /// The registration of the process writing through this namespace (in a
     /// cluster): its writes count only while it holds its name.
     fence: Option<Fence>,
+    /// Why writes are refused, if they are (a swap's dry run).
+    read_only: Option<&'static str>,
 }
 
 impl Namespace {
@@ -84,7 +86,14 @@ impl Namespace {
             storage,
             prefix,
             fence: None,
+            read_only: None,
         }
+    }
+
+    /// The same keys, readable only: every write is refused with `why`.
+    pub fn read_only(mut self, why: &'static str) -> Self {
+        self.read_only = Some(why);
+        self
     }
 
     fn full_key(&self, key: &[u8]) -> Result<Vec<u8>, StorageError> {
@@ -119,6 +128,9 @@ impl Namespace {
 
     /// Applies every operation or none.
     pub async fn batch(&self, operations: Vec<Operation>) -> Result<(), StorageError> {
+        if let Some(why) = self.read_only {
+            return Err(StorageError::Unavailable(why.into()));
+        }
         let operations = self.prefixed(operations)?;
         if let Some(replicator) = self.storage.replicator.get() {
             return replicator.clone().write(operations, self.fence).await;

@@ -66,6 +66,17 @@ impl StateSpill for HibernatedSpill {
         self.take_state(pid).map_err(|e| e.to_string())
     }
 
+    fn peek(&self, pid: Pid) -> Result<Option<Vec<u8>>, String> {
+        let cf = self
+            .storage
+            .column_family(HIBERNATED_CF)
+            .map_err(|e| e.to_string())?;
+        self.storage
+            .db
+            .get_cf(cf, pid.to_be_bytes())
+            .map_err(|e| StorageError::from(e).to_string())
+    }
+
     fn forget(&self, pid: Pid) -> Result<(), String> {
         self.forget_state(pid).map_err(|e| e.to_string())
     }

@@ -8,7 +8,6 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
@@ -36,15 +35,11 @@ impl fmt::Display for CodeOrigin {
 /// runs stale code.
 pub(super) fn compile_cached(
     engine: &wasmtime::Engine,
+    bytes: &[u8],
     path: &Path,
     cache_dir: &Path,
 ) -> anyhow::Result<(Component, CodeOrigin)> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read component {}", path.display()))?;
-    if !bytes.starts_with(b"\0asm") {
-        bail!("{} is not a WebAssembly file", path.display());
-    }
-    let cached = cache_dir.join(format!("{}.cwasm", cache_key(engine, &bytes)));
+    let cached = cache_dir.join(format!("{}.cwasm", cache_key(engine, bytes)));
     if cached.exists() {
         // SAFETY: the file was written by `Component::serialize` of an engine
         // with the same compatibility hash (it is in the file's name), in a
@@ -58,7 +53,7 @@ pub(super) fn compile_cached(
         }
     }
     let started = Instant::now();
-    let component = Component::new(engine, &bytes)
+    let component = Component::new(engine, bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a valid component: {e:#}", path.display()))?;
     let code = CodeOrigin::Compiled(started.elapsed());
     if let Err(e) = write_cache(&component, cache_dir, &cached) {

@@ -8,16 +8,20 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::compile_cache::{CodeOrigin, compile_cached};
 use super::engine::Engine;
-use super::exports::{ExportedFunction, IntrospectExports, find_functions, find_introspect};
+use super::exports::{
+    ExportedFunction, IntrospectExports, UpgradeExports, find_functions, find_introspect,
+    find_upgrade,
+};
 use super::guard::guarded;
 use super::store::StoreData;
+use super::version::VersionId;
 use crate::capabilities::bindings::{
     ProcessComponent, ProcessComponentIndices, ProcessComponentPre,
 };
@@ -38,6 +42,8 @@ pub struct LoadedComponent {
     process_indices: Option<ProcessComponentIndices>,
     introspect: Option<IntrospectExports>,
     functions: Vec<ExportedFunction>,
+    upgrade: Option<UpgradeExports>,
+    version: VersionId,
     code: CodeOrigin,
 }
 
@@ -50,8 +56,26 @@ impl LoadedComponent {
         path: &Path,
         cache_dir: &Path,
     ) -> anyhow::Result<Self> {
+        Self::load_labelled(engine, name, path, cache_dir, None)
+    }
+
+    /// Like [`LoadedComponent::load`], its version labelled `label` when
+    /// given (else by its `otp-version` section, else by its hash).
+    pub fn load_labelled(
+        engine: &Engine,
+        name: &str,
+        path: &Path,
+        cache_dir: &Path,
+        label: Option<&str>,
+    ) -> anyhow::Result<Self> {
         validate_name(name)?;
-        let (component, code) = compile_cached(engine.wasmtime(), path, cache_dir)?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read component {}", path.display()))?;
+        if !bytes.starts_with(b"\0asm") {
+            bail!("{} is not a WebAssembly file", path.display());
+        }
+        let version = VersionId::of(&bytes, label);
+        let (component, code) = compile_cached(engine.wasmtime(), &bytes, path, cache_dir)?;
         let instance_pre = engine.linker().instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!(
                 "{} asks for something this host does not provide: {e}",
@@ -62,6 +86,7 @@ impl LoadedComponent {
         let process_indices = ProcessComponentIndices::new(&instance_pre).ok();
         let http = ProxyPre::new(instance_pre.clone()).ok();
         let introspect = find_introspect(&component);
+        let upgrade = find_upgrade(&component);
         let functions = find_functions(engine.wasmtime(), &component);
         if process.is_none() && http.is_none() {
             bail!(
@@ -78,8 +103,20 @@ impl LoadedComponent {
             process_indices,
             introspect,
             functions,
+            upgrade,
+            version,
             code,
         })
+    }
+
+    /// Which version of the component this is.
+    pub fn version(&self) -> &VersionId {
+        &self.version
+    }
+
+    /// `otp:platform/upgrade`'s functions, when it exports them.
+    pub fn upgrade(&self) -> Option<&UpgradeExports> {
+        self.upgrade.as_ref()
     }
 
     /// Instantiates the component as a process: the raw instance (for the
@@ -131,7 +168,7 @@ impl LoadedComponent {
 /// granted. Processes run it (`crate::process::Code`, in `process_code`),
 /// HTTP handlers and console calls instantiate it.
 pub struct Component {
-    code: LoadedComponent,
+    code: Arc<LoadedComponent>,
     engine: Arc<Engine>,
     grant: Grant,
     /// Largest linear memory an instance may grow to.
@@ -146,11 +183,43 @@ impl Component {
         memory_cap: usize,
     ) -> Self {
         Self {
-            code,
+            code: Arc::new(code),
             engine,
             grant,
             memory_cap,
         }
+    }
+
+    /// Another version of this component: `code`, granted what this one
+    /// is.
+    pub fn with_code(&self, code: LoadedComponent) -> Self {
+        Self {
+            code: Arc::new(code),
+            engine: self.engine.clone(),
+            grant: self.grant.clone(),
+            memory_cap: self.memory_cap,
+        }
+    }
+
+    /// The same code granted `grant` instead (a swap's dry run runs it
+    /// with nothing to write to and nobody to call).
+    pub fn granted(&self, grant: Grant) -> Self {
+        Self {
+            code: self.code.clone(),
+            engine: self.engine.clone(),
+            grant,
+            memory_cap: self.memory_cap,
+        }
+    }
+
+    /// What its instances are granted.
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// The engine it runs on (a new version is loaded with it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub fn name(&self) -> &Arc<str> {

@@ -8,6 +8,16 @@ use wasmtime::component::{Component, ComponentExportIndex, Type};
 /// The optional export that renders a process's state and messages.
 const INTROSPECT: &str = "otp:platform/introspect@0.2.0";
 
+/// The optional export for hot swap.
+const UPGRADE: &str = "otp:platform/upgrade@0.2.0";
+
+/// Where `otp:platform/upgrade`'s functions are, when exported.
+#[derive(Clone)]
+pub struct UpgradeExports {
+    pub take_over_from: ComponentExportIndex,
+    pub hand_over_to: ComponentExportIndex,
+}
+
 /// Where `otp:platform/introspect`'s functions are, when exported.
 #[derive(Clone)]
 pub struct IntrospectExports {
@@ -104,6 +114,14 @@ pub(super) fn find_introspect(component: &Component) -> Option<IntrospectExports
     Some(IntrospectExports {
         render_state: component.get_export_index(Some(&interface), "render-state")?,
         render_message: component.get_export_index(Some(&interface), "render-message")?,
+    })
+}
+
+pub(super) fn find_upgrade(component: &Component) -> Option<UpgradeExports> {
+    let interface = component.get_export_index(None, UPGRADE)?;
+    Some(UpgradeExports {
+        take_over_from: component.get_export_index(Some(&interface), "take-over-from")?,
+        hand_over_to: component.get_export_index(Some(&interface), "hand-over-to")?,
     })
 }
 

@@ -25,12 +25,14 @@ mod guard;
 mod pool;
 mod process_code;
 mod store;
+mod version;
 
 pub use compile_cache::CodeOrigin;
 pub use component::{Component, LoadedComponent, ProcessStore, name_from_path, validate_name};
 pub use engine::Engine;
-pub use exports::{ExportedFunction, IntrospectExports};
+pub use exports::{ExportedFunction, IntrospectExports, UpgradeExports};
 pub use guard::{describe_trap, guarded};
 pub use pool::{DEFAULT_PROCESS_INSTANCES, MachineLimits, PoolPlan};
 pub use process_code::ProcessInstance;
 pub use store::StoreData;
+pub use version::VersionId;

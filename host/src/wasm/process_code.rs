@@ -10,7 +10,7 @@ use wasmtime::Store;
 use wasmtime::component::Instance as WasmInstance;
 
 use super::component::{Component, ProcessStore};
-use super::exports::IntrospectExports;
+use super::exports::{IntrospectExports, UpgradeExports};
 use super::guard::guarded;
 use super::store::StoreData;
 use crate::capabilities::bindings::ProcessComponent;
@@ -24,10 +24,19 @@ pub struct ProcessInstance {
     instance: WasmInstance,
     component: Arc<str>,
     introspect: Option<IntrospectExports>,
+    upgrade: Option<UpgradeExports>,
 }
 
 impl Code for Component {
     type Instance = ProcessInstance;
+
+    fn version(&self) -> &Arc<str> {
+        &self.code().version().label
+    }
+
+    fn runs_processes(&self) -> bool {
+        self.code().process_pre().is_some()
+    }
 
     async fn start(
         &self,
@@ -44,9 +53,27 @@ impl Code for Component {
         let (instance, bindings) =
             guarded(deadline, self.code().instantiate_process(&mut store)).await?;
         let behaviour = bindings.otp_platform_behaviour();
-        let started = match start {
-            Start::Init => guarded(deadline, behaviour.call_init(&mut store, name)).await,
-            Start::TakeOver(state) => {
+        let upgrade = self.code().upgrade();
+        let started = match (start, upgrade) {
+            (Start::Init, _) => guarded(deadline, behaviour.call_init(&mut store, name)).await,
+            (
+                Start::TakeOverFrom {
+                    state,
+                    from_version,
+                },
+                Some(upgrade),
+            ) => {
+                take_over_from(
+                    &mut store,
+                    &instance,
+                    upgrade,
+                    (name, state, from_version),
+                    deadline,
+                )
+                .await
+            }
+            // A component without `upgrade` takes any state over as its own.
+            (Start::TakeOver(state) | Start::TakeOverFrom { state, .. }, _) => {
                 guarded(deadline, behaviour.call_take_over(&mut store, name, state)).await
             }
         };
@@ -57,6 +84,7 @@ impl Code for Component {
             instance,
             component: self.name().clone(),
             introspect: self.code().introspect().cloned(),
+            upgrade: upgrade.cloned(),
         })
     }
 }
@@ -85,6 +113,34 @@ impl Instance for ProcessInstance {
         guarded(deadline, behaviour.call_hand_over(&mut self.store)).await
     }
 
+    async fn hand_over_to(
+        &mut self,
+        version: &str,
+        deadline: Duration,
+    ) -> Result<Result<Vec<u8>, String>, String> {
+        let Some(upgrade) = &self.upgrade else {
+            return Ok(Err(format!(
+                "component `{}` does not export otp:platform/upgrade: it cannot hand its state down",
+                self.component
+            )));
+        };
+        let hand_over_to = match self
+            .instance
+            .get_typed_func::<(&str,), (Result<Vec<u8>, String>,)>(
+                &mut self.store,
+                &upgrade.hand_over_to,
+            ) {
+            Ok(function) => function,
+            Err(e) => return Ok(Err(format!("hand-over-to has an unexpected type: {e}"))),
+        };
+        guarded(
+            deadline,
+            hand_over_to.call_async(&mut self.store, (version,)),
+        )
+        .await
+        .map(|(state,)| state)
+    }
+
     async fn render_state(&mut self, deadline: Duration) -> Result<Result<String, String>, String> {
         let Some(exports) = &self.introspect else {
             return Ok(Err(format!(
@@ -103,4 +159,27 @@ impl Instance for ProcessInstance {
             .await
             .map(|(state,)| Ok(state))
     }
+}
+
+/// The guest's `take-over-from`: the outer error is a trap, the inner its
+/// refusal.
+async fn take_over_from(
+    store: &mut Store<StoreData>,
+    instance: &WasmInstance,
+    upgrade: &UpgradeExports,
+    (name, state, from_version): (&str, &[u8], &str),
+    deadline: Duration,
+) -> Result<Result<(), String>, String> {
+    let function = instance
+        .get_typed_func::<(&str, &[u8], &str), (Result<(), String>,)>(
+            &mut *store,
+            &upgrade.take_over_from,
+        )
+        .map_err(|e| format!("take-over-from has an unexpected type: {e}"))?;
+    guarded(
+        deadline,
+        function.call_async(&mut *store, (name, state, from_version)),
+    )
+    .await
+    .map(|(taken,)| taken)
 }

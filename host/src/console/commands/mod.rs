@@ -2,12 +2,14 @@
 //! usage, help, what Tab completes after it, and the function that runs it,
 //! in one row. The handlers live a file per group, as mini-redis has a file
 //! per command: `processes` (ps, top, tree, info, state, kill, memory),
-//! `tracing` (trace, trace-calls, untrace), `cluster` (nodes, connect) and
-//! `node` (help, logs, functions, observer, pid, version, stop, exit).
+//! `tracing` (trace, trace-calls, untrace), `cluster` (nodes, connect),
+//! `swap` (versions, swap, promote, rollback, commit) and `node` (help,
+//! logs, functions, observer, pid, version, stop, exit).
 
 mod cluster;
 mod node;
 mod processes;
+mod swap;
 mod tracing;
 
 use std::sync::Arc;
@@ -44,6 +46,8 @@ pub enum Completes {
     Commands,
     /// `ps`'s sort keys after `--sort`.
     SortKeys,
+    /// The components.
+    Components,
 }
 
 /// One console command.
@@ -178,6 +182,48 @@ pub const COMMANDS: &[Command] = &[
         about: "stop this console's traces",
         completes: Completes::Nothing,
         run: tracing::untrace,
+    },
+    Command {
+        name: "versions",
+        also: &[],
+        usage: "versions",
+        about: "each component's versions: current, kept, processes per version, a swap's progress",
+        completes: Completes::Nothing,
+        run: swap::versions,
+    },
+    Command {
+        name: "swap",
+        also: &[],
+        usage: "swap COMPONENT PATH [--canary PERCENT] [--version LABEL] [--max-failures PERCENT]",
+        about: "swap COMPONENT to the version in PATH (a file on this node's machine) while \
+                its processes keep their state: checked and dry-run first; a canary moves \
+                that share of names (and of requests); too many failures roll it back",
+        completes: Completes::Components,
+        run: swap::swap,
+    },
+    Command {
+        name: "promote",
+        also: &[],
+        usage: "promote COMPONENT",
+        about: "move the rest of COMPONENT's processes to its canary's version",
+        completes: Completes::Components,
+        run: swap::promote,
+    },
+    Command {
+        name: "rollback",
+        also: &[],
+        usage: "rollback COMPONENT",
+        about: "put COMPONENT's processes back on the version its swap started from",
+        completes: Completes::Components,
+        run: swap::rollback,
+    },
+    Command {
+        name: "commit",
+        also: &[],
+        usage: "commit COMPONENT",
+        about: "end COMPONENT's swap: the new version is current (the old one is kept)",
+        completes: Completes::Components,
+        run: swap::commit,
     },
     Command {
         name: "functions",

@@ -61,6 +61,7 @@ pub fn tree(call: Invocation<'_>) -> Reply<'_> {
                         queued_messages: 0,
                         queued_bytes: 0,
                         traced: false,
+                        version: String::new(),
                     },
                     restarts: Some(restarts),
                 };

@@ -1,0 +1,605 @@
+//! Hot swap on this node: versions of each component, and the life of a
+//! swap (load, check, dry run, target, sweep, watch; promote, rollback,
+//! commit). ARCHITECTURE.md, "Hot swap", is the design; the moves
+//! themselves are the process runtime's (`crate::process`, at message
+//! boundaries).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+
+use crate::capabilities::{Grant, GuestCalls};
+use crate::process::{
+    CallError, Code, Direction, Next, ProcessKey, Processes, Start, SwapProgress, Target, Who,
+};
+use crate::wasm::{Component, LoadedComponent};
+
+/// Committed versions kept, besides the current one, to swap back to.
+pub const KEPT_VERSIONS: usize = 3;
+
+/// Live processes whose states a swap's dry run hands to the new version.
+const DRY_RUN_SAMPLES: usize = 16;
+
+/// Processes a sweep moves at once: each holds its old and new state for
+/// the moment of its move.
+const MOVES_AT_ONCE: usize = 16;
+
+/// Passes a sweep makes over processes busy with a message, which move by
+/// themselves after it.
+const SWEEP_PASSES: usize = 50;
+
+/// How often a swap's failures are looked at.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// Failures (failed moves and crashes on the new version) that never make
+/// a swap roll back by themselves, whatever the share.
+const MIN_FAILURES_TO_ROLL_BACK: u64 = 3;
+
+/// What an operator asks of a swap.
+#[derive(Debug, Clone)]
+pub struct SwapOptions {
+    /// The new version's file, on this node's machine.
+    pub path: PathBuf,
+    /// Its label, instead of its own.
+    pub label: Option<String>,
+    /// Percent of names (and of HTTP requests) that move first; 100: all.
+    pub canary: u8,
+    /// Percent of the processes moved that may fail (a failed move, or a
+    /// crash on the new version) before the swap rolls back by itself.
+    pub max_failures: u8,
+}
+
+impl SwapOptions {
+    /// Every process at once, 10% of failures tolerated.
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            label: None,
+            canary: 100,
+            max_failures: 10,
+        }
+    }
+}
+
+/// A component's versions on this node.
+#[derive(Default)]
+struct Versions {
+    /// Committed before the current one, newest first.
+    kept: VecDeque<Arc<Component>>,
+    swap: Option<Swap>,
+    /// How the last swap ended, for `versions`.
+    last: Option<String>,
+}
+
+/// A swap in progress.
+struct Swap {
+    from: Arc<Component>,
+    to: Arc<Component>,
+    share: u8,
+    direction: Direction,
+    max_failures: u8,
+    progress: Arc<SwapProgress>,
+    started: Instant,
+    /// Set when the sweep is done.
+    swept: Arc<AtomicUsize>,
+}
+
+/// The versions of every component of a node, and its swaps.
+pub(super) struct Swaps {
+    processes: Arc<Processes<Component>>,
+    cache_dir: PathBuf,
+    versions: Mutex<HashMap<Arc<str>, Versions>>,
+    /// Itself, for the tasks a swap starts.
+    this: Weak<Swaps>,
+}
+
+/// A component's versions as `versions` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionsView {
+    pub component: String,
+    pub current: String,
+    pub kept: Vec<String>,
+    /// Live processes per version.
+    pub running: Vec<(String, usize)>,
+    pub swap: Option<String>,
+    pub last: Option<String>,
+}
+
+impl Swaps {
+    pub fn new(processes: Arc<Processes<Component>>, cache_dir: PathBuf) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            processes,
+            cache_dir,
+            versions: Mutex::new(HashMap::new()),
+            this: this.clone(),
+        })
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Versions>> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn target(&self, component: &str) -> Result<(Arc<str>, Arc<Target<Component>>), String> {
+        self.processes
+            .targets()
+            .get(component)
+            .map(|(name, target)| (name.clone(), target.load_full()))
+            .ok_or_else(|| format!("no component `{component}` is loaded"))
+    }
+
+    /// Swaps `component` to the version in `options.path`: every check
+    /// first, then the target, then the sweep. Says what it did.
+    pub async fn swap(&self, component: &str, options: SwapOptions) -> Result<String, String> {
+        let (name, target) = self.target(component)?;
+        if target.next.is_some() || self.swapping(&name) {
+            return Err(format!(
+                "`{name}` is being swapped already: promote, rollback or commit that swap first"
+            ));
+        }
+        let from = target.current.clone();
+        let (to, direction) = self.load(&from, &options).await?;
+        if Arc::ptr_eq(&to, &from) {
+            return Err(format!(
+                "`{name}` runs version {} already",
+                from.code().version().label
+            ));
+        }
+        check_exports(&from, &to)?;
+        let sampled = self.dry_run(&name, &to).await?;
+        let share = options.canary.clamp(1, 100);
+        let progress = Arc::new(SwapProgress::default());
+        self.processes.targets().set(
+            &name,
+            Target {
+                current: from.clone(),
+                next: Some(Next {
+                    code: to.clone(),
+                    share,
+                    direction,
+                    progress: progress.clone(),
+                }),
+                leaving: None,
+            },
+        );
+        let swept = Arc::new(AtomicUsize::new(0));
+        self.versions().entry(name.clone()).or_default().swap = Some(Swap {
+            from: from.clone(),
+            to: to.clone(),
+            share,
+            direction,
+            max_failures: options.max_failures,
+            progress,
+            started: Instant::now(),
+            swept: swept.clone(),
+        });
+        let (from_label, to_label) = (label(&from), label(&to));
+        tracing::info!(component = %name, "swap from version {from_label} to {to_label} started ({share}% of processes)");
+        self.sweep(name.clone(), swept);
+        self.watch(name.clone(), to.clone());
+        let live = self
+            .processes
+            .versions_running(&name)
+            .values()
+            .sum::<usize>();
+        Ok(format!(
+            "swapping {name} from {from_label} to {to_label}{}: the dry run took over {sampled} \
+             states; {live} live processes move (hibernated ones at their wake); `versions` \
+             shows the progress",
+            if share < 100 {
+                format!(" for {share}% of names (a canary: `promote` for the rest)")
+            } else {
+                String::new()
+            }
+        ))
+    }
+
+    fn swapping(&self, name: &str) -> bool {
+        self.versions()
+            .get(name)
+            .is_some_and(|versions| versions.swap.is_some())
+    }
+
+    /// The version in `options.path`: one this node has (current or kept),
+    /// or a new one loaded; and which way processes move to it.
+    async fn load(
+        &self,
+        from: &Arc<Component>,
+        options: &SwapOptions,
+    ) -> Result<(Arc<Component>, Direction), String> {
+        let path = options.path.clone();
+        let label = options.label.clone();
+        let engine_component = from.clone();
+        let name = from.name().clone();
+        let cache_dir = self.cache_dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            LoadedComponent::load_labelled(
+                engine_component.engine(),
+                &name,
+                &path,
+                &cache_dir,
+                label.as_deref(),
+            )
+        })
+        .await
+        .map_err(|e| format!("loading the new version failed: {e}"))?
+        .map_err(|e| format!("{e:#}"))?;
+        let hash = loaded.version().hash;
+        if from.code().version().hash == hash {
+            return Ok((from.clone(), Direction::Up));
+        }
+        let kept = self.versions().get(from.name()).and_then(|versions| {
+            versions
+                .kept
+                .iter()
+                .find(|kept| kept.code().version().hash == hash)
+                .cloned()
+        });
+        Ok(match kept {
+            // An older version, committed before: processes hand their
+            // states down to it.
+            Some(kept) => (kept, Direction::Down),
+            None => (Arc::new(from.with_code(loaded)), Direction::Up),
+        })
+    }
+
+    /// Hands the states of up to 16 live processes to sandbox instances of
+    /// `to` (nothing to write to, nobody to call): any refusal or trap
+    /// refuses the swap. Returns how many states were taken over.
+    async fn dry_run(&self, name: &str, to: &Arc<Component>) -> Result<usize, String> {
+        let grant = to.grant();
+        let sandbox = to.granted(Grant {
+            calls: Arc::new(NoCalls),
+            storage: grant
+                .storage
+                .clone()
+                .read_only("a swap's dry run writes nothing"),
+            ..grant.clone()
+        });
+        let deadline = self.processes.limits().call_deadline;
+        let mut taken = 0;
+        for (key, handed) in self.processes.sample_states(name, DRY_RUN_SAMPLES).await {
+            let Ok(handed) = handed else {
+                // It ended or is stopping meanwhile: nothing to try.
+                continue;
+            };
+            let memory = Arc::new(AtomicUsize::new(0));
+            let who = Who {
+                key: &key,
+                fence: None,
+                memory: &memory,
+            };
+            let start = if Arc::ptr_eq(to.version(), &handed.version) {
+                Start::TakeOver(handed.state)
+            } else {
+                Start::TakeOverFrom {
+                    state: handed.state,
+                    from_version: handed.version,
+                }
+            };
+            if let Err(reason) = sandbox.start(who, &start, deadline).await {
+                return Err(refused_by_dry_run(&key, to, &reason));
+            }
+            taken += 1;
+        }
+        Ok(taken)
+    }
+
+    /// Moves every live process in a task of its own.
+    fn sweep(&self, name: Arc<str>, swept: Arc<AtomicUsize>) {
+        let processes = self.processes.clone();
+        tokio::spawn(async move {
+            let moved = processes.converge(&name, MOVES_AT_ONCE, SWEEP_PASSES).await;
+            swept.store(moved + 1, std::sync::atomic::Ordering::Release);
+        });
+    }
+
+    /// Rolls the swap to `to` back by itself once its failures pass its
+    /// threshold; ends when the swap does.
+    fn watch(&self, name: Arc<str>, to: Arc<Component>) {
+        let this = self.this.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                let Some(swaps) = this.upgrade() else { return };
+                let reason = {
+                    let versions = swaps.versions();
+                    let Some(swap) = versions.get(&name).and_then(|v| v.swap.as_ref()) else {
+                        return;
+                    };
+                    if !Arc::ptr_eq(&swap.to, &to) {
+                        return;
+                    }
+                    too_many_failures(swap)
+                };
+                if let Some(reason) = reason {
+                    tracing::error!(component = %name, "the swap to {} rolls back by itself: {reason}", label(&to));
+                    let _ = swaps.roll_back(&name, &format!("rolled back by itself: {reason}"));
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Every process of the swap's canary and the rest: the share is 100%.
+    pub fn promote(&self, component: &str) -> Result<String, String> {
+        let (name, target) = self.target(component)?;
+        let Some(next) = target.next.clone() else {
+            return Err(format!("`{name}` is not being swapped"));
+        };
+        if next.share == 100 {
+            return Err(format!("the swap of `{name}` moves every process already"));
+        }
+        self.processes.targets().set(
+            &name,
+            Target {
+                current: target.current.clone(),
+                next: Some(Next { share: 100, ..next }),
+                leaving: None,
+            },
+        );
+        let swept = {
+            let mut versions = self.versions();
+            let swap = versions
+                .get_mut(&name)
+                .and_then(|versions| versions.swap.as_mut())
+                .ok_or_else(|| format!("`{name}` is not being swapped"))?;
+            swap.share = 100;
+            swap.swept.store(0, std::sync::atomic::Ordering::Release);
+            swap.swept.clone()
+        };
+        self.sweep(name.clone(), swept);
+        tracing::info!(component = %name, "swap promoted to every process");
+        Ok(format!("every process of {name} moves now"))
+    }
+
+    /// Puts every process back on the version the swap started from.
+    pub fn rollback(&self, component: &str) -> Result<String, String> {
+        let (name, _) = self.target(component)?;
+        self.roll_back(&name, "rolled back by an operator")
+    }
+
+    fn roll_back(&self, name: &Arc<str>, why: &str) -> Result<String, String> {
+        let swap = {
+            let mut versions = self.versions();
+            let versions = versions.entry(name.clone()).or_default();
+            let swap = versions
+                .swap
+                .take()
+                .ok_or_else(|| format!("`{name}` is not being swapped"))?;
+            versions.last = Some(format!(
+                "{} to {}: {why}",
+                label(&swap.from),
+                label(&swap.to)
+            ));
+            swap
+        };
+        let back = match swap.direction {
+            Direction::Up => Direction::Down,
+            Direction::Down => Direction::Up,
+        };
+        let progress = Arc::new(SwapProgress::default());
+        self.processes.targets().set(
+            name,
+            Target {
+                current: swap.from.clone(),
+                next: None,
+                leaving: Some(Next {
+                    code: swap.to.clone(),
+                    share: 100,
+                    direction: back,
+                    progress,
+                }),
+            },
+        );
+        self.sweep(name.clone(), Arc::new(AtomicUsize::new(0)));
+        tracing::warn!(component = %name, "swap to {} {why}: processes move back to {}", label(&swap.to), label(&swap.from));
+        Ok(format!(
+            "{name} goes back to {}: its processes move back (or restart from storage where \
+             their state cannot be handed down)",
+            label(&swap.from)
+        ))
+    }
+
+    /// Ends the swap: the new version is current, the old one is kept.
+    pub fn commit(&self, component: &str) -> Result<String, String> {
+        let (name, target) = self.target(component)?;
+        let mut versions = self.versions();
+        let entry = versions.entry(name.clone()).or_default();
+        let Some(swap) = entry.swap.take() else {
+            return Err(format!("`{name}` is not being swapped"));
+        };
+        if swap.share < 100 {
+            entry.swap = Some(swap);
+            return Err(format!(
+                "the swap of `{name}` is a canary: promote it first, or roll it back"
+            ));
+        }
+        self.processes
+            .targets()
+            .set(&name, Target::only(swap.to.clone()));
+        entry.kept.retain(|kept| !Arc::ptr_eq(kept, &swap.to));
+        entry.kept.push_front(target.current.clone());
+        entry.kept.truncate(KEPT_VERSIONS);
+        entry.last = Some(format!(
+            "{} to {}: committed",
+            label(&swap.from),
+            label(&swap.to)
+        ));
+        tracing::info!(component = %name, "swap to {} committed", label(&swap.to));
+        Ok(format!(
+            "{name} runs {} (kept to swap back to: {})",
+            label(&swap.to),
+            entry
+                .kept
+                .iter()
+                .map(|kept| label(kept))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
+    /// Every component's versions.
+    pub fn view(&self, components: &[Arc<Component>]) -> Vec<VersionsView> {
+        let versions = self.versions();
+        components
+            .iter()
+            .filter_map(|component| {
+                let name = component.name();
+                let target = self.processes.targets().get(name)?.1.load_full();
+                let entry = versions.get(name);
+                let mut running: Vec<(String, usize)> =
+                    self.processes.versions_running(name).into_iter().collect();
+                running.sort();
+                Some(VersionsView {
+                    component: name.to_string(),
+                    current: describe(&target.current),
+                    kept: entry
+                        .map(|entry| entry.kept.iter().map(|kept| describe(kept)).collect())
+                        .unwrap_or_default(),
+                    running,
+                    swap: entry
+                        .and_then(|entry| entry.swap.as_ref())
+                        .map(describe_swap),
+                    last: entry.and_then(|entry| entry.last.clone()),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `component`'s swap has moved every live process it could
+    /// (its sweep is done).
+    pub fn swept(&self, component: &str) -> bool {
+        self.versions()
+            .get(component)
+            .and_then(|versions| versions.swap.as_ref())
+            .is_some_and(|swap| swap.swept.load(std::sync::atomic::Ordering::Acquire) > 0)
+    }
+}
+
+/// Why a swap must roll back, if its failures are past its threshold.
+fn too_many_failures(swap: &Swap) -> Option<String> {
+    let progress = &swap.progress;
+    let failed = progress.load(&progress.failed);
+    let crashed = progress.load(&progress.crashed);
+    let moved = progress.load(&progress.moved);
+    let failures = failed + crashed;
+    let allowed =
+        ((moved + failed) * u64::from(swap.max_failures) / 100).max(MIN_FAILURES_TO_ROLL_BACK - 1);
+    if failures <= allowed {
+        return None;
+    }
+    let last = progress
+        .last_failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .map(|last| format!("; last: {last}"))
+        .unwrap_or_default();
+    Some(format!(
+        "{failed} processes could not move and {crashed} crashed on it, past {}% of {} \
+         moves{last}",
+        swap.max_failures,
+        moved + failed
+    ))
+}
+
+/// The checks a new version passes before any process is touched: it
+/// exports what the current one exports.
+fn check_exports(from: &Component, to: &Component) -> Result<(), String> {
+    let (old, new) = (from.code(), to.code());
+    if old.process_pre().is_some() && new.process_pre().is_none() {
+        return Err(format!(
+            "version {} does not export the process behaviour (otp:platform/behaviour), \
+             which version {} runs its processes with",
+            label(to),
+            label(from)
+        ));
+    }
+    if old.http_pre().is_some() && new.http_pre().is_none() {
+        return Err(format!(
+            "version {} does not export wasi:http/incoming-handler, which version {} serves \
+             HTTP with",
+            label(to),
+            label(from)
+        ));
+    }
+    Ok(())
+}
+
+fn refused_by_dry_run(key: &ProcessKey, to: &Component, reason: &str) -> String {
+    format!(
+        "the dry run refused the swap: version {} could not take over the state of {key}: \
+         {reason}; nothing changed",
+        label(to)
+    )
+}
+
+fn label(component: &Component) -> String {
+    component.code().version().label.to_string()
+}
+
+fn describe(component: &Component) -> String {
+    let version = component.code().version();
+    format!("{} ({})", version.label, &version.hash_hex()[..12])
+}
+
+fn describe_swap(swap: &Swap) -> String {
+    let progress = &swap.progress;
+    let pauses = progress
+        .pauses()
+        .map(|(p50, p99, max)| format!("; pause p50 {p50:?}, p99 {p99:?}, max {max:?}"))
+        .unwrap_or_default();
+    format!(
+        "{} to {} ({}%{}), {:.1}s: {} moved, {} could not move, {} restarted, {} crashed on it{}{}",
+        label(&swap.from),
+        label(&swap.to),
+        swap.share,
+        if swap.direction == Direction::Down {
+            ", down"
+        } else {
+            ""
+        },
+        swap.started.elapsed().as_secs_f64(),
+        progress.load(&progress.moved),
+        progress.load(&progress.failed),
+        progress.load(&progress.restarted),
+        progress.load(&progress.crashed),
+        pauses,
+        if swap.swept.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            "; swept"
+        } else {
+            "; sweeping"
+        }
+    )
+}
+
+/// The calls of a dry run's sandbox: none.
+struct NoCalls;
+
+impl GuestCalls for NoCalls {
+    fn call<'a>(
+        &'a self,
+        _component: &'a str,
+        _name: &'a str,
+        _message: Vec<u8>,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<u8>, CallError>> {
+        Box::pin(async { Err(refused()) })
+    }
+
+    fn cast(&self, _component: &str, _name: &str, _message: Vec<u8>) -> Result<(), CallError> {
+        Err(refused())
+    }
+
+    fn may_call(&self, _from: &str, _to: &str) -> Result<(), CallError> {
+        Err(refused())
+    }
+}
+
+fn refused() -> CallError {
+    CallError::Refused("a swap's dry run calls nobody".into())
+}
