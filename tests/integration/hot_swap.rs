@@ -154,6 +154,17 @@ fn a_swap_keeps_every_list_and_the_new_version_works_on_it_and_back() {
     );
     wait_all_on(&epmd, &node, V2, 40);
     assert_unchanged(&node, &lists, &before);
+    // Each side of the swap has its own figures: version 2 served the
+    // reads just made.
+    let versions = rpc(&epmd, &node, "versions");
+    let v2_line = versions
+        .lines()
+        .find(|line| line.trim().starts_with(&format!("{V2}: ")))
+        .unwrap_or_else(|| panic!("no figures for {V2}: {versions}"));
+    assert!(
+        v2_line.contains("40 calls") && v2_line.contains("0 crashes"),
+        "{versions}"
+    );
     // Version 2's feature, on a list that moved with its state.
     let (status, body) = put_json(&node, "/lists/groceries-007/entries/2", r#"{"done":true}"#);
     assert_eq!(status, 200, "{body}");

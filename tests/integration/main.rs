@@ -27,4 +27,5 @@ mod persistence;
 mod port_mapper;
 mod release_ops;
 mod release_seed;
+mod release_upgrade;
 mod shutdown;

@@ -49,6 +49,17 @@ fn the_observer_lists_processes_live_and_drills_down() {
     let mut browser = Browser::open(&url);
     browser.wait_for(&listed("alpha"), LIMIT, "alpha is listed");
     browser.wait_for(&listed("beta"), LIMIT, "beta is listed");
+    // Each process's version, and the node's versions with their figures.
+    browser.wait_for(
+        "document.querySelector('[data-process=\"guest_todo/alpha\"]')?.innerText.includes('1.0.0')",
+        LIMIT,
+        "alpha's version is shown",
+    );
+    browser.wait_for(
+        "document.getElementById('versions').innerText.includes('current: 1.0.0')",
+        LIMIT,
+        "the versions are shown",
+    );
     browser.wait_for(
         "document.querySelector('[data-node]')?.innerText.includes('test@')",
         LIMIT,

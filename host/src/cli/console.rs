@@ -218,6 +218,14 @@ pub struct SwapArgs {
     /// Roll back by itself past this percent of failed moves and crashes.
     #[arg(long, value_name = "PERCENT")]
     max_failures: Option<u8>,
+    /// PATH is an older version: processes hand their states down to it
+    /// (or restart from storage).
+    #[arg(long)]
+    down: bool,
+    /// Wait until every live process has moved, then commit (exit 1 if the
+    /// swap rolled back instead).
+    #[arg(long)]
+    commit: bool,
     #[command(flatten)]
     link: LinkArgs,
 }
@@ -237,6 +245,11 @@ pub async fn swap(args: SwapArgs) -> anyhow::Result<()> {
     }
     if let Some(max_failures) = args.max_failures {
         line.push_str(&format!(" --max-failures {max_failures}"));
+    }
+    for (given, switch) in [(args.down, " --down"), (args.commit, " --commit")] {
+        if given {
+            line.push_str(switch);
+        }
     }
     let (_, link) = connect(&args.node, &args.link).await?;
     let transport = Transport::Remote(link.clone());

@@ -19,9 +19,15 @@ pub struct ReleaseArgs {
     /// The release's version (releases/VERSION/).
     #[arg(long = "release-version", default_value = env!("CARGO_PKG_VERSION"))]
     version: String,
-    /// Where to build it (replaced if it exists). [default: _build/prod/rel/NAME]
+    /// Where to build it (replaced if it exists, unless --add). [default: _build/prod/rel/NAME]
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Add this version beside those already in --out (a release built
+    /// before), as a new release version does: releases/VERSION/ with its
+    /// components. The release keeps starting its current version until
+    /// `bin/NAME upgrade VERSION` swaps a running node to it.
+    #[arg(long)]
+    add: bool,
 }
 
 pub async fn build(args: ReleaseArgs) -> anyhow::Result<()> {
@@ -42,14 +48,23 @@ pub async fn build(args: ReleaseArgs) -> anyhow::Result<()> {
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from("_build/prod/rel").join(&args.name)),
-        name: args.name,
-        version: args.version,
+        name: args.name.clone(),
+        version: args.version.clone(),
         host_binary: std::env::current_exe().context("cannot find the host binary")?,
         components,
+        add: args.add,
     };
+    let (name, version) = (args.name, args.version);
     let out = tokio::task::spawn_blocking(move || release::build(&spec))
         .await
         .context("building the release panicked")??;
-    println!("Release created at {}", out.display());
+    if args.add {
+        println!(
+            "Release version {version} added at {} (`bin/{name} upgrade {version}` swaps a running node to it)",
+            out.display()
+        );
+    } else {
+        println!("Release created at {}", out.display());
+    }
     Ok(())
 }

@@ -180,10 +180,10 @@ pub fn tree(
                 let child = if last_child { "└─" } else { "├─" };
                 let info = &row.info;
                 out.push_str(&format!(
-                    "{indent}{child} {}  version {}  pid {}  up {}  {} messages  {}\n",
+                    "{indent}{child} {}  pid {}  version {}  up {}  {} messages  {}\n",
                     info.name,
-                    info.version,
                     info.pid,
+                    info.version,
                     age(info.started, now),
                     info.messages,
                     bytes(info.memory)
@@ -359,7 +359,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("production_list  version 1.0.0  pid 7"),
+            text.contains("production_list  pid 7  version 1.0.0"),
             "{text}"
         );
         assert!(

@@ -46,16 +46,29 @@ pub fn words(line: &str) -> Result<Vec<String>, String> {
 pub struct Options {
     pub plain: Vec<String>,
     pairs: Vec<(String, String)>,
+    switches: Vec<String>,
 }
 
 impl Options {
     /// Splits `words` (after the command) given the option names it takes.
     pub fn parse(words: &[String], known: &[&str]) -> Result<Self, String> {
+        Self::parse_with_switches(words, known, &[])
+    }
+
+    /// Like [`Options::parse`], also taking `switches`: options without a
+    /// value.
+    pub fn parse_with_switches(
+        words: &[String],
+        known: &[&str],
+        switches: &[&str],
+    ) -> Result<Self, String> {
         let mut plain = Vec::new();
         let mut pairs = Vec::new();
+        let mut given = Vec::new();
         let mut iter = words.iter();
         while let Some(word) = iter.next() {
             match word.strip_prefix("--") {
+                Some(name) if switches.contains(&name) => given.push(name.to_string()),
                 Some(name) if known.contains(&name) => {
                     let value = iter
                         .next()
@@ -63,19 +76,29 @@ impl Options {
                     pairs.push((name.to_string(), value.clone()));
                 }
                 Some(name) => {
+                    let all: Vec<&str> = known.iter().chain(switches).copied().collect();
                     return Err(format!(
                         "unknown option --{name}{}",
-                        if known.is_empty() {
+                        if all.is_empty() {
                             String::new()
                         } else {
-                            format!(" (options: --{})", known.join(", --"))
+                            format!(" (options: --{})", all.join(", --"))
                         }
                     ));
                 }
                 None => plain.push(word.clone()),
             }
         }
-        Ok(Self { plain, pairs })
+        Ok(Self {
+            plain,
+            pairs,
+            switches: given,
+        })
+    }
+
+    /// Whether switch `name` was given.
+    pub fn has(&self, name: &str) -> bool {
+        self.switches.iter().any(|given| given == name)
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

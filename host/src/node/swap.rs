@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,8 @@ use futures_util::future::BoxFuture;
 
 use crate::capabilities::{Grant, GuestCalls};
 use crate::process::{
-    CallError, Code, Direction, Next, ProcessKey, Processes, Start, SwapProgress, Target, Who,
+    CallError, Code, Direction, Next, ProcessKey, Processes, Start, SwapProgress, Target,
+    VersionFigures, Who,
 };
 use crate::wasm::{Component, LoadedComponent};
 
@@ -31,6 +32,9 @@ const MOVES_AT_ONCE: usize = 16;
 /// Passes a sweep makes over processes busy with a message, which move by
 /// themselves after it.
 const SWEEP_PASSES: usize = 50;
+
+/// How long `swap --commit` waits for the sweep.
+const COMMIT_WAIT: Duration = Duration::from_secs(600);
 
 /// How often a swap's failures are looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
@@ -51,6 +55,12 @@ pub struct SwapOptions {
     /// Percent of the processes moved that may fail (a failed move, or a
     /// crash on the new version) before the swap rolls back by itself.
     pub max_failures: u8,
+    /// The new version is older: processes hand their states down to it
+    /// (as to a kept version, which is always moved to so).
+    pub down: bool,
+    /// Waits until every live process has moved, then commits; a swap that
+    /// rolls back meanwhile is an error.
+    pub commit: bool,
 }
 
 impl SwapOptions {
@@ -61,8 +71,17 @@ impl SwapOptions {
             label: None,
             canary: 100,
             max_failures: 10,
+            down: false,
+            commit: false,
         }
     }
+}
+
+/// What starting a swap did.
+enum Started {
+    Swapping(String),
+    /// The component runs that version already.
+    Already(String),
 }
 
 /// A component's versions on this node.
@@ -73,6 +92,16 @@ struct Versions {
     swap: Option<Swap>,
     /// How the last swap ended, for `versions`.
     last: Option<String>,
+    /// The last rollback's moves back, until the next swap starts.
+    rollback: Option<RollBack>,
+}
+
+/// Processes moving back to the version a swap started from.
+struct RollBack {
+    to: Arc<Component>,
+    progress: Arc<SwapProgress>,
+    started: Instant,
+    swept: Arc<AtomicUsize>,
 }
 
 /// A swap in progress.
@@ -105,7 +134,12 @@ pub struct VersionsView {
     pub kept: Vec<String>,
     /// Live processes per version.
     pub running: Vec<(String, usize)>,
+    /// What the processes on the current version, and on the one a swap
+    /// moves to or away from, did since each was loaded.
+    pub figures: Vec<(String, VersionFigures)>,
     pub swap: Option<String>,
+    /// The last rollback's progress.
+    pub rollback: Option<String>,
     pub last: Option<String>,
 }
 
@@ -132,8 +166,59 @@ impl Swaps {
     }
 
     /// Swaps `component` to the version in `options.path`: every check
-    /// first, then the target, then the sweep. Says what it did.
+    /// first, then the target, then the sweep (and, with `commit`, the
+    /// commit once it is done). Says what it did.
     pub async fn swap(&self, component: &str, options: SwapOptions) -> Result<String, String> {
+        let commit = options.commit;
+        match self.start(component, options).await? {
+            Started::Swapping(started) if commit => {
+                let committed = self.commit_when_swept(component).await?;
+                Ok(format!("{started}\n{committed}"))
+            }
+            Started::Swapping(said) | Started::Already(said) => Ok(said),
+        }
+    }
+
+    /// Commits `component`'s swap once its sweep is done, unless its
+    /// failures are past its threshold (then it rolls back) or it ended.
+    async fn commit_when_swept(&self, component: &str) -> Result<String, String> {
+        let deadline = Instant::now() + COMMIT_WAIT;
+        loop {
+            let verdict = {
+                let versions = self.versions();
+                match versions.get(component).map(|v| (&v.swap, &v.last)) {
+                    Some((Some(swap), _)) if swap.swept.load(Ordering::Acquire) > 0 => {
+                        Some(too_many_failures(swap).map_or(Ok(()), Err))
+                    }
+                    Some((Some(_), _)) => None,
+                    Some((None, last)) => Some(Err(format!(
+                        "the swap ended before it could be committed: {}",
+                        last.as_deref().unwrap_or("no reason recorded")
+                    ))),
+                    None => Some(Err(format!("`{component}` is not being swapped"))),
+                }
+            };
+            match verdict {
+                Some(Ok(())) => return self.commit(component),
+                Some(Err(reason)) => {
+                    if self.swapping(component) {
+                        let _ = self.roll_back(&Arc::from(component), &reason);
+                    }
+                    return Err(reason);
+                }
+                None if Instant::now() > deadline => {
+                    return Err(format!(
+                        "`{component}` is still moving after {COMMIT_WAIT:?}: not committed; \
+                         `versions` shows where it is, then commit or roll back"
+                    ));
+                }
+                None => tokio::time::sleep(WATCH_EVERY).await,
+            }
+        }
+    }
+
+    /// Starts the swap: every check first, then the target, then the sweep.
+    async fn start(&self, component: &str, options: SwapOptions) -> Result<Started, String> {
         let (name, target) = self.target(component)?;
         if target.next.is_some() || self.swapping(&name) {
             return Err(format!(
@@ -143,13 +228,18 @@ impl Swaps {
         let from = target.current.clone();
         let (to, direction) = self.load(&from, &options).await?;
         if Arc::ptr_eq(&to, &from) {
-            return Err(format!(
-                "`{name}` runs version {} already",
+            return Ok(Started::Already(format!(
+                "{name} runs version {} already: nothing to swap",
                 from.code().version().label
-            ));
+            )));
         }
         check_exports(&from, &to)?;
-        let sampled = self.dry_run(&name, &to).await?;
+        // A move down that fails restarts the process from storage: the dry
+        // run (which hands states up) guards moves up only.
+        let sampled = match direction {
+            Direction::Up => self.dry_run(&name, &to).await?,
+            Direction::Down => 0,
+        };
         let share = options.canary.clamp(1, 100);
         let progress = Arc::new(SwapProgress::default());
         self.processes.targets().set(
@@ -166,7 +256,10 @@ impl Swaps {
             },
         );
         let swept = Arc::new(AtomicUsize::new(0));
-        self.versions().entry(name.clone()).or_default().swap = Some(Swap {
+        let mut versions = self.versions();
+        let entry = versions.entry(name.clone()).or_default();
+        entry.rollback = None;
+        entry.swap = Some(Swap {
             from: from.clone(),
             to: to.clone(),
             share,
@@ -176,6 +269,7 @@ impl Swaps {
             started: Instant::now(),
             swept: swept.clone(),
         });
+        drop(versions);
         let (from_label, to_label) = (label(&from), label(&to));
         tracing::info!(component = %name, "swap from version {from_label} to {to_label} started ({share}% of processes)");
         self.sweep(name.clone(), swept);
@@ -185,16 +279,21 @@ impl Swaps {
             .versions_running(&name)
             .values()
             .sum::<usize>();
-        Ok(format!(
-            "swapping {name} from {from_label} to {to_label}{}: the dry run took over {sampled} \
-             states; {live} live processes move (hibernated ones at their wake); `versions` \
-             shows the progress",
+        let checked = match direction {
+            Direction::Up => format!("the dry run took over {sampled} states"),
+            Direction::Down => "down: each process hands its state down, or restarts from \
+                                storage"
+                .to_string(),
+        };
+        Ok(Started::Swapping(format!(
+            "swapping {name} from {from_label} to {to_label}{}: {checked}; {live} live processes \
+             move (hibernated ones at their wake); `versions` shows the progress",
             if share < 100 {
                 format!(" for {share}% of names (a canary: `promote` for the rest)")
             } else {
                 String::new()
             }
-        ))
+        )))
     }
 
     fn swapping(&self, name: &str) -> bool {
@@ -242,6 +341,7 @@ impl Swaps {
             // An older version, committed before: processes hand their
             // states down to it.
             Some(kept) => (kept, Direction::Down),
+            None if options.down => (Arc::new(from.with_code(loaded)), Direction::Down),
             None => (Arc::new(from.with_code(loaded)), Direction::Up),
         })
     }
@@ -293,7 +393,7 @@ impl Swaps {
         let processes = self.processes.clone();
         tokio::spawn(async move {
             let moved = processes.converge(&name, MOVES_AT_ONCE, SWEEP_PASSES).await;
-            swept.store(moved + 1, std::sync::atomic::Ordering::Release);
+            swept.store(moved + 1, Ordering::Release);
         });
     }
 
@@ -348,7 +448,7 @@ impl Swaps {
                 .and_then(|versions| versions.swap.as_mut())
                 .ok_or_else(|| format!("`{name}` is not being swapped"))?;
             swap.share = 100;
-            swap.swept.store(0, std::sync::atomic::Ordering::Release);
+            swap.swept.store(0, Ordering::Release);
             swap.swept.clone()
         };
         self.sweep(name.clone(), swept);
@@ -363,6 +463,8 @@ impl Swaps {
     }
 
     fn roll_back(&self, name: &Arc<str>, why: &str) -> Result<String, String> {
+        let progress = Arc::new(SwapProgress::default());
+        let swept = Arc::new(AtomicUsize::new(0));
         let swap = {
             let mut versions = self.versions();
             let versions = versions.entry(name.clone()).or_default();
@@ -375,13 +477,18 @@ impl Swaps {
                 label(&swap.from),
                 label(&swap.to)
             ));
+            versions.rollback = Some(RollBack {
+                to: swap.from.clone(),
+                progress: progress.clone(),
+                started: Instant::now(),
+                swept: swept.clone(),
+            });
             swap
         };
         let back = match swap.direction {
             Direction::Up => Direction::Down,
             Direction::Down => Direction::Up,
         };
-        let progress = Arc::new(SwapProgress::default());
         self.processes.targets().set(
             name,
             Target {
@@ -395,7 +502,7 @@ impl Swaps {
                 }),
             },
         );
-        self.sweep(name.clone(), Arc::new(AtomicUsize::new(0)));
+        self.sweep(name.clone(), swept);
         tracing::warn!(component = %name, "swap to {} {why}: processes move back to {}", label(&swap.to), label(&swap.from));
         Ok(format!(
             "{name} goes back to {}: its processes move back (or restart from storage where \
@@ -454,6 +561,14 @@ impl Swaps {
                 let mut running: Vec<(String, usize)> =
                     self.processes.versions_running(name).into_iter().collect();
                 running.sort();
+                let figures = [Some(&target.current)]
+                    .into_iter()
+                    .chain(
+                        [target.next.as_ref(), target.leaving.as_ref()].map(|n| n.map(|n| &n.code)),
+                    )
+                    .flatten()
+                    .map(|code| (label(code), code.code().stats().figures()))
+                    .collect();
                 Some(VersionsView {
                     component: name.to_string(),
                     current: describe(&target.current),
@@ -461,9 +576,13 @@ impl Swaps {
                         .map(|entry| entry.kept.iter().map(|kept| describe(kept)).collect())
                         .unwrap_or_default(),
                     running,
+                    figures,
                     swap: entry
                         .and_then(|entry| entry.swap.as_ref())
                         .map(describe_swap),
+                    rollback: entry
+                        .and_then(|entry| entry.rollback.as_ref())
+                        .map(describe_rollback),
                     last: entry.and_then(|entry| entry.last.clone()),
                 })
             })
@@ -476,7 +595,7 @@ impl Swaps {
         self.versions()
             .get(component)
             .and_then(|versions| versions.swap.as_ref())
-            .is_some_and(|swap| swap.swept.load(std::sync::atomic::Ordering::Acquire) > 0)
+            .is_some_and(|swap| swap.swept.load(Ordering::Acquire) > 0)
     }
 }
 
@@ -569,8 +688,24 @@ fn describe_swap(swap: &Swap) -> String {
         progress.load(&progress.restarted),
         progress.load(&progress.crashed),
         pauses,
-        if swap.swept.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        if swap.swept.load(Ordering::Acquire) > 0 {
             "; swept"
+        } else {
+            "; sweeping"
+        }
+    )
+}
+
+fn describe_rollback(rollback: &RollBack) -> String {
+    let progress = &rollback.progress;
+    format!(
+        "back to {}, {:.1}s: {} moved back, {} restarted from storage{}",
+        label(&rollback.to),
+        rollback.started.elapsed().as_secs_f64(),
+        progress.load(&progress.moved),
+        progress.load(&progress.restarted),
+        if rollback.swept.load(Ordering::Acquire) > 0 {
+            "; swept (hibernated ones move at their wake)"
         } else {
             "; sweeping"
         }

@@ -158,8 +158,11 @@ impl Observer {
                 })
             })
             .collect();
+        // This node's versions of each component, and its swap if one runs.
+        let versions = self.console.execute("versions").await.text;
         json!({
             "node": self.console.node_name(),
+            "versions": versions,
             "time_ms": now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             "nodes": nodes,
             "processes": rows.iter().map(|row| process_json(row, now)).collect::<Vec<_>>(),
@@ -325,6 +328,7 @@ fn process_json(row: &ProcessRow, now: SystemTime) -> Value {
         "restarts": row.restarts.as_ref().map_or(0, |r| r.count),
         "uptime_s": now.duration_since(info.started).map_or(0, |d| d.as_secs()),
         "traced": info.traced,
+        "version": info.version,
     })
 }
 

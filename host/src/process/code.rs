@@ -57,6 +57,9 @@ pub trait Code: Send + Sync + 'static {
     /// The version's label, as an operator names it.
     fn version(&self) -> &Arc<str>;
 
+    /// What the processes on this version did.
+    fn stats(&self) -> &super::VersionStats;
+
     /// Whether this code runs processes at all (a component may only serve
     /// HTTP).
     fn runs_processes(&self) -> bool;

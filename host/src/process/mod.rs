@@ -55,7 +55,7 @@ pub use permits::{InstancePermit, InstancePermits};
 pub use processes::{ProcessSettings, Processes};
 pub use resting::{ProcessMailbox, Resting};
 pub use router::Router;
-pub use stats::{ProcessInfo, ProcessStats};
+pub use stats::{ProcessInfo, ProcessStats, VersionFigures, VersionStats};
 pub use supervisor::{Restarts, Supervisor};
 pub use targets::{Direction, Next, SwapProgress, Target, Targets, in_share};
 

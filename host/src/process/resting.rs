@@ -80,8 +80,13 @@ impl<C: Code> Live<C> {
     ) -> Result<Vec<u8>, String> {
         identity.stats.counted();
         identity.traced(EventKind::Call, &message);
+        let began = Instant::now();
         let answer = self.instance.handle_call(&message, deadline).await?;
         self.last_message = Instant::now();
+        identity
+            .code
+            .stats()
+            .call(self.last_message.saturating_duration_since(began));
         identity.traced(EventKind::Reply, &answer);
         Ok(answer)
     }
@@ -94,6 +99,7 @@ impl<C: Code> Live<C> {
         deadline: Duration,
     ) -> Result<(), String> {
         identity.stats.counted();
+        identity.code.stats().cast();
         identity.traced(EventKind::Cast, &message);
         self.instance.handle_cast(&message, deadline).await?;
         self.last_message = Instant::now();

@@ -108,3 +108,120 @@ pub struct ProcessInfo {
     /// The version of its component's code it runs.
     pub version: String,
 }
+
+/// Buckets of [`VersionStats`]' call times: bucket `i` holds calls that
+/// took under 2^i microseconds (the last, everything longer: over 35 min).
+const CALL_TIME_BUCKETS: usize = 32;
+
+/// What the processes on one version of a component did: during a swap,
+/// the console and the observer set the new version's figures beside the
+/// old one's. Counted at every message (two relaxed atomic adds), kept
+/// for as long as the version is loaded.
+pub struct VersionStats {
+    messages: AtomicU64,
+    crashes: AtomicU64,
+    call_times: [AtomicU64; CALL_TIME_BUCKETS],
+}
+
+impl Default for VersionStats {
+    fn default() -> Self {
+        Self {
+            messages: AtomicU64::new(0),
+            crashes: AtomicU64::new(0),
+            call_times: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// A version's figures, as `versions` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VersionFigures {
+    pub messages: u64,
+    pub crashes: u64,
+    /// Calls handled, and the median and 99th percentile of their time
+    /// (upper bounds: powers of two of microseconds).
+    pub calls: u64,
+    pub call_p50: std::time::Duration,
+    pub call_p99: std::time::Duration,
+}
+
+impl VersionStats {
+    pub(super) fn cast(&self) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn call(&self, took: std::time::Duration) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = (u64::BITS - micros.leading_zeros()) as usize;
+        self.call_times[bucket.min(CALL_TIME_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn crashed(&self) {
+        self.crashes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn figures(&self) -> VersionFigures {
+        let counts: Vec<u64> = self
+            .call_times
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect();
+        let calls: u64 = counts.iter().sum();
+        let percentile = |share: u64| {
+            let rank = (calls * share).div_ceil(100).max(1);
+            let mut seen = 0;
+            for (bucket, count) in counts.iter().enumerate() {
+                seen += count;
+                if seen >= rank {
+                    return std::time::Duration::from_micros(1 << bucket);
+                }
+            }
+            std::time::Duration::ZERO
+        };
+        VersionFigures {
+            messages: self.messages.load(Ordering::Relaxed),
+            crashes: self.crashes.load(Ordering::Relaxed),
+            calls,
+            call_p50: if calls == 0 {
+                Default::default()
+            } else {
+                percentile(50)
+            },
+            call_p99: if calls == 0 {
+                Default::default()
+            } else {
+                percentile(99)
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod version_stats_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn call_times_give_percentiles_as_powers_of_two() {
+        let stats = VersionStats::default();
+        assert_eq!(stats.figures(), VersionFigures::default());
+        for _ in 0..98 {
+            stats.call(Duration::from_micros(100)); // under 128 µs
+        }
+        stats.call(Duration::from_millis(3)); // under 4096 µs
+        stats.call(Duration::from_secs(1));
+        stats.cast();
+        stats.crashed();
+        let figures = stats.figures();
+        assert_eq!(
+            (figures.messages, figures.calls, figures.crashes),
+            (101, 100, 1)
+        );
+        assert_eq!(figures.call_p50, Duration::from_micros(128));
+        assert_eq!(figures.call_p99, Duration::from_micros(4096));
+        stats.call(Duration::MAX);
+        assert!(stats.figures().call_p99 <= Duration::from_micros(1 << 31));
+    }
+}

@@ -542,6 +542,9 @@ impl<C: Code> Task<C> {
         processes.exited(key, *pid, &exit);
         processes.registry.unregister(key, *pid);
         self.inbox.close();
+        if let Exit::Crashed(_) = &exit {
+            self.identity.code.stats().crashed();
+        }
         if let Exit::Crashed(_) = &exit
             && let Some((_, target)) = processes.targets.get(&key.component)
             && let Some(progress) = target.load().progress_of(&self.identity.code)

@@ -36,12 +36,12 @@ struct Script {
 /// A counter: `init` starts it at 0, every call adds one and answers the
 /// count (version 1) or `COUNT@VERSION` (any other), `hand-over` hands the
 /// count over.
-#[derive(Clone)]
 struct Counter {
     script: Arc<Script>,
     version: Arc<str>,
     /// False for a component that only serves HTTP.
     runs: bool,
+    stats: VersionStats,
 }
 
 struct CounterInstance {
@@ -55,6 +55,10 @@ impl Code for Counter {
 
     fn version(&self) -> &Arc<str> {
         &self.version
+    }
+
+    fn stats(&self) -> &VersionStats {
+        &self.stats
     }
 
     fn runs_processes(&self) -> bool {
@@ -165,6 +169,7 @@ fn counter(script: &Arc<Script>, version: &str) -> Arc<Counter> {
         script: script.clone(),
         version: Arc::from(version),
         runs: true,
+        stats: VersionStats::default(),
     })
 }
 
@@ -207,8 +212,10 @@ fn processes(
     let script = Arc::new(Script::default());
     let code = counter(&script, "1");
     let front = Arc::new(Counter {
+        script: script.clone(),
+        version: Arc::from("1"),
         runs: false,
-        ..counter(&script, "1").as_ref().clone()
+        stats: VersionStats::default(),
     });
     let targets = Arc::new(Targets::new([
         (Arc::from("counter"), code),

@@ -2,17 +2,23 @@
 //! no Rust toolchain, laid out as a `mix release`:
 //!
 //! ```text
-//! bin/NAME                  the start script (POSIX sh): start, daemon, remote...
+//! bin/NAME                  the start script (POSIX sh): start, daemon, remote,
+//!                           upgrade, downgrade, versions...
 //! bin/host                  this host binary
-//! lib/COMPONENT.wasm        the components
-//! lib/compiled/*.cwasm      the same, compiled for this machine
+//! lib/compiled/*.cwasm      every version's components, compiled for this
+//!                           machine (keyed by their bytes: versions share it)
 //! releases/COOKIE           a random cookie, mode 0400
 //! releases/start_erl.data   the version the script starts
+//! releases/VSN/lib/*.wasm   version VSN's components
 //! releases/VSN/env.sh       sourced by the script: RELEASE_NODE, TODO_PORT...
 //! releases/VSN/vm.args      the node's options, one per line
 //! tmp/                      daemons' logs (tmp/log/NODE)
 //! data/                     each node's storage (data/NODE), made at start
 //! ```
+//!
+//! `host release --add` adds a version beside the others (as a new version
+//! of a `mix release` is laid out beside the old one for a relup), and
+//! `bin/NAME upgrade VSN` / `downgrade VSN` hot-swap a running node to it.
 //!
 //! This module only writes files: it owns the layout and the templates,
 //! and compiles components with `crate::wasm` the way a node loads them
@@ -43,12 +49,17 @@ pub struct ReleaseSpec {
     pub host_binary: PathBuf,
     /// The components, as (name, `.wasm` file), in load order.
     pub components: Vec<(String, PathBuf)>,
+    /// Add the version beside the ones in `out` instead of replacing it.
+    pub add: bool,
 }
 
 /// Builds the release and returns its directory.
 pub fn build(spec: &ReleaseSpec) -> anyhow::Result<PathBuf> {
     validate_word("release name", &spec.name)?;
     validate_word("release version", &spec.version)?;
+    if spec.add {
+        return add_version(spec);
+    }
     if spec.out.exists() {
         // Replaced only if it is a release (a typo in --out must not wipe
         // a directory that is something else).
@@ -73,23 +84,12 @@ pub fn build(spec: &ReleaseSpec) -> anyhow::Result<PathBuf> {
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     copy_executable(&spec.host_binary, &out.join("bin").join("host"))?;
-    let mut component_lines = String::new();
-    for (name, wasm) in &spec.components {
-        let file = format!("{name}.wasm");
-        fs::copy(wasm, out.join("lib").join(&file))
-            .with_context(|| format!("cannot copy {}", wasm.display()))?;
-        component_lines.push_str(&format!("{name}=${{RELEASE_ROOT}}/lib/{file}\n"));
-    }
-    precompile(&spec.components, &out.join("lib").join("compiled"))?;
-    let fill = |template: &str| {
-        template
-            .replace("@NAME@", &spec.name)
-            .replace("@COMPONENTS@", component_lines.trim_end())
-    };
-    write_file(&out.join("bin").join(&spec.name), &fill(BIN_SCRIPT), 0o755)?;
-    write_file(&version_dir.join("env.sh"), &fill(ENV_SH), 0o755)?;
-    // vm.args may hold the cookie: readable by its owner only.
-    write_file(&version_dir.join("vm.args"), &fill(VM_ARGS), 0o600)?;
+    write_version(spec)?;
+    write_file(
+        &out.join("bin").join(&spec.name),
+        &BIN_SCRIPT.replace("@NAME@", &spec.name),
+        0o755,
+    )?;
     write_file(
         &out.join("releases").join("start_erl.data"),
         &spec.version,
@@ -97,6 +97,53 @@ pub fn build(spec: &ReleaseSpec) -> anyhow::Result<PathBuf> {
     )?;
     cookie::create_file(&out.join("releases").join("COOKIE")).map_err(|e| anyhow::anyhow!(e))?;
     Ok(out.clone())
+}
+
+/// Adds version `spec.version` to the release in `spec.out`, leaving its
+/// other versions, its host, script, cookie and data as they are.
+fn add_version(spec: &ReleaseSpec) -> anyhow::Result<PathBuf> {
+    let out = &spec.out;
+    anyhow::ensure!(
+        out.join("releases").join("start_erl.data").is_file(),
+        "{} is not a release: build one first (without --add)",
+        out.display()
+    );
+    let version_dir = out.join("releases").join(&spec.version);
+    anyhow::ensure!(
+        !version_dir.exists(),
+        "the release in {} has a version {} already: give the new one another version",
+        out.display(),
+        spec.version
+    );
+    write_version(spec)?;
+    Ok(out.clone())
+}
+
+/// Writes `releases/VSN/`: the version's components (and their compiled
+/// code, shared by all versions), env.sh and vm.args.
+fn write_version(spec: &ReleaseSpec) -> anyhow::Result<()> {
+    let version_dir = spec.out.join("releases").join(&spec.version);
+    let lib = version_dir.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("cannot create {}", lib.display()))?;
+    let mut component_lines = String::new();
+    for (name, wasm) in &spec.components {
+        let file = format!("{name}.wasm");
+        fs::copy(wasm, lib.join(&file))
+            .with_context(|| format!("cannot copy {}", wasm.display()))?;
+        // The version the script starts (RELEASE_VSN) finds its own.
+        component_lines.push_str(&format!(
+            "{name}=${{RELEASE_ROOT}}/releases/${{RELEASE_VSN}}/lib/{file}\n"
+        ));
+    }
+    precompile(&spec.components, &spec.out.join("lib").join("compiled"))?;
+    let fill = |template: &str| {
+        template
+            .replace("@NAME@", &spec.name)
+            .replace("@COMPONENTS@", component_lines.trim_end())
+    };
+    write_file(&version_dir.join("env.sh"), &fill(ENV_SH), 0o755)?;
+    // vm.args may hold the cookie: readable by its owner only.
+    write_file(&version_dir.join("vm.args"), &fill(VM_ARGS), 0o600)
 }
 
 /// Compiles each component with the engine a node uses, into `dir`, where

@@ -26,7 +26,7 @@ use crate::capabilities::bindings::{
     ProcessComponent, ProcessComponentIndices, ProcessComponentPre,
 };
 use crate::capabilities::{Capabilities, Grant, HostCallHook};
-use crate::process::Fence;
+use crate::process::{Fence, VersionStats};
 
 /// A component's code, loaded into the node, ready to instantiate.
 pub struct LoadedComponent {
@@ -44,6 +44,8 @@ pub struct LoadedComponent {
     functions: Vec<ExportedFunction>,
     upgrade: Option<UpgradeExports>,
     version: VersionId,
+    /// What its processes did (for comparing versions during a swap).
+    stats: VersionStats,
     code: CodeOrigin,
 }
 
@@ -105,6 +107,7 @@ impl LoadedComponent {
             functions,
             upgrade,
             version,
+            stats: VersionStats::default(),
             code,
         })
     }
@@ -112,6 +115,10 @@ impl LoadedComponent {
     /// Which version of the component this is.
     pub fn version(&self) -> &VersionId {
         &self.version
+    }
+
+    pub fn stats(&self) -> &VersionStats {
+        &self.stats
     }
 
     /// `otp:platform/upgrade`'s functions, when it exports them.

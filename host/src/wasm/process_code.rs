@@ -14,7 +14,7 @@ use super::exports::{IntrospectExports, UpgradeExports};
 use super::guard::guarded;
 use super::store::StoreData;
 use crate::capabilities::bindings::ProcessComponent;
-use crate::process::{Code, Instance, Start, Who};
+use crate::process::{Code, Instance, Start, VersionStats, Who};
 
 /// A live instance of a process: its store, and the exports it is called
 /// through.
@@ -32,6 +32,10 @@ impl Code for Component {
 
     fn version(&self) -> &Arc<str> {
         &self.code().version().label
+    }
+
+    fn stats(&self) -> &VersionStats {
+        self.code().stats()
     }
 
     fn runs_processes(&self) -> bool {

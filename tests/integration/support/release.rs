@@ -52,6 +52,28 @@ impl Release {
         }
     }
 
+    /// Adds version `version` holding guest `guest` as the Todo component
+    /// (`host release --add`).
+    pub fn add_version(&self, version: &str, guest: &str) {
+        let out = Command::new(host_binary())
+            .args(["release", "--add", "--release-version", version, "--out"])
+            .arg(&self.root)
+            .arg(format!("guest_todo={}", wasm(guest).display()))
+            .output()
+            .expect("run host release --add");
+        assert!(
+            out.status.success(),
+            "host release --add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&format!("Release version {version} added")),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     pub fn script(&self) -> PathBuf {
         self.root.join("bin").join("todo")
     }

@@ -194,10 +194,12 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "swap",
         also: &[],
-        usage: "swap COMPONENT PATH [--canary PERCENT] [--version LABEL] [--max-failures PERCENT]",
+        usage: swap::SWAP_USAGE,
         about: "swap COMPONENT to the version in PATH (a file on this node's machine) while \
                 its processes keep their state: checked and dry-run first; a canary moves \
-                that share of names (and of requests); too many failures roll it back",
+                that share of names (and of requests); too many failures roll it back; \
+                --down: PATH is older, states are handed down; --commit: wait until every \
+                process moved, then commit",
         completes: Completes::Components,
         run: swap::swap,
     },

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::{Invocation, Reply};
 use crate::console::words::Options;
 use crate::node::SwapOptions;
+use crate::process::VersionFigures;
 
 pub fn versions(call: Invocation<'_>) -> Reply<'_> {
     let mut out = String::new();
@@ -27,8 +28,14 @@ pub fn versions(call: Invocation<'_>) -> Reply<'_> {
                 .collect();
             out.push_str(&format!("  running: {}\n", running.join(", ")));
         }
+        for (version, figures) in &view.figures {
+            out.push_str(&format!("  {version}: {}\n", describe(figures)));
+        }
         if let Some(swap) = &view.swap {
             out.push_str(&format!("  swap:    {swap}\n"));
+        }
+        if let Some(rollback) = &view.rollback {
+            out.push_str(&format!("  rollback: {rollback}\n"));
         }
         if let Some(last) = &view.last {
             out.push_str(&format!("  last:    {last}\n"));
@@ -37,15 +44,35 @@ pub fn versions(call: Invocation<'_>) -> Reply<'_> {
     Box::pin(ready(Ok(out)))
 }
 
+/// `swap`'s usage line.
+pub const SWAP_USAGE: &str = "swap COMPONENT PATH [--canary PERCENT] [--version LABEL] \
+                              [--max-failures PERCENT] [--down] [--commit]";
+
+/// A version's figures in one line.
+fn describe(figures: &VersionFigures) -> String {
+    let calls = if figures.calls == 0 {
+        "no calls".to_string()
+    } else {
+        format!(
+            "{} calls, p50 under {:?}, p99 under {:?}",
+            figures.calls, figures.call_p50, figures.call_p99
+        )
+    };
+    format!(
+        "{} messages, {} crashes, {calls}",
+        figures.messages, figures.crashes
+    )
+}
+
 pub fn swap(call: Invocation<'_>) -> Reply<'_> {
     Box::pin(async move {
-        let options = Options::parse(call.args, &["canary", "version", "max-failures"])?;
+        let options = Options::parse_with_switches(
+            call.args,
+            &["canary", "version", "max-failures"],
+            &["down", "commit"],
+        )?;
         let [component, path] = options.plain.as_slice() else {
-            return Err(
-                "usage: swap COMPONENT PATH [--canary PERCENT] [--version LABEL] \
-                 [--max-failures PERCENT]"
-                    .into(),
-            );
+            return Err(format!("usage: {SWAP_USAGE}"));
         };
         let percent = |name: &str, default: u64| -> Result<u8, String> {
             let value = options.number(name, default)?;
@@ -59,7 +86,12 @@ pub fn swap(call: Invocation<'_>) -> Reply<'_> {
             label: options.get("version").map(str::to_string),
             canary: percent("canary", 100)?,
             max_failures: percent("max-failures", 10)?,
+            down: options.has("down"),
+            commit: options.has("commit"),
         };
+        if swap.commit && swap.canary < 100 {
+            return Err("--commit waits for every process to move: not with --canary".into());
+        }
         let text = call.console.node.swap(component, swap).await?;
         Ok(text + "\n")
     })

@@ -13,6 +13,10 @@
 #   restart        stop, then daemon
 #   pid            the running node's OS process id
 #   version        the release's name and version
+#   versions       the release's versions, and the running node's
+#   upgrade VSN    hot-swaps the running node to version VSN (added with
+#                  `host release --add`), which later starts run
+#   downgrade VSN  the same, to an older version: states are handed down
 #
 # Configured by RELEASE_NODE, RELEASE_COOKIE, RELEASE_DISTRIBUTION,
 # RELEASE_TMP, RELEASE_ROOT and the app's TODO_PORT, from the environment or
@@ -110,8 +114,44 @@ case $RELEASE_COMMAND in
   version)
     echo "$RELEASE_NAME $RELEASE_VSN"
     ;;
+  versions)
+    for dir in "$RELEASE_ROOT"/releases/*/lib; do
+      vsn=$(basename "$(dirname "$dir")")
+      if [ "$vsn" = "$RELEASE_VSN" ]; then
+        echo "* $vsn (starts)"
+      else
+        echo "  $vsn"
+      fi
+    done
+    if "$HOST" rpc "$RELEASE_NODE" versions 2>/dev/null; then :; else
+      echo "($RELEASE_NODE is not running)"
+    fi
+    ;;
+  upgrade | downgrade)
+    if [ $# -ne 2 ]; then
+      echo "usage: $0 $RELEASE_COMMAND VSN" >&2
+      exit 1
+    fi
+    TARGET_VSN=$2
+    TARGET_LIB=$RELEASE_ROOT/releases/$TARGET_VSN/lib
+    if [ ! -d "$TARGET_LIB" ]; then
+      echo "no version $TARGET_VSN in $RELEASE_ROOT/releases (add it with host release --add)" >&2
+      exit 1
+    fi
+    DIRECTION=
+    if [ "$RELEASE_COMMAND" = downgrade ]; then
+      DIRECTION=--down
+    fi
+    # Each component in turn; the first that fails stops the upgrade (it
+    # rolled back by itself: that component runs what it ran before).
+    for wasm in "$TARGET_LIB"/*.wasm; do
+      "$HOST" swap "$RELEASE_NODE" "$(basename "$wasm" .wasm)" "$wasm" --commit $DIRECTION
+    done
+    printf '%s' "$TARGET_VSN" >"$RELEASE_ROOT/releases/start_erl.data"
+    echo "$RELEASE_NODE runs $RELEASE_NAME $TARGET_VSN, which it starts from now on"
+    ;;
   *)
-    sed -n '2,16s/^# \{0,1\}//p' "$0" >&2
+    sed -n '2,20s/^# \{0,1\}//p' "$0" >&2
     if [ -n "$RELEASE_COMMAND" ]; then
       echo "unknown command: $RELEASE_COMMAND" >&2
     fi
