@@ -122,11 +122,6 @@ impl OperatorAccess {
         self.node.swaps.view(&self.node.components)
     }
 
-    /// Whether `component`'s swap has swept every live process.
-    pub fn swept(&self, component: &str) -> bool {
-        self.node.swaps.swept(component)
-    }
-
     /// Traces running on this node: of processes, and of host calls.
     pub fn traces_running(&self) -> usize {
         self.node.traces_running()

@@ -588,15 +588,6 @@ impl Swaps {
             })
             .collect()
     }
-
-    /// Whether `component`'s swap has moved every live process it could
-    /// (its sweep is done).
-    pub fn swept(&self, component: &str) -> bool {
-        self.versions()
-            .get(component)
-            .and_then(|versions| versions.swap.as_ref())
-            .is_some_and(|swap| swap.swept.load(Ordering::Acquire) > 0)
-    }
 }
 
 /// Why a swap must roll back, if its failures are past its threshold.
