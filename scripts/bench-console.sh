@@ -18,11 +18,7 @@ host="$target_dir/$PROFILE/host"
 work="$(mktemp -d)"
 trap 'stop_servers; rm -rf "$work"' EXIT
 
-export ERL_EPMD_PORT="$(free_port)"
-export RELEASE_COOKIE=bench
-"$host" epmd --address 127.0.0.1 --port "$ERL_EPMD_PORT" >/dev/null 2>&1 &
-echo $! >>"$work/pids"
-sleep 0.3
+start_epmd "$host"
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 # Milliseconds, from bash's own clock (spawning a program to read the time

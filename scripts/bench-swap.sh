@@ -2,13 +2,14 @@
 # Hot swap under load (BENCHMARKS.md, "Hot swap"): a Todo node holding
 # LISTS lists of 3 entries, half of them hibernated at any moment (instance
 # slots for half), under the book's mix (80% GET, 20% POST) over all of
-# them. Three windows of DURATION seconds each, same node, same load:
-#   before:   no swap;
-#   swap:     `host swap` to Todo 2.0.0 three seconds in;
+# them. Four windows of DURATION seconds each, same node, same load:
+#   before:   on 1.0.0, no swap;
+#   swap:     `host swap` to Todo 2.0.0 three seconds in, committed once swept;
+#   after:    on 2.0.0, no swap;
 #   down:     a swap back to 1.0.0 (committed before, so kept: each list
 #             hands its state down) three seconds in.
 # For each: requests/s, p99, failed requests (non-2xx and socket errors),
-# peak RSS; for the swap and the rollback: the time to sweep every live
+# peak RSS; for the swaps: the time to sweep every live
 # list, and the per-process pause (p50/p99/max) from `versions`.
 #   LISTS=10000 DURATION=20 THREADS=2 CONNECTIONS=16 bash scripts/bench-swap.sh
 set -euo pipefail
@@ -27,11 +28,7 @@ guests="$target_dir/wasm32-wasip2/release"
 work="$(mktemp -d)"
 trap 'stop_servers; rm -rf "$work"' EXIT
 
-export ERL_EPMD_PORT="$(free_port)"
-export RELEASE_COOKIE=bench
-"$host" epmd --address 127.0.0.1 --port "$ERL_EPMD_PORT" >/dev/null 2>&1 &
-echo $! >>"$work/pids"
-sleep 0.3
+start_epmd "$host"
 
 node=bench_swap@127.0.0.1
 start_server "$work/node" "$host" run "$guests/guest_todo.wasm" --node "$node" \
@@ -58,7 +55,7 @@ watch_rss() {
 # window NAME: wrk for DURATION seconds in the background; its pid.
 window() {
   LISTS="$LISTS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
-    -s scripts/wrk/swap-mix.lua "http://127.0.0.1:$port/" >"$work/$1.wrk" &
+    -s scripts/wrk/mix.lua "http://127.0.0.1:$port/" >"$work/$1.wrk" &
   echo $!
 }
 # until_swept LINE: waits until `versions`' LINE (swap: or rollback:) says
@@ -68,13 +65,14 @@ until_swept() {
   until versions | grep "  $line" | grep -q "swept"; do sleep 0.05; done
   awk -v a="$began" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'
 }
-# row NAME SWEEP PAUSES: one Markdown row from NAME's wrk output.
+# row NAME LABEL SWEEP PAUSES: one Markdown row from NAME's wrk output.
 row() {
   local out="$work/$1.wrk" rps p99 failed
+  shift
   rps="$(awk '/Requests\/sec/ {printf "%d", $2}' "$out")"
   p99="$(awk '$1 == "99%" {print $2}' "$out")"
   failed="$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$out")"
-  echo "| $1 | $rps | $p99 | $failed | $(( $(cat "$work/$1.rss") / 1024 )) MiB | $2 | $3 |"
+  echo "| $1 | $rps | $p99 | $failed | $(( $(cat "${out%.wrk}.rss") / 1024 )) MiB | $2 | $3 |"
 }
 
 wrk_pid="$(window before)"; watch_rss "$wrk_pid" >"$work/before.rss"
@@ -88,8 +86,10 @@ swap_line="$(versions | grep '  swap:')"
 wait "$!" 2>/dev/null || true  # the RSS watcher (it ends with wrk)
 "$host" rpc "$node" "commit guest_todo" >/dev/null
 
+wrk_pid="$(window after)"; watch_rss "$wrk_pid" >"$work/after.rss"
+
 # Back to 1.0.0, a kept version: processes hand their states down.
-wrk_pid="$(window rollback)"; watch_rss "$wrk_pid" >"$work/rollback.rss" &
+wrk_pid="$(window down)"; watch_rss "$wrk_pid" >"$work/down.rss" &
 sleep 3
 began="$(now)"
 "$host" swap "$node" guest_todo "$guests/guest_todo.wasm" >/dev/null
@@ -103,6 +103,7 @@ echo "$LISTS lists (instance slots for half), $THREADS wrk threads x $CONNECTION
 echo
 echo "| window | req/s | p99 | failed | peak RSS | sweep | per-process pause |"
 echo "|---|---|---|---|---|---|---|"
-row before "" ""
-row swap "${swap_time} s ($(moved "$swap_line"))" "$(pauses "$swap_line")"
-row "down to 1.0.0" "${back_time} s ($(moved "$back_line"))" "$(pauses "$back_line")"
+row before "before (1.0.0)" "" ""
+row swap "swap to 2.0.0" "${swap_time} s ($(moved "$swap_line"))" "$(pauses "$swap_line")"
+row after "after (2.0.0)" "" ""
+row down "down to 1.0.0" "${back_time} s ($(moved "$back_line"))" "$(pauses "$back_line")"

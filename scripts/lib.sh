@@ -53,3 +53,15 @@ stop_servers() {
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+
+# start_epmd HOST: a port mapper of HOST's on a free port, recorded as a
+# server; exports ERL_EPMD_PORT and a RELEASE_COOKIE (`bench`) for the
+# nodes and tools that follow.
+start_epmd() {
+  export ERL_EPMD_PORT
+  ERL_EPMD_PORT="$(free_port)"
+  export RELEASE_COOKIE=bench
+  "$1" epmd --address 127.0.0.1 --port "$ERL_EPMD_PORT" >/dev/null 2>&1 &
+  echo $! >>"$work/pids"
+  sleep 0.3
+}

@@ -43,38 +43,31 @@ guest_sdk::version!("2.0.0-faulty");
 /// service plus the typed API and introspection. The platform's imports are
 /// guest-sdk's, so its helpers (HTTP, calls, storage) work unchanged.
 mod bindings {
+    /// The bindings of `$world`, which both versions generate alike.
+    macro_rules! generate {
+        ($world:tt) => {
+            wit_bindgen::generate!({
+                world: $world,
+                path: ["../wit", "wit"],
+                with: {
+                    "otp:platform/types@0.2.0": guest_sdk::otp::platform::types,
+                    "otp:platform/process@0.2.0": guest_sdk::otp::platform::process,
+                    "otp:platform/storage@0.2.0": guest_sdk::otp::platform::storage,
+                    "otp:platform/log@0.2.0": guest_sdk::otp::platform::log,
+                    "wasi:http/types@0.2.12": guest_sdk::wasi::http::types,
+                    "wasi:io/error@0.2.12": guest_sdk::wasi::io::error,
+                    "wasi:io/poll@0.2.12": guest_sdk::wasi::io::poll,
+                    "wasi:io/streams@0.2.12": guest_sdk::wasi::io::streams,
+                    "wasi:clocks/monotonic-clock@0.2.12": guest_sdk::wasi::clocks::monotonic_clock,
+                },
+            });
+        };
+    }
     #[cfg(not(feature = "v2"))]
-    wit_bindgen::generate!({
-        world: "todo:app/todo-service",
-        path: ["../wit", "wit"],
-        with: {
-            "otp:platform/types@0.2.0": guest_sdk::otp::platform::types,
-            "otp:platform/process@0.2.0": guest_sdk::otp::platform::process,
-            "otp:platform/storage@0.2.0": guest_sdk::otp::platform::storage,
-            "otp:platform/log@0.2.0": guest_sdk::otp::platform::log,
-            "wasi:http/types@0.2.12": guest_sdk::wasi::http::types,
-            "wasi:io/error@0.2.12": guest_sdk::wasi::io::error,
-            "wasi:io/poll@0.2.12": guest_sdk::wasi::io::poll,
-            "wasi:io/streams@0.2.12": guest_sdk::wasi::io::streams,
-            "wasi:clocks/monotonic-clock@0.2.12": guest_sdk::wasi::clocks::monotonic_clock,
-        },
-    });
+    generate!("todo:app/todo-service");
+    // Version 2 also exports `otp:platform/upgrade`.
     #[cfg(feature = "v2")]
-    wit_bindgen::generate!({
-        world: "todo:app/todo-service-v2",
-        path: ["../wit", "wit"],
-        with: {
-            "otp:platform/types@0.2.0": guest_sdk::otp::platform::types,
-            "otp:platform/process@0.2.0": guest_sdk::otp::platform::process,
-            "otp:platform/storage@0.2.0": guest_sdk::otp::platform::storage,
-            "otp:platform/log@0.2.0": guest_sdk::otp::platform::log,
-            "wasi:http/types@0.2.12": guest_sdk::wasi::http::types,
-            "wasi:io/error@0.2.12": guest_sdk::wasi::io::error,
-            "wasi:io/poll@0.2.12": guest_sdk::wasi::io::poll,
-            "wasi:io/streams@0.2.12": guest_sdk::wasi::io::streams,
-            "wasi:clocks/monotonic-clock@0.2.12": guest_sdk::wasi::clocks::monotonic_clock,
-        },
-    });
+    generate!("todo:app/todo-service-v2");
 }
 
 use bindings::exports::otp::platform::behaviour::Guest as Behaviour;

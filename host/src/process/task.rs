@@ -66,6 +66,13 @@ struct Unparked<C: Code> {
     closed: bool,
 }
 
+/// A move a process's target asks of it.
+struct Move<C> {
+    to: Arc<C>,
+    direction: Direction,
+    progress: Option<Arc<SwapProgress>>,
+}
+
 /// How a task's turn with a process ended.
 pub(super) enum Ended {
     Exit(Exit),
@@ -155,8 +162,7 @@ impl<C: Code> Task<C> {
             Ok(permit) => permit,
             Err(reason) => return Err(self.no_permit(start, reason)),
         };
-        let code = self.identity.code.clone();
-        let instance = match self.instantiate(&code, &start).await {
+        let instance = match self.instantiate_waking(&start).await {
             Ok(instance) => instance,
             Err(reason) => return Err(Ended::Exit(Exit::InitFailed(reason))),
         };
@@ -199,9 +205,27 @@ impl<C: Code> Task<C> {
             return Ok(live);
         }
         live.epoch = epoch;
-        let Some((_, target)) = targets.get(&self.identity.key.component) else {
+        let Some(Move {
+            to,
+            direction,
+            progress,
+        }) = self.due_move()
+        else {
             return Ok(live);
         };
+        let mut moved = self.move_to(live, to, direction, progress).await?;
+        moved.epoch = epoch;
+        Ok(moved)
+    }
+
+    /// The move the process's target asks of it, if any: none when it runs
+    /// its target's code, or failed to move there already.
+    fn due_move(&self) -> Option<Move<C>> {
+        let (_, target) = self
+            .identity
+            .processes
+            .targets
+            .get(&self.identity.key.component)?;
         let target = target.load_full();
         let desired = target.for_name(&self.identity.key.name);
         let stays = Arc::ptr_eq(desired, &self.identity.code)
@@ -211,14 +235,58 @@ impl<C: Code> Task<C> {
                 .as_ref()
                 .is_some_and(|failed| Arc::ptr_eq(failed, desired));
         if stays {
-            return Ok(live);
+            return None;
         }
         let (direction, progress) = target.move_to(desired, &self.identity.code);
-        let mut moved = self
-            .move_to(live, desired.clone(), direction, progress)
-            .await?;
-        moved.epoch = epoch;
-        Ok(moved)
+        Some(Move {
+            to: desired.clone(),
+            direction,
+            progress,
+        })
+    }
+
+    /// An instance of the process's code from `start`; but a hibernated
+    /// process whose target moved up while it slept wakes straight into
+    /// the new code (one take-over, not a wake and then a move). If the new
+    /// code cannot take its state over, it wakes on its own code, as a
+    /// failed move leaves a live process.
+    async fn instantiate_waking(&mut self, start: &Start) -> Result<C::Instance, String> {
+        let code = self.identity.code.clone();
+        if let Start::TakeOver(state) = start
+            && let Some(Move {
+                to,
+                direction: Direction::Up,
+                progress,
+            }) = self.due_move()
+        {
+            let began = Instant::now();
+            let up = Start::TakeOverFrom {
+                state: state.clone(),
+                from_version: code.version().clone(),
+            };
+            match self.instantiate(&to, &up).await {
+                Ok(instance) => {
+                    if let Some(progress) = &progress {
+                        progress.moved(began.elapsed());
+                    }
+                    self.on_code(&to);
+                    return Ok(instance);
+                }
+                Err(reason) => self.move_failed(&to, &progress, &reason),
+            }
+        }
+        self.instantiate(&code, start).await
+    }
+
+    /// Records that the process could not move to `to`: it stays on its
+    /// code, and is not tried again during this swap.
+    fn move_failed(&mut self, to: &Arc<C>, progress: &Option<Arc<SwapProgress>>, reason: &str) {
+        let (key, pid, from) = (&self.identity.key, self.identity.pid, &self.identity.code);
+        tracing::warn!(process = %key, pid, "stays on version {}: version {} could not take its state over: {reason}", from.version(), to.version());
+        if let Some(progress) = progress {
+            progress.failed(format!("{key}: {reason}"));
+        }
+        self.identity.failed_move = Some(to.clone());
     }
 
     /// Moves the live process to `to`: its state handed over (up: as it is;
@@ -272,11 +340,7 @@ impl<C: Code> Task<C> {
                     let Start::TakeOverFrom { state, .. } = start else {
                         unreachable!("a move up hands over a state of another version");
                     };
-                    tracing::warn!(process = %key, pid, "stays on version {}: version {} could not take its state over: {reason}", from.version(), to.version());
-                    if let Some(progress) = &progress {
-                        progress.failed(format!("{key}: {reason}"));
-                    }
-                    self.identity.failed_move = Some(to);
+                    self.move_failed(&to, &progress, &reason);
                     match self.instantiate(&from, &Start::TakeOver(state)).await {
                         Ok(instance) => instance,
                         Err(again) => {
@@ -468,10 +532,12 @@ impl<C: Code> Task<C> {
                 Err(Unrested::Closed(())) => Ok(Ended::Exit(Exit::Shutdown)),
             },
             Err(reason) => {
+                // Counted before the instance (and its permit) goes, so
+                // whoever gets the permit next sees the failure counted.
+                processes.counters.hand_over_failed();
                 drop(live);
                 let (key, pid) = (&self.identity.key, self.identity.pid);
                 tracing::warn!(process = %key, pid, "hand-over failed, so the process expires instead of hibernating: {reason}");
-                processes.counters.hand_over_failed();
                 let inbox = &mut self.inbox;
                 let gone = processes
                     .registry

@@ -163,6 +163,16 @@ impl Instance for CounterInstance {
     }
 }
 
+/// Processes that hibernate after `idle` and expire after a minute.
+fn hibernating_after(idle: Duration) -> (Arc<Processes<Counter>>, Arc<Script>) {
+    let limits = ProcessLimits {
+        hibernate_after: Some(idle),
+        idle_timeout: Duration::from_secs(60),
+        ..ProcessLimits::default()
+    };
+    processes(limits, 16, RestartIntensity::default())
+}
+
 /// Version `version` of the counter.
 fn counter(script: &Arc<Script>, version: &str) -> Arc<Counter> {
     Arc::new(Counter {
@@ -348,12 +358,7 @@ async fn one_message_at_a_time_and_casts_in_the_order_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_process_hibernates_and_wakes_with_its_state() {
-    let idle = ProcessLimits {
-        hibernate_after: Some(Duration::from_millis(50)),
-        idle_timeout: Duration::from_secs(60),
-        ..ProcessLimits::default()
-    };
-    let (processes, script) = processes(idle, 16, RestartIntensity::default());
+    let (processes, script) = hibernating_after(Duration::from_millis(50));
     assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
     assert_eq!(call(&processes, "p", b"").await, Ok("2".into()));
     eventually("it hibernates", || {
@@ -630,19 +635,41 @@ async fn messages_sent_while_processes_move_are_handled_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hibernated_process_wakes_into_the_new_code_with_its_state() {
-    let idle = ProcessLimits {
-        hibernate_after: Some(Duration::from_millis(30)),
-        idle_timeout: Duration::from_secs(60),
-        ..ProcessLimits::default()
-    };
-    let (processes, script) = processes(idle, 16, RestartIntensity::default());
+    let (processes, script) = hibernating_after(Duration::from_millis(30));
     call(&processes, "p", b"").await.expect("a call");
     assert_eq!(call(&processes, "p", b"").await, Ok("2".into()));
     eventually("it hibernates", || processes.permits().held() == 0).await;
     let progress = swap_to(&processes, counter(&script, "2"), 100);
     assert_eq!(processes.converge("counter", 4, 1).await, 0, "not woken");
+    let take_overs = script.take_overs.load(Ordering::SeqCst);
     assert_eq!(call(&processes, "p", b"").await, Ok("3@2".into()));
     assert_eq!(load(&progress.moved), 1);
+    assert_eq!(
+        script.take_overs.load(Ordering::SeqCst),
+        take_overs + 1,
+        "straight into the new code: one take-over, not a wake and a move"
+    );
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hibernated_process_the_new_code_refuses_wakes_on_its_own() {
+    let (processes, script) = hibernating_after(Duration::from_millis(30));
+    call(&processes, "p", b"").await.expect("a call");
+    eventually("it hibernates", || processes.permits().held() == 0).await;
+    script
+        .refused_by_next
+        .lock()
+        .expect("refused")
+        .push("p".into());
+    let progress = swap_to(&processes, counter(&script, "2"), 100);
+    assert_eq!(call(&processes, "p", b"").await, Ok("2".into()), "on 1");
+    assert_eq!(
+        call(&processes, "p", b"").await,
+        Ok("3".into()),
+        "not retried"
+    );
+    assert_eq!((load(&progress.moved), load(&progress.failed)), (0, 1));
     processes.stop_all(TIMEOUT).await;
 }
 
@@ -743,11 +770,7 @@ async fn a_canary_moves_its_share_of_names_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_states_are_sampled_with_the_version_that_wrote_them() {
-    let idle = ProcessLimits {
-        hibernate_after: Some(Duration::from_millis(30)),
-        ..ProcessLimits::default()
-    };
-    let (processes, _script) = processes(idle, 16, RestartIntensity::default());
+    let (processes, _script) = hibernating_after(Duration::from_millis(30));
     call(&processes, "asleep", b"").await.expect("a call");
     eventually("it hibernates", || processes.permits().held() == 0).await;
     call(&processes, "awake", b"").await.expect("a call");
