@@ -100,6 +100,10 @@ impl Behaviour for Todo {
     }
 
     fn handle_call(message: Vec<u8>) -> Vec<u8> {
+        #[cfg(feature = "faulty-upgrade")]
+        if guest_sdk::self_name().is_some_and(|name| name.starts_with("crashy")) {
+            panic!("a faulty version crashes on every call");
+        }
         let reply = match ListRequest::decode(&message) {
             Ok(request) => SERVER.with_borrow_mut(|server| match server {
                 Some(server) => server.handle(request),

@@ -65,7 +65,9 @@ enum Command {
     Rpc(cli::console::RpcArgs),
     /// Swap COMPONENT of running NODE to the version in PATH while its
     /// processes keep their state (the console's `swap`, once): checked and
-    /// dry-run first; the exit status says whether it started.
+    /// dry-run first; the exit status says whether it started (with
+    /// --commit: whether it ended committed). One node's: in a cluster,
+    /// swap each node.
     Swap(cli::console::SwapArgs),
     /// Stop NODE gracefully and return once it is gone (as `bin/todo stop`).
     Stop(cli::console::NodeArgs),

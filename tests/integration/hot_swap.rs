@@ -1,7 +1,8 @@
 //! Hot swap on one node, with the real Todo component's two versions
 //! (guest_todo.wasm is 1.0.0, guest_todo_v2.wasm is 2.0.0 with done marks)
 //! and a broken 2.0.0 (guest_todo_v2_faulty.wasm: lists named `faulty...`
-//! trap when they move up to it, `stuck...` when they move down from it).
+//! trap when they move up to it, `stuck...` when they move down from it,
+//! `crashy...` on every call once on it).
 //! Every swap goes through `host swap` and the console over `host rpc`, as
 //! an operator's would.
 
@@ -358,6 +359,41 @@ fn failed_moves_past_the_threshold_roll_the_swap_back_by_itself() {
     assert_unchanged(&node, &good, &good_before);
     assert_unchanged(&node, &faulty, &faulty_before);
     assert!(node.logs().contains("rolls back by itself"));
+    node.stop();
+}
+
+#[test]
+fn crashes_on_the_new_version_roll_the_swap_back_by_itself() {
+    let epmd = Epmd::start();
+    let node = todo_node(&epmd, "swap_crashes");
+    let good = names("good", 20);
+    let crashy = names("crashy", 4);
+    let good_before = fill(&node, &good);
+    let crashy_before = fill(&node, &crashy);
+
+    // Every move succeeds; then the crashy lists crash at each call.
+    swap_ok(&epmd, &node, "guest_todo_v2_faulty", &[]);
+    eventually(SWAP_TIMEOUT, "the sweep", || {
+        let versions = rpc(&epmd, &node, "versions");
+        versions.contains("swept") || versions.contains("rolled back by itself")
+    });
+    // Three crashes pass the threshold (at least 3): the fourth call may
+    // already find 1.0.0.
+    for (i, list) in crashy.iter().enumerate() {
+        let response = node.get(&format!("/entries?list={list}&date=2023-01-01"));
+        if i < 3 {
+            assert_eq!(response.status, 500, "{}", response.text());
+        }
+    }
+    eventually(SWAP_TIMEOUT, "the automatic rollback", || {
+        rpc(&epmd, &node, "versions").contains("rolled back by itself")
+    });
+    let versions = rpc(&epmd, &node, "versions");
+    assert!(versions.contains("crashed on it"), "{versions}");
+    // Back on 1.0.0, the crashed lists restart from storage: nothing lost.
+    assert_unchanged(&node, &good, &good_before);
+    assert_unchanged(&node, &crashy, &crashy_before);
+    wait_all_on(&epmd, &node, V1, 24);
     node.stop();
 }
 

@@ -209,13 +209,14 @@ pub struct SwapArgs {
     /// The new version's .wasm file, on the node's machine.
     path: PathBuf,
     /// Move this percent of the names (and of HTTP requests) first; the
-    /// console's `promote` moves the rest.
+    /// console's `promote` moves the rest. Without it: every process.
     #[arg(long, value_name = "PERCENT")]
     canary: Option<u8>,
     /// Label the new version so, instead of its own label.
     #[arg(long, value_name = "LABEL")]
     version: Option<String>,
-    /// Roll back by itself past this percent of failed moves and crashes.
+    /// Roll back by itself past this percent of failed moves and crashes
+    /// on the new version (10 by default; 2 failures never roll back).
     #[arg(long, value_name = "PERCENT")]
     max_failures: Option<u8>,
     /// PATH is an older version: processes hand their states down to it
