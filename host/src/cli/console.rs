@@ -223,8 +223,8 @@ pub struct SwapArgs {
     /// (or restart from storage).
     #[arg(long)]
     down: bool,
-    /// Wait until every live process has moved, then commit (exit 1 if the
-    /// swap rolled back instead).
+    /// Wait for the sweep to move the live processes (hibernated ones move
+    /// at their wake), then commit; exit 1 if the swap rolled back instead.
     #[arg(long)]
     commit: bool,
     #[command(flatten)]

@@ -58,8 +58,9 @@ pub struct SwapOptions {
     /// The new version is older: processes hand their states down to it
     /// (as to a kept version, which is always moved to so).
     pub down: bool,
-    /// Waits until every live process has moved, then commits; a swap that
-    /// rolls back meanwhile is an error.
+    /// Waits for the sweep (every live process it could move: hibernated
+    /// ones move at their wake, busy ones at their next message), then
+    /// commits; a swap that rolls back meanwhile is an error.
     pub commit: bool,
 }
 
@@ -79,7 +80,8 @@ impl SwapOptions {
 
 /// What starting a swap did.
 enum Started {
-    Swapping(String),
+    /// What it said, and the version it swaps to.
+    Swapping(String, Arc<Component>),
     /// The component runs that version already.
     Already(String),
 }
@@ -94,6 +96,13 @@ struct Versions {
     last: Option<String>,
     /// The last rollback's moves back, until the next swap starts.
     rollback: Option<RollBack>,
+    /// A swap is being checked (loaded, dry run): no other may start.
+    starting: bool,
+    /// The oldest and newest generations given so far (the first loaded
+    /// version is 0): a new version is newer than all, or with `--down`
+    /// older than all.
+    oldest: i64,
+    newest: i64,
 }
 
 /// Processes moving back to the version a swap started from.
@@ -171,39 +180,46 @@ impl Swaps {
     pub async fn swap(&self, component: &str, options: SwapOptions) -> Result<String, String> {
         let commit = options.commit;
         match self.start(component, options).await? {
-            Started::Swapping(started) if commit => {
-                let committed = self.commit_when_swept(component).await?;
+            Started::Swapping(started, to) if commit => {
+                let committed = self.commit_when_swept(component, &to).await?;
                 Ok(format!("{started}\n{committed}"))
             }
-            Started::Swapping(said) | Started::Already(said) => Ok(said),
+            Started::Swapping(said, _) | Started::Already(said) => Ok(said),
         }
     }
 
     /// Commits `component`'s swap once its sweep is done, unless its
     /// failures are past its threshold (then it rolls back) or it ended.
-    async fn commit_when_swept(&self, component: &str) -> Result<String, String> {
+    async fn commit_when_swept(
+        &self,
+        component: &str,
+        to: &Arc<Component>,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + COMMIT_WAIT;
         loop {
             let verdict = {
                 let versions = self.versions();
-                match versions.get(component).map(|v| (&v.swap, &v.last)) {
-                    Some((Some(swap), _)) if swap.swept.load(Ordering::Acquire) > 0 => {
+                let entry = versions.get(component);
+                match entry.and_then(|v| v.swap.as_ref()) {
+                    Some(swap) if !Arc::ptr_eq(&swap.to, to) => Some(Err(
+                        "another swap took this one's place before it was committed".to_string(),
+                    )),
+                    Some(swap) if swap.swept.load(Ordering::Acquire) > 0 => {
                         Some(too_many_failures(swap).map_or(Ok(()), Err))
                     }
-                    Some((Some(_), _)) => None,
-                    Some((None, last)) => Some(Err(format!(
+                    Some(_) => None,
+                    None => Some(Err(format!(
                         "the swap ended before it could be committed: {}",
-                        last.as_deref().unwrap_or("no reason recorded")
+                        entry
+                            .and_then(|v| v.last.as_deref())
+                            .unwrap_or("no reason recorded")
                     ))),
-                    None => Some(Err(format!("`{component}` is not being swapped"))),
                 }
             };
             match verdict {
-                Some(Ok(())) => return self.commit(component),
+                Some(Ok(())) => return self.commit_swap(component, Some(to)),
                 Some(Err(reason)) => {
-                    if self.swapping(component) {
-                        let _ = self.roll_back(&Arc::from(component), &reason);
-                    }
+                    let _ = self.roll_back(component, &reason, Some(to));
                     return Err(reason);
                 }
                 None if Instant::now() > deadline => {
@@ -219,20 +235,19 @@ impl Swaps {
 
     /// Starts the swap: every check first, then the target, then the sweep.
     async fn start(&self, component: &str, options: SwapOptions) -> Result<Started, String> {
-        let (name, target) = self.target(component)?;
-        if target.next.is_some() || self.swapping(&name) {
-            return Err(format!(
-                "`{name}` is being swapped already: promote, rollback or commit that swap first"
-            ));
-        }
-        let from = target.current.clone();
-        let (to, direction) = self.load(&from, &options).await?;
+        let (name, from) = self.reserve(component)?;
+        let _reserved = Reserved {
+            swaps: self,
+            name: name.clone(),
+        };
+        let to = self.load(&from, &options).await?;
         if Arc::ptr_eq(&to, &from) {
             return Ok(Started::Already(format!(
                 "{name} runs version {} already: nothing to swap",
                 from.code().version().label
             )));
         }
+        let direction = direction(&from, &to);
         check_exports(&from, &to)?;
         // A move down that fails restarts the process from storage: the dry
         // run (which hands states up) guards moves up only.
@@ -242,34 +257,34 @@ impl Swaps {
         };
         let share = options.canary.clamp(1, 100);
         let progress = Arc::new(SwapProgress::default());
-        self.processes.targets().set(
-            &name,
-            Target {
-                current: from.clone(),
-                next: Some(Next {
-                    code: to.clone(),
-                    share,
-                    direction,
-                    progress: progress.clone(),
-                }),
-                leaving: None,
-            },
-        );
         let swept = Arc::new(AtomicUsize::new(0));
-        let mut versions = self.versions();
-        let entry = versions.entry(name.clone()).or_default();
-        entry.rollback = None;
-        entry.swap = Some(Swap {
-            from: from.clone(),
-            to: to.clone(),
-            share,
-            direction,
-            max_failures: options.max_failures,
-            progress,
-            started: Instant::now(),
-            swept: swept.clone(),
-        });
-        drop(versions);
+        {
+            let mut versions = self.versions();
+            let entry = versions.entry(name.clone()).or_default();
+            self.processes.targets().set(
+                &name,
+                Target {
+                    current: from.clone(),
+                    next: Some(Next {
+                        code: to.clone(),
+                        share,
+                        progress: progress.clone(),
+                    }),
+                    leaving: None,
+                },
+            );
+            entry.rollback = None;
+            entry.swap = Some(Swap {
+                from: from.clone(),
+                to: to.clone(),
+                share,
+                direction,
+                max_failures: options.max_failures,
+                progress,
+                started: Instant::now(),
+                swept: swept.clone(),
+            });
+        }
         let (from_label, to_label) = (label(&from), label(&to));
         tracing::info!(component = %name, "swap from version {from_label} to {to_label} started ({share}% of processes)");
         self.sweep(name.clone(), swept);
@@ -285,7 +300,7 @@ impl Swaps {
                                 storage"
                 .to_string(),
         };
-        Ok(Started::Swapping(format!(
+        let said = format!(
             "swapping {name} from {from_label} to {to_label}{}: {checked}; {live} live processes \
              move (hibernated ones at their wake); `versions` shows the progress",
             if share < 100 {
@@ -293,13 +308,23 @@ impl Swaps {
             } else {
                 String::new()
             }
-        )))
+        );
+        Ok(Started::Swapping(said, to))
     }
 
-    fn swapping(&self, name: &str) -> bool {
-        self.versions()
-            .get(name)
-            .is_some_and(|versions| versions.swap.is_some())
+    /// Reserves `component` for a swap being checked: refused while another
+    /// is checked or runs. Returns its name and current version.
+    fn reserve(&self, component: &str) -> Result<(Arc<str>, Arc<Component>), String> {
+        let mut versions = self.versions();
+        let (name, target) = self.target(component)?;
+        let entry = versions.entry(name.clone()).or_default();
+        if entry.starting || entry.swap.is_some() || target.next.is_some() {
+            return Err(format!(
+                "`{name}` is being swapped already: promote, rollback or commit that swap first"
+            ));
+        }
+        entry.starting = true;
+        Ok((name, target.current.clone()))
     }
 
     /// The version in `options.path`: one this node has (current or kept),
@@ -308,7 +333,7 @@ impl Swaps {
         &self,
         from: &Arc<Component>,
         options: &SwapOptions,
-    ) -> Result<(Arc<Component>, Direction), String> {
+    ) -> Result<Arc<Component>, String> {
         let path = options.path.clone();
         let label = options.label.clone();
         let engine_component = from.clone();
@@ -328,22 +353,26 @@ impl Swaps {
         .map_err(|e| format!("{e:#}"))?;
         let hash = loaded.version().hash;
         if from.code().version().hash == hash {
-            return Ok((from.clone(), Direction::Up));
+            return Ok(from.clone());
         }
-        let kept = self.versions().get(from.name()).and_then(|versions| {
-            versions
-                .kept
-                .iter()
-                .find(|kept| kept.code().version().hash == hash)
-                .cloned()
-        });
-        Ok(match kept {
-            // An older version, committed before: processes hand their
-            // states down to it.
-            Some(kept) => (kept, Direction::Down),
-            None if options.down => (Arc::new(from.with_code(loaded)), Direction::Down),
-            None => (Arc::new(from.with_code(loaded)), Direction::Up),
-        })
+        let mut versions = self.versions();
+        let entry = versions.entry(from.name().clone()).or_default();
+        if let Some(kept) = entry
+            .kept
+            .iter()
+            .find(|kept| kept.code().version().hash == hash)
+        {
+            // Committed before: it keeps its place among the versions.
+            return Ok(kept.clone());
+        }
+        let generation = if options.down {
+            entry.oldest -= 1;
+            entry.oldest
+        } else {
+            entry.newest += 1;
+            entry.newest
+        };
+        Ok(Arc::new(from.with_code(loaded, generation)))
     }
 
     /// Hands the states of up to 16 live processes to sandbox instances of
@@ -417,7 +446,8 @@ impl Swaps {
                 };
                 if let Some(reason) = reason {
                     tracing::error!(component = %name, "the swap to {} rolls back by itself: {reason}", label(&to));
-                    let _ = swaps.roll_back(&name, &format!("rolled back by itself: {reason}"));
+                    let why = format!("rolled back by itself: {reason}");
+                    let _ = swaps.roll_back(&name, &why, Some(&to));
                     return;
                 }
             }
@@ -426,30 +456,31 @@ impl Swaps {
 
     /// Every process of the swap's canary and the rest: the share is 100%.
     pub fn promote(&self, component: &str) -> Result<String, String> {
-        let (name, target) = self.target(component)?;
-        let Some(next) = target.next.clone() else {
-            return Err(format!("`{name}` is not being swapped"));
-        };
-        if next.share == 100 {
-            return Err(format!("the swap of `{name}` moves every process already"));
-        }
-        self.processes.targets().set(
-            &name,
-            Target {
-                current: target.current.clone(),
-                next: Some(Next { share: 100, ..next }),
-                leaving: None,
-            },
-        );
-        let swept = {
+        let (name, swept) = {
             let mut versions = self.versions();
+            let (name, target) = self.target(component)?;
             let swap = versions
                 .get_mut(&name)
                 .and_then(|versions| versions.swap.as_mut())
                 .ok_or_else(|| format!("`{name}` is not being swapped"))?;
+            let Some(next) = target.next.clone() else {
+                return Err(format!("`{name}` is not being swapped"));
+            };
+            if next.share == 100 {
+                return Err(format!("the swap of `{name}` moves every process already"));
+            }
+            self.processes.targets().set(
+                &name,
+                Target {
+                    current: target.current.clone(),
+                    next: Some(Next { share: 100, ..next }),
+                    leaving: None,
+                },
+            );
             swap.share = 100;
-            swap.swept.store(0, Ordering::Release);
-            swap.swept.clone()
+            // A sweep of its own: the canary's may still be running.
+            swap.swept = Arc::new(AtomicUsize::new(0));
+            (name, swap.swept.clone())
         };
         self.sweep(name.clone(), swept);
         tracing::info!(component = %name, "swap promoted to every process");
@@ -458,50 +489,52 @@ impl Swaps {
 
     /// Puts every process back on the version the swap started from.
     pub fn rollback(&self, component: &str) -> Result<String, String> {
-        let (name, _) = self.target(component)?;
-        self.roll_back(&name, "rolled back by an operator")
+        self.roll_back(component, "rolled back by an operator", None)
     }
 
-    fn roll_back(&self, name: &Arc<str>, why: &str) -> Result<String, String> {
+    /// Rolls `component`'s swap back (only if it is the swap to `expected`,
+    /// when given: a watch or a commit that waited must not end another).
+    fn roll_back(
+        &self,
+        component: &str,
+        why: &str,
+        expected: Option<&Arc<Component>>,
+    ) -> Result<String, String> {
         let progress = Arc::new(SwapProgress::default());
         let swept = Arc::new(AtomicUsize::new(0));
-        let swap = {
+        let (name, swap) = {
             let mut versions = self.versions();
-            let versions = versions.entry(name.clone()).or_default();
-            let swap = versions
+            let (name, _) = self.target(component)?;
+            let entry = versions.entry(name.clone()).or_default();
+            let swap = entry
                 .swap
-                .take()
+                .take_if(|swap| expected.is_none_or(|to| Arc::ptr_eq(&swap.to, to)))
                 .ok_or_else(|| format!("`{name}` is not being swapped"))?;
-            versions.last = Some(format!(
+            entry.last = Some(format!(
                 "{} to {}: {why}",
                 label(&swap.from),
                 label(&swap.to)
             ));
-            versions.rollback = Some(RollBack {
+            entry.rollback = Some(RollBack {
                 to: swap.from.clone(),
                 progress: progress.clone(),
                 started: Instant::now(),
                 swept: swept.clone(),
             });
-            swap
+            self.processes.targets().set(
+                &name,
+                Target {
+                    current: swap.from.clone(),
+                    next: None,
+                    leaving: Some(Next {
+                        code: swap.to.clone(),
+                        share: 100,
+                        progress,
+                    }),
+                },
+            );
+            (name, swap)
         };
-        let back = match swap.direction {
-            Direction::Up => Direction::Down,
-            Direction::Down => Direction::Up,
-        };
-        self.processes.targets().set(
-            name,
-            Target {
-                current: swap.from.clone(),
-                next: None,
-                leaving: Some(Next {
-                    code: swap.to.clone(),
-                    share: 100,
-                    direction: back,
-                    progress,
-                }),
-            },
-        );
         self.sweep(name.clone(), swept);
         tracing::warn!(component = %name, "swap to {} {why}: processes move back to {}", label(&swap.to), label(&swap.from));
         Ok(format!(
@@ -513,10 +546,23 @@ impl Swaps {
 
     /// Ends the swap: the new version is current, the old one is kept.
     pub fn commit(&self, component: &str) -> Result<String, String> {
-        let (name, target) = self.target(component)?;
+        self.commit_swap(component, None)
+    }
+
+    /// Commits `component`'s swap (only if it is the swap to `expected`,
+    /// when given).
+    fn commit_swap(
+        &self,
+        component: &str,
+        expected: Option<&Arc<Component>>,
+    ) -> Result<String, String> {
         let mut versions = self.versions();
+        let (name, target) = self.target(component)?;
         let entry = versions.entry(name.clone()).or_default();
-        let Some(swap) = entry.swap.take() else {
+        let Some(swap) = entry
+            .swap
+            .take_if(|swap| expected.is_none_or(|to| Arc::ptr_eq(&swap.to, to)))
+        else {
             return Err(format!("`{name}` is not being swapped"));
         };
         if swap.share < 100 {
@@ -590,15 +636,40 @@ impl Swaps {
     }
 }
 
+/// A component reserved for a swap being checked; the reservation ends
+/// with it, however the checks end.
+struct Reserved<'a> {
+    swaps: &'a Swaps,
+    name: Arc<str>,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.swaps.versions().get_mut(&self.name) {
+            entry.starting = false;
+        }
+    }
+}
+
+/// Which way processes move from `from` to `to`: down to an older one.
+fn direction(from: &Component, to: &Component) -> Direction {
+    if to.generation() < from.generation() {
+        Direction::Down
+    } else {
+        Direction::Up
+    }
+}
+
 /// Why a swap must roll back, if its failures are past its threshold.
 fn too_many_failures(swap: &Swap) -> Option<String> {
     let progress = &swap.progress;
     let failed = progress.load(&progress.failed);
     let crashed = progress.load(&progress.crashed);
     let moved = progress.load(&progress.moved);
+    let started = progress.load(&progress.started);
     let failures = failed + crashed;
-    let allowed =
-        ((moved + failed) * u64::from(swap.max_failures) / 100).max(MIN_FAILURES_TO_ROLL_BACK - 1);
+    let allowed = ((moved + failed + started) * u64::from(swap.max_failures) / 100)
+        .max(MIN_FAILURES_TO_ROLL_BACK - 1);
     if failures <= allowed {
         return None;
     }
@@ -611,9 +682,9 @@ fn too_many_failures(swap: &Swap) -> Option<String> {
         .unwrap_or_default();
     Some(format!(
         "{failed} processes could not move and {crashed} crashed on it, past {}% of {} \
-         moves{last}",
+         processes moved or started on it{last}",
         swap.max_failures,
-        moved + failed
+        moved + failed + started
     ))
 }
 

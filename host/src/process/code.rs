@@ -60,6 +60,10 @@ pub trait Code: Send + Sync + 'static {
     /// What the processes on this version did.
     fn stats(&self) -> &super::VersionStats;
 
+    /// Where this version stands among its component's versions: a higher
+    /// one is newer. A move to a lower one hands the state down.
+    fn generation(&self) -> i64;
+
     /// Whether this code runs processes at all (a component may only serve
     /// HTTP).
     fn runs_processes(&self) -> bool;

@@ -17,7 +17,7 @@ use super::mailbox::{Rest, Unrested};
 use super::panic_guard::Owner;
 use super::processes::Processes;
 use super::resting::{Hibernated, Parked, ProcessInbox, ProcessMailbox, Resting};
-use super::task::{Ended, Task};
+use super::task::{Begin, Ended, Task};
 
 /// Calls the resting process of `mailbox` from the caller's own task, if
 /// nothing is queued and it was not told to stop: the guest's `handle-call`
@@ -102,6 +102,12 @@ async fn call_and_park<C: Code>(
     let deadline = parked.identity.processes.limits.call_deadline;
     let Parked { identity, live } = &mut *parked;
     match live.call(identity, message, deadline).await {
+        Ok(answer) if live.epoch != identity.processes.targets.epoch() => {
+            // A swap came during the call: its task moves it, then parks it.
+            let Parked { identity, live } = *parked;
+            Task::new(identity, inbox).spawn(Begin::Resume(live));
+            Ok(answer)
+        }
         Ok(answer) => {
             // Parked again in the same box: no allocation per call.
             match inbox.rest(Resting::Parked(parked)) {

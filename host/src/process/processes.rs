@@ -298,7 +298,11 @@ impl<C: Code> Processes<C> {
                 .inspect_err(|_| self.counters.refused())?;
             let pid: Pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
             let stop = Arc::new(StopFlag::default());
-            let code = target.load().for_name(name).clone();
+            let target = target.load();
+            let code = target.for_name(name).clone();
+            if let Some(progress) = target.progress_of(&code) {
+                progress.started.fetch_add(1, Ordering::Relaxed);
+            }
             let stats = Arc::new(ProcessStats::running(code.version()));
             let mailbox = task::spawn(Identity {
                 processes: self.clone(),

@@ -16,6 +16,7 @@ use super::mailbox::{Inbox, Mailbox, Message, Rest, Status, Unrested};
 use super::permits::InstancePermit;
 use super::processes::Processes;
 use super::stats::ProcessStats;
+use super::targets::SwapProgress;
 use super::task::{Begin, Task};
 use super::trace::EventKind;
 
@@ -30,8 +31,10 @@ pub(super) struct Identity<C: Code> {
     pub processes: Arc<Processes<C>>,
     /// The code it runs now (a swap moves it to another).
     pub code: Arc<C>,
-    /// Code a swap failed to move it to: not tried again.
-    pub failed_move: Option<Arc<C>>,
+    /// Code a swap failed to move it to, and that swap's progress (none
+    /// for a move no swap counts): not tried again while the same move is
+    /// asked of it.
+    pub failed_move: Option<(Arc<C>, Option<Arc<SwapProgress>>)>,
     pub key: ProcessKey,
     pub pid: Pid,
     pub fence: Option<Fence>,

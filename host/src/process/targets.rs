@@ -45,7 +45,6 @@ pub struct Next<C> {
     pub code: Arc<C>,
     /// Percent of the names (by a hash of the name: sticky) that run it.
     pub share: u8,
-    pub direction: Direction,
     pub progress: Arc<SwapProgress>,
 }
 
@@ -54,7 +53,6 @@ impl<C> Clone for Next<C> {
         Self {
             code: self.code.clone(),
             share: self.share,
-            direction: self.direction,
             progress: self.progress.clone(),
         }
     }
@@ -78,25 +76,29 @@ impl<C> Target<C> {
         }
     }
 
-    /// How a process on `from` moves to `to`, and whose progress counts it:
-    /// into the next code as the swap says, out of code being left as the
-    /// rollback says; any other move reads the state as handed over.
-    pub fn move_to(&self, to: &Arc<C>, from: &Arc<C>) -> (Direction, Option<Arc<SwapProgress>>) {
-        if let Some(next) = self
+    /// How a process on `from` moves to `to` (by their generations: down
+    /// to an older one), and whose progress counts it: the swap's, into the
+    /// next code; the rollback's, out of code being left.
+    pub fn move_to(&self, to: &Arc<C>, from: &Arc<C>) -> (Direction, Option<Arc<SwapProgress>>)
+    where
+        C: super::Code,
+    {
+        let direction = if to.generation() < from.generation() {
+            Direction::Down
+        } else {
+            Direction::Up
+        };
+        let progress = self
             .next
             .as_ref()
             .filter(|next| Arc::ptr_eq(&next.code, to))
-        {
-            return (next.direction, Some(next.progress.clone()));
-        }
-        if let Some(leaving) = self
-            .leaving
-            .as_ref()
-            .filter(|leaving| Arc::ptr_eq(&leaving.code, from))
-        {
-            return (leaving.direction, Some(leaving.progress.clone()));
-        }
-        (Direction::Up, None)
+            .or_else(|| {
+                self.leaving
+                    .as_ref()
+                    .filter(|leaving| Arc::ptr_eq(&leaving.code, from))
+            })
+            .map(|next| next.progress.clone());
+        (direction, progress)
     }
 
     /// The swap's progress, when `code` is the code it moves processes to.
@@ -185,10 +187,13 @@ pub struct SwapProgress {
     pub restarted: AtomicU64,
     /// Processes on the new code that crashed.
     pub crashed: AtomicU64,
+    /// Processes started on the new code (not moved to it): with the
+    /// moves, what the crashes are a share of.
+    pub started: AtomicU64,
     /// Why the last move failed.
     pub last_failure: Mutex<Option<String>>,
     /// The pause of each move (hand-over to take-over), in microseconds.
-    pauses: Mutex<Vec<u32>>,
+    pauses: Mutex<std::collections::VecDeque<u32>>,
 }
 
 impl SwapProgress {
@@ -196,9 +201,9 @@ impl SwapProgress {
         self.moved.fetch_add(1, Ordering::Relaxed);
         let mut pauses = self.pauses.lock().unwrap_or_else(|p| p.into_inner());
         if pauses.len() == PAUSES_KEPT {
-            pauses.remove(0);
+            pauses.pop_front();
         }
-        pauses.push(u32::try_from(pause.as_micros()).unwrap_or(u32::MAX));
+        pauses.push_back(u32::try_from(pause.as_micros()).unwrap_or(u32::MAX));
     }
 
     pub(super) fn failed(&self, reason: String) {
@@ -212,7 +217,9 @@ impl SwapProgress {
             .pauses
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .iter()
+            .copied()
+            .collect::<Vec<u32>>();
         if pauses.is_empty() {
             return None;
         }
@@ -260,7 +267,6 @@ mod tests {
                 next: Some(Next {
                     code: Arc::new(2),
                     share: 100,
-                    direction: Direction::Up,
                     progress,
                 }),
                 leaving: None,

@@ -228,16 +228,25 @@ impl<C: Code> Task<C> {
             .get(&self.identity.key.component)?;
         let target = target.load_full();
         let desired = target.for_name(&self.identity.key.name);
-        let stays = Arc::ptr_eq(desired, &self.identity.code)
-            || self
-                .identity
-                .failed_move
-                .as_ref()
-                .is_some_and(|failed| Arc::ptr_eq(failed, desired));
-        if stays {
+        if Arc::ptr_eq(desired, &self.identity.code) {
             return None;
         }
         let (direction, progress) = target.move_to(desired, &self.identity.code);
+        let failed_already = self
+            .identity
+            .failed_move
+            .as_ref()
+            .is_some_and(|(failed, during)| {
+                Arc::ptr_eq(failed, desired)
+                    && match (during, &progress) {
+                        (Some(during), Some(now)) => Arc::ptr_eq(during, now),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            });
+        if failed_already {
+            return None;
+        }
         Some(Move {
             to: desired.clone(),
             direction,
@@ -286,7 +295,7 @@ impl<C: Code> Task<C> {
         if let Some(progress) = progress {
             progress.failed(format!("{key}: {reason}"));
         }
-        self.identity.failed_move = Some(to.clone());
+        self.identity.failed_move = Some((to.clone(), progress.clone()));
     }
 
     /// Moves the live process to `to`: its state handed over (up: as it is;
@@ -352,6 +361,14 @@ impl<C: Code> Task<C> {
                 }
                 Err(reason) => self.restart_on(&to, &progress, &reason).await?,
             },
+            // Its code could not hand its state over (a trap: the instance
+            // is gone): a failed move, and it restarts where it was, from
+            // storage.
+            Err(reason) if direction == Direction::Up => {
+                self.move_failed(&to, &progress, &reason);
+                self.identity.processes.counters.hand_over_failed();
+                self.restart_on(&from, &None, &reason).await?
+            }
             Err(reason) => self.restart_on(&to, &progress, &reason).await?,
         };
         Ok(Live {
@@ -388,6 +405,9 @@ impl<C: Code> Task<C> {
     /// The process runs `code` from now on.
     fn on_code(&mut self, code: &Arc<C>) {
         self.identity.stats.set_version(code.version());
+        if !Arc::ptr_eq(&self.identity.code, code) {
+            self.identity.failed_move = None;
+        }
         self.identity.code = code.clone();
     }
 
@@ -456,6 +476,15 @@ impl<C: Code> Task<C> {
     /// messages are queued, or the mailbox is closed, the task gets the
     /// process back.
     fn park(self, live: Live<C>) -> Result<(), Box<Unparked<C>>> {
+        if live.epoch != self.identity.processes.targets.epoch() {
+            // A target changed while it ran (a call straight from its
+            // caller does not look first): it converges before it rests.
+            return Err(Box::new(Unparked {
+                task: self,
+                live,
+                closed: false,
+            }));
+        }
         let Task {
             identity,
             mut inbox,

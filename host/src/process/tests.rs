@@ -61,6 +61,10 @@ impl Code for Counter {
         &self.stats
     }
 
+    fn generation(&self) -> i64 {
+        self.version.parse().unwrap_or(0)
+    }
+
     fn runs_processes(&self) -> bool {
         self.runs
     }
@@ -538,7 +542,6 @@ fn swap_to(
             next: Some(Next {
                 code: next,
                 share,
-                direction: Direction::Up,
                 progress: progress.clone(),
             }),
             leaving: None,
@@ -562,7 +565,6 @@ fn roll_back(
             leaving: Some(Next {
                 code: leaving,
                 share: 100,
-                direction: Direction::Down,
                 progress: progress.clone(),
             }),
         },
@@ -649,6 +651,34 @@ async fn a_hibernated_process_wakes_into_the_new_code_with_its_state() {
         take_overs + 1,
         "straight into the new code: one take-over, not a wake and a move"
     );
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_failed_to_move_is_tried_again_by_the_next_swap() {
+    let (processes, script) = default_processes();
+    call(&processes, "p", b"").await.expect("a call");
+    script
+        .refused_by_next
+        .lock()
+        .expect("refused")
+        .push("p".into());
+    let two = counter(&script, "2");
+    let first = swap_to(&processes, two.clone(), 100);
+    processes.converge("counter", 2, 10).await;
+    assert_eq!(load(&first.failed), 1);
+    assert_eq!(
+        call(&processes, "p", b"").await,
+        Ok("2".into()),
+        "stays on 1"
+    );
+    // The same code, asked again by another swap: tried again (and this
+    // time it takes the state).
+    script.refused_by_next.lock().expect("refused").clear();
+    let second = swap_to(&processes, two, 100);
+    processes.converge("counter", 2, 10).await;
+    assert_eq!((load(&second.moved), load(&second.failed)), (1, 0));
+    assert_eq!(call(&processes, "p", b"").await, Ok("3@2".into()));
     processes.stop_all(TIMEOUT).await;
 }
 

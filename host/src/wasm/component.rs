@@ -176,6 +176,9 @@ impl LoadedComponent {
 /// HTTP handlers and console calls instantiate it.
 pub struct Component {
     code: Arc<LoadedComponent>,
+    /// Where this version stands among the component's versions (higher:
+    /// newer); the first loaded is 0, a swap gives the next its own.
+    generation: i64,
     engine: Arc<Engine>,
     grant: Grant,
     /// Largest linear memory an instance may grow to.
@@ -191,17 +194,19 @@ impl Component {
     ) -> Self {
         Self {
             code: Arc::new(code),
+            generation: 0,
             engine,
             grant,
             memory_cap,
         }
     }
 
-    /// Another version of this component: `code`, granted what this one
-    /// is.
-    pub fn with_code(&self, code: LoadedComponent) -> Self {
+    /// Another version of this component, `code` at `generation`, granted
+    /// what this one is.
+    pub fn with_code(&self, code: LoadedComponent, generation: i64) -> Self {
         Self {
             code: Arc::new(code),
+            generation,
             engine: self.engine.clone(),
             grant: self.grant.clone(),
             memory_cap: self.memory_cap,
@@ -213,6 +218,7 @@ impl Component {
     pub fn granted(&self, grant: Grant) -> Self {
         Self {
             code: self.code.clone(),
+            generation: self.generation,
             engine: self.engine.clone(),
             grant,
             memory_cap: self.memory_cap,
@@ -231,6 +237,10 @@ impl Component {
 
     pub fn name(&self) -> &Arc<str> {
         self.code.name()
+    }
+
+    pub fn generation(&self) -> i64 {
+        self.generation
     }
 
     pub fn code(&self) -> &LoadedComponent {

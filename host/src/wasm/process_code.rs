@@ -38,6 +38,10 @@ impl Code for Component {
         self.code().stats()
     }
 
+    fn generation(&self) -> i64 {
+        Component::generation(self)
+    }
+
     fn runs_processes(&self) -> bool {
         self.code().process_pre().is_some()
     }

@@ -198,8 +198,8 @@ pub const COMMANDS: &[Command] = &[
         about: "swap COMPONENT to the version in PATH (a file on this node's machine) while \
                 its processes keep their state: checked and dry-run first; a canary moves \
                 that share of names (and of requests); too many failures roll it back; \
-                --down: PATH is older, states are handed down; --commit: wait until every \
-                process moved, then commit",
+                --down: PATH is older, states are handed down; --commit: wait for the \
+                sweep, then commit",
         completes: Completes::Components,
         run: swap::swap,
     },
