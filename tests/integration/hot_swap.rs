@@ -92,6 +92,12 @@ fn wait_all_on(epmd: &Epmd, node: &Node, version: &str, lists: usize) {
     });
 }
 
+fn wait_rolled_back_by_itself(epmd: &Epmd, node: &Node) {
+    eventually(SWAP_TIMEOUT, "the automatic rollback", || {
+        rpc(epmd, node, "versions").contains("rolled back by itself")
+    });
+}
+
 fn add(node: &Node, list: &str, title: &str) -> u16 {
     node.post(
         &format!("/add_entry?list={list}&date=2023-01-01&title={title}"),
@@ -346,9 +352,7 @@ fn failed_moves_past_the_threshold_roll_the_swap_back_by_itself() {
     let faulty_before = fill(&node, &faulty);
 
     swap_ok(&epmd, &node, "guest_todo_v2_faulty", &[]);
-    eventually(SWAP_TIMEOUT, "the automatic rollback", || {
-        rpc(&epmd, &node, "versions").contains("rolled back by itself")
-    });
+    wait_rolled_back_by_itself(&epmd, &node);
     wait_all_on(&epmd, &node, V1, 40);
     let versions = rpc(&epmd, &node, "versions");
     assert!(versions.contains("could not move"), "{versions}");
@@ -385,9 +389,7 @@ fn crashes_on_the_new_version_roll_the_swap_back_by_itself() {
             assert_eq!(response.status, 500, "{}", response.text());
         }
     }
-    eventually(SWAP_TIMEOUT, "the automatic rollback", || {
-        rpc(&epmd, &node, "versions").contains("rolled back by itself")
-    });
+    wait_rolled_back_by_itself(&epmd, &node);
     let versions = rpc(&epmd, &node, "versions");
     assert!(versions.contains("crashed on it"), "{versions}");
     // Back on 1.0.0, the crashed lists restart from storage: nothing lost.

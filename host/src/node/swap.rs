@@ -761,10 +761,12 @@ fn describe_swap(swap: &Swap) -> String {
 fn describe_rollback(rollback: &RollBack) -> String {
     let progress = &rollback.progress;
     format!(
-        "back to {}, {:.1}s: {} moved back, {} restarted from storage{}",
+        "back to {}, {:.1}s: {} moved back, {} could not move back, {} restarted from \
+         storage{}",
         label(&rollback.to),
         rollback.started.elapsed().as_secs_f64(),
         progress.load(&progress.moved),
+        progress.load(&progress.failed),
         progress.load(&progress.restarted),
         if rollback.swept.load(Ordering::Acquire) > 0 {
             "; swept (hibernated ones move at their wake)"
