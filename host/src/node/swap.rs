@@ -143,8 +143,8 @@ pub struct VersionsView {
     pub kept: Vec<String>,
     /// Live processes per version.
     pub running: Vec<(String, usize)>,
-    /// What the processes on the current version, and on the one a swap
-    /// moves to or away from, did since each was loaded.
+    /// While a swap runs: what the processes on its two versions did since
+    /// it started.
     pub figures: Vec<(String, VersionFigures)>,
     pub swap: Option<String>,
     /// The last rollback's progress.
@@ -274,6 +274,9 @@ impl Swaps {
                 },
             );
             entry.rollback = None;
+            // Both sides counted from now, alike, for `versions`.
+            from.code().stats().start_counting();
+            to.code().stats().start_counting();
             entry.swap = Some(Swap {
                 from: from.clone(),
                 to: to.clone(),
@@ -515,6 +518,7 @@ impl Swaps {
                 label(&swap.from),
                 label(&swap.to)
             ));
+            stop_counting(&swap);
             entry.rollback = Some(RollBack {
                 to: swap.from.clone(),
                 progress: progress.clone(),
@@ -574,6 +578,7 @@ impl Swaps {
         self.processes
             .targets()
             .set(&name, Target::only(swap.to.clone()));
+        stop_counting(&swap);
         entry.kept.retain(|kept| !Arc::ptr_eq(kept, &swap.to));
         entry.kept.push_front(target.current.clone());
         entry.kept.truncate(KEPT_VERSIONS);
@@ -607,12 +612,14 @@ impl Swaps {
                 let mut running: Vec<(String, usize)> =
                     self.processes.versions_running(name).into_iter().collect();
                 running.sort();
+                let swapping = entry.is_some_and(|entry| entry.swap.is_some());
                 let figures = [Some(&target.current)]
                     .into_iter()
                     .chain(
                         [target.next.as_ref(), target.leaving.as_ref()].map(|n| n.map(|n| &n.code)),
                     )
                     .flatten()
+                    .filter(|_| swapping)
                     .map(|code| (label(code), code.code().stats().figures()))
                     .collect();
                 Some(VersionsView {
@@ -649,6 +656,12 @@ impl Drop for Reserved<'_> {
             entry.starting = false;
         }
     }
+}
+
+/// The swap's versions stop counting what their processes do.
+fn stop_counting(swap: &Swap) {
+    swap.from.code().stats().stop_counting();
+    swap.to.code().stats().stop_counting();
 }
 
 /// Which way processes move from `from` to `to`: down to an older one.

@@ -83,13 +83,13 @@ impl<C: Code> Live<C> {
     ) -> Result<Vec<u8>, String> {
         identity.stats.counted();
         identity.traced(EventKind::Call, &message);
-        let began = Instant::now();
+        let stats = identity.code.stats();
+        let began = stats.counting().then(Instant::now);
         let answer = self.instance.handle_call(&message, deadline).await?;
         self.last_message = Instant::now();
-        identity
-            .code
-            .stats()
-            .call(self.last_message.saturating_duration_since(began));
+        if let Some(began) = began {
+            stats.call(self.last_message.saturating_duration_since(began));
+        }
         identity.traced(EventKind::Reply, &answer);
         Ok(answer)
     }
@@ -102,7 +102,9 @@ impl<C: Code> Live<C> {
         deadline: Duration,
     ) -> Result<(), String> {
         identity.stats.counted();
-        identity.code.stats().cast();
+        if identity.code.stats().counting() {
+            identity.code.stats().cast();
+        }
         identity.traced(EventKind::Cast, &message);
         self.instance.handle_cast(&message, deadline).await?;
         self.last_message = Instant::now();
