@@ -28,7 +28,7 @@ use anyhow::Context as _;
 
 pub use cluster_access::ClusterAccess;
 pub use operator::OperatorAccess;
-pub use swap::{KEPT_VERSIONS, SwapOptions, VersionsView};
+pub use swap::{SwapOptions, VersionsView};
 
 use crate::capabilities::{Grant, GuestCalls, HostCallHook};
 use crate::config::NodeConfig;

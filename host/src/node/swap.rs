@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -55,27 +55,13 @@ pub struct SwapOptions {
     /// Percent of the processes moved that may fail (a failed move, or a
     /// crash on the new version) before the swap rolls back by itself.
     pub max_failures: u8,
-    /// The new version is older: processes hand their states down to it
-    /// (as to a kept version, which is always moved to so).
+    /// The new version is older than every one this node has: processes
+    /// hand their states down to it (a kept version keeps its own place).
     pub down: bool,
     /// Waits for the sweep (every live process it could move: hibernated
     /// ones move at their wake, busy ones at their next message), then
     /// commits; a swap that rolls back meanwhile is an error.
     pub commit: bool,
-}
-
-impl SwapOptions {
-    /// Every process at once, 10% of failures tolerated.
-    pub fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            label: None,
-            canary: 100,
-            max_failures: 10,
-            down: false,
-            commit: false,
-        }
-    }
 }
 
 /// What starting a swap did.
@@ -110,7 +96,7 @@ struct RollBack {
     to: Arc<Component>,
     progress: Arc<SwapProgress>,
     started: Instant,
-    swept: Arc<AtomicUsize>,
+    swept: Arc<AtomicBool>,
 }
 
 /// A swap in progress.
@@ -123,7 +109,7 @@ struct Swap {
     progress: Arc<SwapProgress>,
     started: Instant,
     /// Set when the sweep is done.
-    swept: Arc<AtomicUsize>,
+    swept: Arc<AtomicBool>,
 }
 
 /// The versions of every component of a node, and its swaps.
@@ -204,7 +190,7 @@ impl Swaps {
                     Some(swap) if !Arc::ptr_eq(&swap.to, to) => Some(Err(
                         "another swap took this one's place before it was committed".to_string(),
                     )),
-                    Some(swap) if swap.swept.load(Ordering::Acquire) > 0 => {
+                    Some(swap) if swap.swept.load(Ordering::Acquire) => {
                         Some(too_many_failures(swap).map_or(Ok(()), Err))
                     }
                     Some(_) => None,
@@ -247,7 +233,7 @@ impl Swaps {
                 from.code().version().label
             )));
         }
-        let direction = direction(&from, &to);
+        let direction = Direction::between(from.as_ref(), to.as_ref());
         check_exports(&from, &to)?;
         // A move down that fails restarts the process from storage: the dry
         // run (which hands states up) guards moves up only.
@@ -257,7 +243,7 @@ impl Swaps {
         };
         let share = options.canary.clamp(1, 100);
         let progress = Arc::new(SwapProgress::default());
-        let swept = Arc::new(AtomicUsize::new(0));
+        let swept = Arc::new(AtomicBool::new(false));
         {
             let mut versions = self.versions();
             let entry = versions.entry(name.clone()).or_default();
@@ -421,11 +407,11 @@ impl Swaps {
     }
 
     /// Moves every live process in a task of its own.
-    fn sweep(&self, name: Arc<str>, swept: Arc<AtomicUsize>) {
+    fn sweep(&self, name: Arc<str>, swept: Arc<AtomicBool>) {
         let processes = self.processes.clone();
         tokio::spawn(async move {
-            let moved = processes.converge(&name, MOVES_AT_ONCE, SWEEP_PASSES).await;
-            swept.store(moved + 1, Ordering::Release);
+            processes.converge(&name, MOVES_AT_ONCE, SWEEP_PASSES).await;
+            swept.store(true, Ordering::Release);
         });
     }
 
@@ -482,7 +468,7 @@ impl Swaps {
             );
             swap.share = 100;
             // A sweep of its own: the canary's may still be running.
-            swap.swept = Arc::new(AtomicUsize::new(0));
+            swap.swept = Arc::new(AtomicBool::new(false));
             (name, swap.swept.clone())
         };
         self.sweep(name.clone(), swept);
@@ -504,7 +490,7 @@ impl Swaps {
         expected: Option<&Arc<Component>>,
     ) -> Result<String, String> {
         let progress = Arc::new(SwapProgress::default());
-        let swept = Arc::new(AtomicUsize::new(0));
+        let swept = Arc::new(AtomicBool::new(false));
         let (name, swap) = {
             let mut versions = self.versions();
             let (name, _) = self.target(component)?;
@@ -609,8 +595,12 @@ impl Swaps {
                 let name = component.name();
                 let target = self.processes.targets().get(name)?.1.load_full();
                 let entry = versions.get(name);
-                let mut running: Vec<(String, usize)> =
-                    self.processes.versions_running(name).into_iter().collect();
+                let mut running: Vec<(String, usize)> = self
+                    .processes
+                    .versions_running(name)
+                    .into_iter()
+                    .map(|(version, count)| (version.to_string(), count))
+                    .collect();
                 running.sort();
                 let swapping = entry.is_some_and(|entry| entry.swap.is_some());
                 let figures = [Some(&target.current)]
@@ -662,15 +652,6 @@ impl Drop for Reserved<'_> {
 fn stop_counting(swap: &Swap) {
     swap.from.code().stats().stop_counting();
     swap.to.code().stats().stop_counting();
-}
-
-/// Which way processes move from `from` to `to`: down to an older one.
-fn direction(from: &Component, to: &Component) -> Direction {
-    if to.generation() < from.generation() {
-        Direction::Down
-    } else {
-        Direction::Up
-    }
 }
 
 /// Why a swap must roll back, if its failures are past its threshold.
@@ -763,7 +744,7 @@ fn describe_swap(swap: &Swap) -> String {
         progress.load(&progress.restarted),
         progress.load(&progress.crashed),
         pauses,
-        if swap.swept.load(Ordering::Acquire) > 0 {
+        if swap.swept.load(Ordering::Acquire) {
             "; swept"
         } else {
             "; sweeping"
@@ -781,7 +762,7 @@ fn describe_rollback(rollback: &RollBack) -> String {
         progress.load(&progress.moved),
         progress.load(&progress.failed),
         progress.load(&progress.restarted),
-        if rollback.swept.load(Ordering::Acquire) > 0 {
+        if rollback.swept.load(Ordering::Acquire) {
             "; swept (hibernated ones move at their wake)"
         } else {
             "; sweeping"

@@ -20,7 +20,7 @@ use super::error::{CallError, Exit};
 use super::hibernated::{HibernatedStates, StateSpill};
 use super::id::{Fence, Pid, ProcessKey, StopFlag, StopReason};
 use super::idle::IdleTimers;
-use super::mailbox::{HandedOver, Message, Rest, SendError, Status, Unrested};
+use super::mailbox::{HandedOver, Message, SendError, Status};
 use super::permits::InstancePermits;
 use super::registry::{Registration, Registry};
 use super::resting::{self, Identity, Parked, ProcessMailbox, Resting};
@@ -470,20 +470,11 @@ impl<C: Code> Processes<C> {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
-                let stale = |resting: &Resting<C>| matches!(resting, Resting::Parked(parked) if parked.live.epoch != epoch);
-                match mailbox.take_if(stale) {
-                    Some((Resting::Parked(parked), inbox)) => {
+                match resting::take_parked(&mailbox, |parked| parked.live.epoch != epoch) {
+                    Some((parked, inbox)) => {
                         let Parked { identity, live } = *parked;
                         task::Task::new(identity, inbox).spawn(task::Begin::Converge(live, permit));
                         moved += 1;
-                    }
-                    Some((other, mut inbox)) => {
-                        // Not chosen by `take_if`; put back as it was.
-                        if let Err(Unrested::Busy(rest) | Unrested::Closed(rest)) =
-                            inbox.rest(other)
-                        {
-                            rest.wake(inbox);
-                        }
                     }
                     None => {
                         if mailbox.inspect(|status| matches!(status, Status::Running)) {
@@ -557,14 +548,8 @@ impl<C: Code> Processes<C> {
     }
 
     /// How many live processes of `component` run each version.
-    pub fn versions_running(&self, component: &str) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        for info in self.registry.snapshot() {
-            if info.component == component {
-                *counts.entry(info.version).or_default() += 1;
-            }
-        }
-        counts
+    pub fn versions_running(&self, component: &str) -> HashMap<Arc<str>, usize> {
+        self.registry.versions_of(component)
     }
 
     /// Stops every process: no new ones start, each finishes what is in its

@@ -178,6 +178,17 @@ impl<R: Rest> Registry<R> {
             .count()
     }
 
+    /// How many live processes of `component` run each version.
+    pub fn versions_of(&self, component: &str) -> HashMap<Arc<str>, usize> {
+        let mut counts = HashMap::new();
+        for (key, registration) in &self.lock().processes {
+            if &*key.component == component {
+                *counts.entry(registration.stats.version()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
     /// The live processes of `component`: their names and mailboxes.
     pub fn of_component(&self, component: &str) -> Vec<(ProcessKey, Mailbox<R>)> {
         self.lock()
@@ -334,7 +345,7 @@ mod tests {
             mailbox,
             fence,
             stop: Arc::default(),
-            stats: Arc::default(),
+            stats: Arc::new(ProcessStats::running(&Arc::from("1"))),
         };
         (registration, ended)
     }

@@ -102,8 +102,9 @@ impl<C: Code> Live<C> {
         deadline: Duration,
     ) -> Result<(), String> {
         identity.stats.counted();
-        if identity.code.stats().counting() {
-            identity.code.stats().cast();
+        let stats = identity.code.stats();
+        if stats.counting() {
+            stats.cast();
         }
         identity.traced(EventKind::Cast, &message);
         self.instance.handle_cast(&message, deadline).await?;
@@ -219,6 +220,28 @@ impl<C: Code> Hibernated<C> {
     }
 }
 
+/// Takes the process of `mailbox` to run it here if it is parked, nothing
+/// is queued, and `choose` says so.
+pub(super) fn take_parked<C: Code>(
+    mailbox: &ProcessMailbox<C>,
+    choose: impl FnOnce(&Parked<C>) -> bool,
+) -> Option<(Box<Parked<C>>, ProcessInbox<C>)> {
+    let (resting, mut inbox) = mailbox.take_if(|resting| match resting {
+        Resting::Parked(parked) => choose(parked),
+        Resting::Hibernated(_) => false,
+    })?;
+    match resting {
+        Resting::Parked(parked) => Some((parked, inbox)),
+        // `take_if` chose a parked one; were it not, it goes back as it was.
+        hibernated => {
+            if let Err(Unrested::Busy(rest) | Unrested::Closed(rest)) = inbox.rest(hibernated) {
+                rest.wake(inbox);
+            }
+            None
+        }
+    }
+}
+
 /// Whether the process of `mailbox` holds an instance (parked or running).
 pub(super) fn holds_instance<C: Code>(mailbox: &ProcessMailbox<C>) -> bool {
     mailbox.inspect(|status| match status {
@@ -232,20 +255,11 @@ pub(super) fn holds_instance<C: Code>(mailbox: &ProcessMailbox<C>) -> bool {
 /// parked one hibernates (in a task of its own); a running one is asked to
 /// once it has nothing queued. Returns whether it was asked.
 pub(super) fn make_room<C: Code>(mailbox: &ProcessMailbox<C>) -> bool {
-    let taken = mailbox.take_if(|resting| matches!(resting, Resting::Parked(_)));
-    match taken {
-        Some((Resting::Parked(parked), inbox)) => {
+    match take_parked(mailbox, |_| true) {
+        Some((parked, inbox)) => {
             let Parked { identity, live } = *parked;
             Task::new(identity, inbox).spawn(Begin::Hibernate(live));
             true
-        }
-        Some((hibernated, inbox)) => {
-            // Not chosen by `take_if`; put back as it was.
-            let mut inbox = inbox;
-            if let Err(Unrested::Busy(rest) | Unrested::Closed(rest)) = inbox.rest(hibernated) {
-                rest.wake(inbox);
-            }
-            false
         }
         None => mailbox.send_if_running(Message::Hibernate),
     }

@@ -26,12 +26,6 @@ pub struct ProcessStats {
     version: Mutex<Arc<str>>,
 }
 
-impl Default for ProcessStats {
-    fn default() -> Self {
-        Self::running(&Arc::from(""))
-    }
-}
-
 impl ProcessStats {
     /// The counters of a process starting on code of version `version`.
     pub fn running(version: &Arc<str>) -> Self {

@@ -32,6 +32,18 @@ pub enum Direction {
     Down,
 }
 
+impl Direction {
+    /// Which way a process moves from `from` to `to`: down to an older
+    /// generation, else up.
+    pub fn between<C: super::Code>(from: &C, to: &C) -> Self {
+        if to.generation() < from.generation() {
+            Direction::Down
+        } else {
+            Direction::Up
+        }
+    }
+}
+
 /// A component's target: its current code and, during a swap, the next;
 /// after a rollback, the code processes are leaving and how.
 pub struct Target<C> {
@@ -83,11 +95,7 @@ impl<C> Target<C> {
     where
         C: super::Code,
     {
-        let direction = if to.generation() < from.generation() {
-            Direction::Down
-        } else {
-            Direction::Up
-        };
+        let direction = Direction::between(from.as_ref(), to.as_ref());
         let progress = self
             .next
             .as_ref()
@@ -152,16 +160,6 @@ impl<C> Targets<C> {
     /// holds it (`load` it: a read costs no reference count).
     pub fn get(&self, component: &str) -> Option<(&Arc<str>, &ArcSwap<Target<C>>)> {
         self.targets.get_key_value(component)
-    }
-
-    /// The code process `name` of `component` should run now.
-    pub fn code_for(&self, component: &str, name: &str) -> Option<Arc<C>> {
-        let (_, target) = self.get(component)?;
-        Some(target.load().for_name(name).clone())
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.targets.keys()
     }
 
     /// Sets `component`'s target; false if no such component is loaded.
@@ -273,7 +271,8 @@ mod tests {
             }
         ));
         assert_ne!(targets.epoch(), before);
-        assert_eq!(targets.code_for("c", "anyone").map(|code| *code), Some(2));
+        let (_, target) = targets.get("c").expect("c");
+        assert_eq!(**target.load().for_name("anyone"), 2);
         assert!(!targets.set("nobody", Target::only(Arc::new(3))));
     }
 }

@@ -199,8 +199,7 @@ impl<C: Code> Task<C> {
     /// not fail to move there already): a message boundary. Nothing happens
     /// but one atomic load while no target changed.
     pub async fn converge(&mut self, mut live: Live<C>) -> Result<Live<C>, Ended> {
-        let targets = self.identity.processes.targets.clone();
-        let epoch = targets.epoch();
+        let epoch = self.identity.processes.targets.epoch();
         if live.epoch == epoch {
             return Ok(live);
         }
@@ -638,15 +637,15 @@ impl<C: Code> Task<C> {
         processes.registry.unregister(key, *pid);
         self.inbox.close();
         if let Exit::Crashed(_) = &exit {
-            self.identity.code.stats().crashed();
-        }
-        if let Exit::Crashed(_) = &exit
-            && let Some((_, target)) = processes.targets.get(&key.component)
-            && let Some(progress) = target.load().progress_of(&self.identity.code)
-        {
-            progress
-                .crashed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let code = &self.identity.code;
+            code.stats().crashed();
+            if let Some((_, target)) = processes.targets.get(&key.component)
+                && let Some(progress) = target.load().progress_of(code)
+            {
+                progress
+                    .crashed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         if let (Some(caller), Exit::Crashed(reason)) = (self.crashed_caller.take(), &exit) {
             let _ = caller.send(Err(CallError::Crashed(reason.clone())));

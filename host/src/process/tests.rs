@@ -590,7 +590,7 @@ async fn live_processes_move_to_the_new_code_keeping_their_state() {
     assert_eq!(load(&progress.moved), 3);
     assert_eq!(
         processes.versions_running("counter"),
-        HashMap::from([("2".to_string(), 3)])
+        HashMap::from([(Arc::from("2"), 3)])
     );
     for name in ["a", "b", "c"] {
         assert_eq!(

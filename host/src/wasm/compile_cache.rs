@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
+use super::version::{VersionId, hex};
+
 /// Where a component's machine code came from when it was loaded: the log
 /// says so, because a start that compiles is tens of milliseconds per
 /// component slower than one that reuses the cache.
@@ -29,17 +31,19 @@ impl fmt::Display for CodeOrigin {
     }
 }
 
-/// Compiles the component in `path`, or loads the machine code a previous
-/// start left in `cache_dir`. The cache key covers the file's bytes and the
-/// engine's configuration and version, so a changed guest or a new host never
-/// runs stale code.
+/// Compiles `bytes`, the component in `path` (whose version `version`
+/// is), or loads the machine code a previous start left in `cache_dir`. The
+/// cache key covers the bytes (through the version's hash of them) and the
+/// engine's configuration and version, so a changed guest or a new host
+/// never runs stale code.
 pub(super) fn compile_cached(
     engine: &wasmtime::Engine,
     bytes: &[u8],
+    version: &VersionId,
     path: &Path,
     cache_dir: &Path,
 ) -> anyhow::Result<(Component, CodeOrigin)> {
-    let cached = cache_dir.join(format!("{}.cwasm", cache_key(engine, bytes)));
+    let cached = cache_dir.join(format!("{}.cwasm", cache_key(engine, version)));
     if cached.exists() {
         // SAFETY: the file was written by `Component::serialize` of an engine
         // with the same compatibility hash (it is in the file's name), in a
@@ -62,7 +66,7 @@ pub(super) fn compile_cached(
     Ok((component, code))
 }
 
-fn cache_key(engine: &wasmtime::Engine, bytes: &[u8]) -> String {
+fn cache_key(engine: &wasmtime::Engine, version: &VersionId) -> String {
     let mut engine_hasher = DefaultHasher::new();
     engine
         .precompile_compatibility_hash()
@@ -70,12 +74,8 @@ fn cache_key(engine: &wasmtime::Engine, bytes: &[u8]) -> String {
     let mut digest = Sha256::new();
     digest.update(engine_hasher.finish().to_le_bytes());
     digest.update(env!("CARGO_PKG_VERSION").as_bytes());
-    digest.update(bytes);
-    digest
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest.update(version.hash);
+    hex(&digest.finalize())
 }
 
 /// Writes to a temporary file and renames it, so a crash mid-write never

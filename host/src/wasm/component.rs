@@ -77,7 +77,8 @@ impl LoadedComponent {
             bail!("{} is not a WebAssembly file", path.display());
         }
         let version = VersionId::of(&bytes, label);
-        let (component, code) = compile_cached(engine.wasmtime(), &bytes, path, cache_dir)?;
+        let (component, code) =
+            compile_cached(engine.wasmtime(), &bytes, &version, path, cache_dir)?;
         let instance_pre = engine.linker().instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!(
                 "{} asks for something this host does not provide: {e}",
