@@ -66,8 +66,9 @@ enum Command {
     /// Swap COMPONENT of running NODE to the version in PATH while its
     /// processes keep their state (the console's `swap`, once): checked and
     /// dry-run first; the exit status says whether it started (with
-    /// --commit: whether it ended committed). One node's: in a cluster,
-    /// swap each node.
+    /// --commit: whether it ended committed). On a member of a cluster it
+    /// is the cluster's: every node swaps, one at a time, and a node that
+    /// joins or restarts later runs the committed version.
     Swap(cli::console::SwapArgs),
     /// Stop NODE gracefully and return once it is gone (as `bin/todo stop`).
     Stop(cli::console::NodeArgs),

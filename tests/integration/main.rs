@@ -14,6 +14,7 @@ mod cluster_failover;
 mod cluster_membership;
 mod cluster_partition;
 mod cluster_seed;
+mod cluster_swap;
 mod concurrency;
 mod console;
 mod dist_bad_input;

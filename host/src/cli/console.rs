@@ -32,6 +32,11 @@ use host::distribution::link::Link;
 /// wait for the cluster).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Longest `host swap` waits for its answer: with `--commit`, a cluster's
+/// rollout may take its nodes' sweeps one after another (the node gives up
+/// waiting after 15 minutes).
+const SWAP_ANSWER_TIMEOUT: Duration = Duration::from_secs(16 * 60);
+
 /// Longest `host stop` waits for the node to be gone.
 const STOP_WAIT: Duration = Duration::from_secs(120);
 
@@ -94,11 +99,19 @@ pub enum Transport {
 
 impl Transport {
     async fn ask(&self, request: ConsoleRequest) -> Result<ConsoleReply, String> {
+        self.ask_within(request, ANSWER_TIMEOUT).await
+    }
+
+    async fn ask_within(
+        &self,
+        request: ConsoleRequest,
+        timeout: Duration,
+    ) -> Result<ConsoleReply, String> {
         match self {
             Transport::Local(console, id) => Ok(console.serve(*id, request).await),
             Transport::Remote(link) => {
                 let body = protocol::encode(&request);
-                match tool::request_on(link, ToolRequest::Console(body), ANSWER_TIMEOUT).await? {
+                match tool::request_on(link, ToolRequest::Console(body), timeout).await? {
                     ToolReply::Console(reply) => protocol::decode(&reply),
                     ToolReply::Failed(reason) => Err(reason),
                     other => Err(format!("unexpected answer: {other:?}")),
@@ -225,8 +238,13 @@ pub struct SwapArgs {
     down: bool,
     /// Wait for the sweep to move the live processes (hibernated ones move
     /// at their wake), then commit; exit 1 if the swap rolled back instead.
+    /// In a cluster: wait until every node has swapped, then commit.
     #[arg(long)]
     commit: bool,
+    /// In a cluster: swap every node at once, rather than one after
+    /// another (the next once the last has swapped).
+    #[arg(long)]
+    all_at_once: bool,
     #[command(flatten)]
     link: LinkArgs,
 }
@@ -247,14 +265,22 @@ pub async fn swap(args: SwapArgs) -> anyhow::Result<()> {
     if let Some(max_failures) = args.max_failures {
         line.push_str(&format!(" --max-failures {max_failures}"));
     }
-    for (given, switch) in [(args.down, " --down"), (args.commit, " --commit")] {
+    for (given, switch) in [
+        (args.down, " --down"),
+        (args.commit, " --commit"),
+        (args.all_at_once, " --all-at-once"),
+    ] {
         if given {
             line.push_str(switch);
         }
     }
     let (_, link) = connect(&args.node, &args.link).await?;
     let transport = Transport::Remote(link.clone());
-    let reply = transport.run(&line).await.map_err(|e| anyhow::anyhow!(e))?;
+    let request = ConsoleRequest::Run { line };
+    let reply = transport
+        .ask_within(request, SWAP_ANSWER_TIMEOUT)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let ok = print_reply(&transport, reply).await;
     link.close("swap done");
     if ok {

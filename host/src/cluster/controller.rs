@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::placement::balance;
 use super::replica::Replica;
+use super::rollout;
 use super::types::{ClusterState, Command, NodeChange, NodeId, Outcome, PlacementChange};
 use crate::distribution::NodeName;
 use crate::process::StopReason;
@@ -46,6 +47,8 @@ const CAUGHT_UP_SLACK: u64 = 512;
 pub(super) fn start(replica: Arc<Replica>, stop: CancellationToken) {
     tokio::spawn(follow_placement(replica.clone(), stop.clone()));
     tokio::spawn(lease_loop(replica.clone(), stop.clone()));
+    tokio::spawn(rollout::lead(replica.clone(), stop.clone()));
+    tokio::spawn(rollout::follow(replica.clone(), stop.clone()));
     tokio::spawn(tick_loop(replica, stop));
 }
 

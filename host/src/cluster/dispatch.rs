@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use super::Cluster;
 use super::membership::remove_member;
 use super::replica::Replica;
+use super::types::Command;
 use super::wire::{
     self, CallReply, OneWay, RaftRpc, Request, Response, ToolReply, ToolRequest, WriteReply,
 };
@@ -18,6 +19,20 @@ use crate::distribution::link::{Link, LinkHandler, MAX_BODY};
 use crate::distribution::mesh::MeshEvents;
 
 impl Cluster {
+    /// Submits `command` if this node leads, else says who does.
+    async fn submit_here(&self, command: Command) -> Response {
+        match self.active.get() {
+            Some(replica) if replica.is_leader() => Response::Write(replica.submit(command).await),
+            Some(replica) => {
+                let leader = replica
+                    .leader()
+                    .and_then(|id| replica.view().name_of(id).cloned());
+                Response::Write(WriteReply::NotLeader(leader))
+            }
+            None => Response::Refused(format!("{} is not in a cluster", self.mesh.me())),
+        }
+    }
+
     async fn serve_tool(self: &Arc<Self>, link: Arc<Link>, request: ToolRequest) -> ToolReply {
         match request {
             ToolRequest::Console(request) => match self.console.get() {
@@ -70,18 +85,13 @@ impl Cluster {
                 }
                 None => Response::Call(CallReply::NotHere),
             },
-            Request::Write(write) => match self.active.get() {
-                Some(replica) if replica.is_leader() => {
-                    Response::Write(replica.submit(write).await)
-                }
-                Some(replica) => {
-                    let leader = replica
-                        .leader()
-                        .and_then(|id| replica.view().name_of(id).cloned());
-                    Response::Write(WriteReply::NotLeader(leader))
-                }
-                None => not_member(),
-            },
+            Request::Write(write) => self.submit_here(Command::Write(write)).await,
+            // Members propose a rollout's steps; placement and founding are
+            // the leader's own.
+            Request::Propose(command @ Command::Rollout(_)) => self.submit_here(command).await,
+            Request::Propose(_) => Response::Write(WriteReply::Refused(
+                "only a rollout's steps are proposed by members".into(),
+            )),
             Request::ReadIndex => match self.active.get() {
                 Some(replica) => Response::ReadIndex(replica.local_read_index().await),
                 None => not_member(),

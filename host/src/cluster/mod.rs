@@ -19,6 +19,7 @@
 //!   start barrier);
 //! - `controller`: liveness, the lease, failover and rebalancing;
 //! - `membership`: found, join, admit, leave;
+//! - `rollout`: a swap across the cluster, step by step through the log;
 //! - `dispatch`: what arrives on links;
 //! - `wire`, `tool`: what members and tools say to each other;
 //! - this file: [`Cluster`], the life of a node in a cluster (start,
@@ -41,6 +42,7 @@ mod membership;
 mod network;
 pub mod placement;
 mod replica;
+pub mod rollout;
 mod snapshot;
 mod state_machine;
 #[cfg(test)]

@@ -271,12 +271,12 @@ impl Replica {
 
     /// Submits a write on this node, as the leader. Bounded by the fence:
     /// a leader cut off from the majority gives up instead of waiting.
-    pub(super) async fn submit(&self, write: Write) -> WriteReply {
+    pub(super) async fn submit(&self, command: Command) -> WriteReply {
         if let Some(reason) = self.cut_off() {
             return WriteReply::Refused(reason);
         }
         let mut cut_off = self.cut_off.subscribe();
-        let submitted = self.raft.client_write(Command::Write(write));
+        let submitted = self.raft.client_write(command);
         tokio::select! {
             result = submitted => match result {
                 Ok(response) => WriteReply::Committed {
@@ -307,13 +307,24 @@ impl Replica {
     /// Replicates `write` through the leader and waits until this node has
     /// applied it.
     async fn replicate(&self, write: Write) -> Result<(), StorageError> {
+        self.propose(Command::Write(write)).await
+    }
+
+    /// Proposes `command` through the leader and waits until this node has
+    /// applied it: `Ok` if it was applied, `Unavailable` if it was not
+    /// (refused, or no leader), `Indeterminate` if nobody can tell.
+    pub(super) async fn propose(&self, command: Command) -> Result<(), StorageError> {
         let deadline = Instant::now() + self.settings.write_timeout;
+        let forwarded = match &command {
+            Command::Write(write) => Request::Write(write.clone()),
+            other => Request::Propose(other.clone()),
+        };
         loop {
             let reply = match self.leader() {
-                Some(leader) if leader == self.me => Some(self.submit(write.clone()).await),
+                Some(leader) if leader == self.me => Some(self.submit(command.clone()).await),
                 Some(leader) => match self.link_to(leader) {
                     Some(link) => {
-                        let body = wire::encode(&Request::Write(write.clone()));
+                        let body = wire::encode(&forwarded);
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         let mut cut_off = self.cut_off.subscribe();
                         let answered = tokio::select! {

@@ -15,12 +15,13 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
 use super::log_store::{encode, read_error, read_meta, write_error};
+use super::rollout::{self, Rollouts};
 use super::snapshot::{self, APPLIED, CLUSTER, CURRENT, INSTALLING, INSTALLING_FILE, MEMBERSHIP};
 use super::types::{
     ClusterState, Command, Entry, LogId, Outcome, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
-use crate::storage::{ClusterStore, Family, Operation};
+use crate::storage::{ClusterStore, Family, Operation, StoreBatch};
 
 /// What the state machine tells the rest of the node.
 pub struct Published {
@@ -28,6 +29,8 @@ pub struct Published {
     pub view: watch::Sender<Arc<ClusterState>>,
     /// The index of the last applied entry (0 before any).
     pub applied: watch::Sender<u64>,
+    /// Every component's latest rollout, as of the last applied entry.
+    pub rollouts: watch::Sender<Arc<Rollouts>>,
 }
 
 pub struct StateMachine {
@@ -36,6 +39,7 @@ pub struct StateMachine {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     cluster: ClusterState,
+    rollouts: Rollouts,
     published: Arc<Published>,
     /// The file the snapshot being received is written to.
     incoming: Option<PathBuf>,
@@ -58,9 +62,11 @@ impl StateMachine {
         let last_applied: Option<LogId> = read_meta::<Option<LogId>>(&store, APPLIED)?.flatten();
         let membership: StoredMembership = read_meta(&store, MEMBERSHIP)?.unwrap_or_default();
         let cluster: ClusterState = read_meta(&store, CLUSTER)?.unwrap_or_default();
+        let rollouts = read_rollouts(&store)?;
         let published = Arc::new(Published {
             view: watch::Sender::new(Arc::new(cluster.clone())),
             applied: watch::Sender::new(last_applied.map_or(0, |id| id.index)),
+            rollouts: watch::Sender::new(Arc::new(rollouts.clone())),
         });
         Ok((
             Self {
@@ -69,6 +75,7 @@ impl StateMachine {
                 last_applied,
                 membership,
                 cluster,
+                rollouts,
                 published: published.clone(),
                 incoming: None,
                 files: Arc::default(),
@@ -118,11 +125,16 @@ impl StateMachine {
         Ok(incoming)
     }
 
-    fn publish(&self, cluster_changed: bool) {
+    fn publish(&self, cluster_changed: bool, rollouts_changed: bool) {
         if cluster_changed {
             self.published
                 .view
                 .send_replace(Arc::new(self.cluster.clone()));
+        }
+        if rollouts_changed {
+            self.published
+                .rollouts
+                .send_replace(Arc::new(self.rollouts.clone()));
         }
         let applied = self.last_applied.map_or(0, |id| id.index);
         self.published.applied.send_replace(applied);
@@ -143,7 +155,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut batch = self.store.batch();
         let mut outcomes = Vec::new();
-        let (mut membership_changed, mut cluster_changed) = (false, false);
+        let (mut membership_changed, mut cluster_changed, mut rollouts_changed) =
+            (false, false, false);
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
@@ -153,18 +166,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     membership_changed = true;
                     Outcome::Applied
                 }
+                EntryPayload::Normal(Command::Rollout(step)) => {
+                    match self.rollouts.apply(entry.log_id.index, &step) {
+                        Ok(writes) => {
+                            put_all(&mut batch, writes);
+                            rollouts_changed = true;
+                            Outcome::Applied
+                        }
+                        Err(reason) => Outcome::Refused(reason),
+                    }
+                }
                 EntryPayload::Normal(command) => {
                     let outcome = self.cluster.apply(entry.log_id.index, &command);
                     match (&outcome, command) {
                         (Outcome::Applied, Command::Write(write)) => {
-                            for operation in write.operations {
-                                match operation {
-                                    Operation::Put(key, value) => {
-                                        batch.put(Family::Data, key, value)
-                                    }
-                                    Operation::Delete(key) => batch.delete(Family::Data, key),
-                                }
-                            }
+                            put_all(&mut batch, write.operations)
                         }
                         (Outcome::Applied, _) => cluster_changed = true,
                         (Outcome::Refused(_), _) => {}
@@ -182,7 +198,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put(Family::Meta, CLUSTER, encode(&self.cluster)?);
         }
         self.store.write_durably(batch).await.map_err(write_error)?;
-        self.publish(cluster_changed);
+        self.publish(cluster_changed, rollouts_changed);
         Ok(outcomes)
     }
 
@@ -245,7 +261,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.last_applied = header.meta.last_log_id;
         self.membership = header.meta.last_membership;
         self.cluster = header.cluster;
-        self.publish(true);
+        self.rollouts = read_rollouts(&self.store)?;
+        self.publish(true, true);
         Ok(())
     }
 
@@ -267,6 +284,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(read_error)?
     }
+}
+
+/// Adds `operations` on the data column family to `batch`.
+fn put_all(batch: &mut StoreBatch, operations: Vec<Operation>) {
+    for operation in operations {
+        match operation {
+            Operation::Put(key, value) => batch.put(Family::Data, key, value),
+            Operation::Delete(key) => batch.delete(Family::Data, key),
+        }
+    }
+}
+
+/// The rollout records in `store`'s data.
+fn read_rollouts(store: &ClusterStore) -> Result<Rollouts, StorageError> {
+    let prefix = rollout::record_prefix();
+    let mut records = Vec::new();
+    for pair in store.scan_from(Family::Data, prefix).map_err(read_error)? {
+        let (key, value) = pair.map_err(read_error)?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        records.push(value.into_vec());
+    }
+    Rollouts::from_records(records).map_err(read_error)
 }
 
 /// Writes a snapshot off the state machine's task (from a RocksDB snapshot,

@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::rollout::RolloutStep;
 use crate::distribution::NodeName;
 pub use crate::process::Fence;
 use crate::storage::Operation;
@@ -66,6 +67,9 @@ pub enum Command {
     Write(Write),
     /// Nodes come, go, and slots move.
     Placement(PlacementChange),
+    /// A step of a swap across the cluster (applied by the state machine's
+    /// `Rollouts`, not by [`ClusterState`]).
+    Rollout(RolloutStep),
 }
 
 /// A batch of storage writes (keys already carry their component's
@@ -227,6 +231,8 @@ impl ClusterState {
                 self.version = index;
                 Outcome::Applied
             }
+            // The state machine applies it to its rollouts.
+            Command::Rollout(_) => Outcome::Applied,
         }
     }
 }

@@ -13,7 +13,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::types::{NodeId, Outcome, TypeConfig, Write};
+use super::types::{Command, NodeId, Outcome, TypeConfig, Write};
 use crate::distribution::NodeName;
 use crate::process::CallError;
 
@@ -44,6 +44,9 @@ pub enum Request {
     Invite,
     /// A tool's command (on a hidden link).
     Tool(ToolRequest),
+    /// A command other than a write, proposed to the leader (a rollout's
+    /// steps); answered as a write.
+    Propose(Command),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::NodeCore;
+use super::swap::{LocalVersions, SwapOptions};
 use crate::process::{CallError, Fence, ProcessKey, Router, StopReason};
 use crate::storage::{ClusterStore, Replicator};
 
@@ -87,6 +88,33 @@ impl ClusterAccess {
         matches: impl Fn(&ProcessKey, Option<&Fence>) -> bool,
     ) -> usize {
         self.node.processes.stop_where(reason, matches)
+    }
+
+    /// `component`'s versions on this node (none if it runs no such
+    /// component).
+    pub fn local_versions(&self, component: &str) -> Option<LocalVersions> {
+        self.node.swaps.local(component)
+    }
+
+    /// Swaps `component` on this node, as the cluster's rollout asks.
+    pub async fn swap(&self, component: &str, options: SwapOptions) -> Result<String, String> {
+        self.node.swaps.swap(component, options).await
+    }
+
+    /// Widens `component`'s canary on this node to every process.
+    pub fn promote(&self, component: &str) -> Result<String, String> {
+        self.node.swaps.promote(component)
+    }
+
+    /// Puts `component`'s processes on this node back on the version its
+    /// swap started from.
+    pub fn rollback(&self, component: &str, why: &str) -> Result<String, String> {
+        self.node.swaps.roll_back(component, why, None)
+    }
+
+    /// Ends `component`'s swap on this node.
+    pub fn commit(&self, component: &str) -> Result<String, String> {
+        self.node.swaps.commit(component)
     }
 
     /// What the cluster may do with the node's storage.

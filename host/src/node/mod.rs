@@ -28,7 +28,9 @@ use anyhow::Context as _;
 
 pub use cluster_access::ClusterAccess;
 pub use operator::OperatorAccess;
-pub use swap::{SwapOptions, VersionsView};
+pub use swap::{
+    CheckedVersion, LocalSwap, LocalVersions, SwapOptions, VersionSource, VersionsView,
+};
 
 use crate::capabilities::{Grant, GuestCalls, HostCallHook};
 use crate::config::NodeConfig;

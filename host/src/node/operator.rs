@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::NodeCore;
-use super::swap::{SwapOptions, VersionsView};
+use super::swap::{CheckedVersion, SwapOptions, VersionsView};
 use crate::capabilities::HostCallHook;
 use crate::config::{ProcessLimits, RestartIntensity};
 use crate::process::trace::Tracer;
@@ -99,6 +99,17 @@ impl OperatorAccess {
     /// Swaps `component` to a new version (ARCHITECTURE.md, "Hot swap").
     pub async fn swap(&self, component: &str, options: SwapOptions) -> Result<String, String> {
         self.node.swaps.swap(component, options).await
+    }
+
+    /// Reads the version in `path` and checks it against `component`'s
+    /// current one, changing nothing (a cluster records it next).
+    pub async fn check_version(
+        &self,
+        component: &str,
+        path: &std::path::Path,
+        label: Option<String>,
+    ) -> Result<CheckedVersion, String> {
+        self.node.swaps.check(component, path, label).await
     }
 
     /// Widens `component`'s canary to every process.

@@ -46,8 +46,8 @@ const MIN_FAILURES_TO_ROLL_BACK: u64 = 3;
 /// What an operator asks of a swap.
 #[derive(Debug, Clone)]
 pub struct SwapOptions {
-    /// The new version's file, on this node's machine.
-    pub path: PathBuf,
+    /// Where the new version comes from.
+    pub source: VersionSource,
     /// Its label, instead of its own.
     pub label: Option<String>,
     /// Percent of names (and of HTTP requests) that move first; 100: all.
@@ -62,6 +62,47 @@ pub struct SwapOptions {
     /// ones move at their wake, busy ones at their next message), then
     /// commits; a swap that rolls back meanwhile is an error.
     pub commit: bool,
+}
+
+/// Where a new version's bytes come from.
+#[derive(Debug, Clone)]
+pub enum VersionSource {
+    /// A file on this node's machine.
+    File(PathBuf),
+    /// Bytes given whole (in a cluster: from the log, by hash).
+    Bytes { bytes: Arc<[u8]>, origin: String },
+}
+
+/// A new version read and checked against a component's current one,
+/// before anything changed: what a cluster records to roll it out.
+#[derive(Debug, Clone)]
+pub struct CheckedVersion {
+    pub bytes: Vec<u8>,
+    pub hash: [u8; 32],
+    pub label: String,
+    /// The label of the version it would replace on this node.
+    pub from_label: String,
+}
+
+/// A component's versions on this node, as a cluster's rollout compares
+/// them with what the cluster asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalVersions {
+    pub current: [u8; 32],
+    pub swap: Option<LocalSwap>,
+    /// How the last swap ended.
+    pub last: Option<String>,
+}
+
+/// A swap in progress on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSwap {
+    pub to: [u8; 32],
+    pub share: u8,
+    /// Its sweep is done: every live process it could move has moved.
+    pub swept: bool,
+    /// What it did, in one line.
+    pub summary: String,
 }
 
 /// What starting a swap did.
@@ -323,23 +364,9 @@ impl Swaps {
         from: &Arc<Component>,
         options: &SwapOptions,
     ) -> Result<Arc<Component>, String> {
-        let path = options.path.clone();
-        let label = options.label.clone();
-        let engine_component = from.clone();
-        let name = from.name().clone();
-        let cache_dir = self.cache_dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            LoadedComponent::load_labelled(
-                engine_component.engine(),
-                &name,
-                &path,
-                &cache_dir,
-                label.as_deref(),
-            )
-        })
-        .await
-        .map_err(|e| format!("loading the new version failed: {e}"))?
-        .map_err(|e| format!("{e:#}"))?;
+        let loaded = self
+            .load_code(from, &options.source, options.label.clone())
+            .await?;
         let hash = loaded.version().hash;
         if from.code().version().hash == hash {
             return Ok(from.clone());
@@ -362,6 +389,92 @@ impl Swaps {
             entry.newest
         };
         Ok(Arc::new(from.with_code(loaded, generation)))
+    }
+
+    /// Loads the code in `source` as a version of `from`'s component.
+    async fn load_code(
+        &self,
+        from: &Arc<Component>,
+        source: &VersionSource,
+        label: Option<String>,
+    ) -> Result<LoadedComponent, String> {
+        let source = source.clone();
+        let engine_component = from.clone();
+        let name = from.name().clone();
+        let cache_dir = self.cache_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let engine = engine_component.engine();
+            match &source {
+                VersionSource::File(path) => LoadedComponent::load_labelled(
+                    engine,
+                    &name,
+                    path,
+                    &cache_dir,
+                    label.as_deref(),
+                ),
+                VersionSource::Bytes { bytes, origin } => LoadedComponent::from_bytes(
+                    engine,
+                    &name,
+                    bytes,
+                    origin,
+                    &cache_dir,
+                    label.as_deref(),
+                ),
+            }
+        })
+        .await
+        .map_err(|e| format!("loading the new version failed: {e}"))?
+        .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Reads the version in `path` and checks it against `component`'s
+    /// current one (it is a component, links against the host, exports
+    /// what the current one exports), changing nothing: what a cluster
+    /// checks on the node a swap is asked of before it records it.
+    pub async fn check(
+        &self,
+        component: &str,
+        path: &std::path::Path,
+        given_label: Option<String>,
+    ) -> Result<CheckedVersion, String> {
+        let (_, target) = self.target(component)?;
+        let from = target.current.clone();
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| format!("cannot read component {}: {e}", path.display()))?;
+        let source = VersionSource::Bytes {
+            bytes: Arc::from(bytes.as_slice()),
+            origin: path.display().to_string(),
+        };
+        let loaded = self.load_code(&from, &source, given_label).await?;
+        let to = from.with_code(loaded, 0);
+        check_exports(&from, &to)?;
+        let version = to.code().version();
+        Ok(CheckedVersion {
+            hash: version.hash,
+            label: version.label.to_string(),
+            from_label: label(&from),
+            bytes,
+        })
+    }
+
+    /// `component`'s versions on this node.
+    pub fn local(&self, component: &str) -> Option<LocalVersions> {
+        let versions = self.versions();
+        let (name, target) = self.target(component).ok()?;
+        let entry = versions.get(&name);
+        Some(LocalVersions {
+            current: target.current.code().version().hash,
+            swap: entry
+                .and_then(|entry| entry.swap.as_ref())
+                .map(|swap| LocalSwap {
+                    to: swap.to.code().version().hash,
+                    share: swap.share,
+                    swept: swap.swept.load(Ordering::Acquire),
+                    summary: describe_swap(swap),
+                }),
+            last: entry.and_then(|entry| entry.last.clone()),
+        })
     }
 
     /// Hands the states of up to 16 live processes to sandbox instances of
@@ -483,7 +596,7 @@ impl Swaps {
 
     /// Rolls `component`'s swap back (only if it is the swap to `expected`,
     /// when given: a watch or a commit that waited must not end another).
-    fn roll_back(
+    pub(super) fn roll_back(
         &self,
         component: &str,
         why: &str,

@@ -40,7 +40,7 @@ pub(super) fn compile_cached(
     engine: &wasmtime::Engine,
     bytes: &[u8],
     version: &VersionId,
-    path: &Path,
+    origin: &str,
     cache_dir: &Path,
 ) -> anyhow::Result<(Component, CodeOrigin)> {
     let cached = cache_dir.join(format!("{}.cwasm", cache_key(engine, version)));
@@ -58,7 +58,7 @@ pub(super) fn compile_cached(
     }
     let started = Instant::now();
     let component = Component::new(engine, bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not a valid component: {e:#}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{origin} is not a valid component: {e:#}"))?;
     let code = CodeOrigin::Compiled(started.elapsed());
     if let Err(e) = write_cache(&component, cache_dir, &cached) {
         tracing::warn!(cache = %cached.display(), "cannot cache the compiled component: {e:#}");

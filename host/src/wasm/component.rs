@@ -70,20 +70,37 @@ impl LoadedComponent {
         cache_dir: &Path,
         label: Option<&str>,
     ) -> anyhow::Result<Self> {
-        validate_name(name)?;
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read component {}", path.display()))?;
+        Self::from_bytes(
+            engine,
+            name,
+            &bytes,
+            &path.display().to_string(),
+            cache_dir,
+            label,
+        )
+    }
+
+    /// Loads a component from its `bytes` (`origin` says where they came
+    /// from, for errors: a file, or the cluster's log).
+    pub fn from_bytes(
+        engine: &Engine,
+        name: &str,
+        bytes: &[u8],
+        origin: &str,
+        cache_dir: &Path,
+        label: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        validate_name(name)?;
         if !bytes.starts_with(b"\0asm") {
-            bail!("{} is not a WebAssembly file", path.display());
+            bail!("{origin} is not a WebAssembly file");
         }
-        let version = VersionId::of(&bytes, label);
+        let version = VersionId::of(bytes, label);
         let (component, code) =
-            compile_cached(engine.wasmtime(), &bytes, &version, path, cache_dir)?;
+            compile_cached(engine.wasmtime(), bytes, &version, origin, cache_dir)?;
         let instance_pre = engine.linker().instantiate_pre(&component).map_err(|e| {
-            anyhow::anyhow!(
-                "{} asks for something this host does not provide: {e}",
-                path.display()
-            )
+            anyhow::anyhow!("{origin} asks for something this host does not provide: {e}")
         })?;
         let process = ProcessComponentPre::new(instance_pre.clone()).ok();
         let process_indices = ProcessComponentIndices::new(&instance_pre).ok();
@@ -93,9 +110,8 @@ impl LoadedComponent {
         let functions = find_functions(engine.wasmtime(), &component);
         if process.is_none() && http.is_none() {
             bail!(
-                "{} exports neither the process behaviour (otp:platform/behaviour) \
-                 nor wasi:http/incoming-handler: there is nothing to run",
-                path.display()
+                "{origin} exports neither the process behaviour (otp:platform/behaviour) \
+                 nor wasi:http/incoming-handler: there is nothing to run"
             );
         }
         Ok(Self {

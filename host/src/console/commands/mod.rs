@@ -187,7 +187,8 @@ pub const COMMANDS: &[Command] = &[
         name: "versions",
         also: &[],
         usage: "versions",
-        about: "each component's versions: current, kept, processes per version, a swap's progress",
+        about: "each component's versions: current, kept, processes per version, a swap's \
+                progress (in a cluster: the rollout, node by node)",
         completes: Completes::Nothing,
         run: swap::versions,
     },
@@ -199,7 +200,9 @@ pub const COMMANDS: &[Command] = &[
                 its processes keep their state: checked and dry-run first; a canary moves \
                 that share of names (and of requests); too many failures roll it back; \
                 --down: PATH is older, states are handed down; --commit: wait for the \
-                sweep, then commit",
+                sweep, then commit. In a cluster it is the cluster's: recorded in its log, \
+                every node swaps, one at a time (--all-at-once: together), and a node that \
+                fails rolls them all back",
         completes: Completes::Components,
         run: swap::swap,
     },

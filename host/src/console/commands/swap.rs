@@ -1,17 +1,27 @@
 //! Hot swap: `versions`, `swap`, `promote`, `rollback`, `commit`
-//! (ARCHITECTURE.md, "Hot swap"). This node's versions; a swap in a
-//! cluster is each node's.
+//! (ARCHITECTURE.md, "Hot swap"). On a lone node they act on its versions;
+//! on a member of a cluster, on the cluster's rollout (recorded in its log,
+//! followed by every node), whichever node they are typed on.
 
 use std::future::ready;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::{Invocation, Reply};
+use crate::cluster::Cluster;
+use crate::cluster::rollout::RolloutOptions;
 use crate::console::words::Options;
-use crate::node::SwapOptions;
+use crate::node::{SwapOptions, VersionSource};
 use crate::process::VersionFigures;
 
 pub fn versions(call: Invocation<'_>) -> Reply<'_> {
     let mut out = String::new();
+    let rollouts = call
+        .console
+        .cluster
+        .as_ref()
+        .map(|cluster| cluster.rollouts())
+        .unwrap_or_default();
     for view in call.console.node.versions() {
         out.push_str(&format!(
             "{}\n  current: {}\n",
@@ -40,13 +50,18 @@ pub fn versions(call: Invocation<'_>) -> Reply<'_> {
         if let Some(last) = &view.last {
             out.push_str(&format!("  last:    {last}\n"));
         }
+        for rollout in rollouts.iter().filter(|r| r.component == view.component) {
+            for line in &rollout.lines {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
     }
     Box::pin(ready(Ok(out)))
 }
 
 /// `swap`'s usage line.
 pub const SWAP_USAGE: &str = "swap COMPONENT PATH [--canary PERCENT] [--version LABEL] \
-                              [--max-failures PERCENT] [--down] [--commit]";
+                              [--max-failures PERCENT] [--down] [--commit] [--all-at-once]";
 
 /// A version's figures in one line.
 fn describe(figures: &VersionFigures) -> String {
@@ -69,7 +84,7 @@ pub fn swap(call: Invocation<'_>) -> Reply<'_> {
         let options = Options::parse_with_switches(
             call.args,
             &["canary", "version", "max-failures"],
-            &["down", "commit"],
+            &["down", "commit", "all-at-once"],
         )?;
         let [component, path] = options.plain.as_slice() else {
             return Err(format!("usage: {SWAP_USAGE}"));
@@ -81,43 +96,82 @@ pub fn swap(call: Invocation<'_>) -> Reply<'_> {
                 .filter(|value| (1..=100).contains(value))
                 .ok_or_else(|| format!("--{name} is a percentage, 1 to 100, not {value}"))
         };
-        let swap = SwapOptions {
-            path: PathBuf::from(path),
-            label: options.get("version").map(str::to_string),
+        let path = PathBuf::from(path);
+        let label = options.get("version").map(str::to_string);
+        let rollout = RolloutOptions {
             canary: percent("canary", 100)?,
             max_failures: percent("max-failures", 10)?,
             down: options.has("down"),
+            all_at_once: options.has("all-at-once"),
             commit: options.has("commit"),
         };
-        if swap.commit && swap.canary < 100 {
+        if rollout.commit && rollout.canary < 100 {
             return Err("--commit waits for every process to move: not with --canary".into());
         }
-        let text = call.console.node.swap(component, swap).await?;
+        let console = call.console;
+        let text = match console.cluster.as_ref().filter(|c| c.is_member()) {
+            Some(cluster) => {
+                let checked = console.node.check_version(component, &path, label).await?;
+                cluster.roll_out(component, checked, rollout).await?
+            }
+            None if rollout.all_at_once => {
+                return Err("--all-at-once is for a cluster: this node is alone".into());
+            }
+            None => {
+                let swap = SwapOptions {
+                    source: VersionSource::File(path),
+                    label,
+                    canary: rollout.canary,
+                    max_failures: rollout.max_failures,
+                    down: rollout.down,
+                    commit: rollout.commit,
+                };
+                console.node.swap(component, swap).await?
+            }
+        };
         Ok(text + "\n")
     })
 }
 
 pub fn promote(call: Invocation<'_>) -> Reply<'_> {
-    Box::pin(ready(one_component(&call, "promote COMPONENT").and_then(
-        |component| call.console.node.promote(component).map(|text| text + "\n"),
-    )))
+    Box::pin(async move {
+        let component = one_component(&call, "promote COMPONENT")?;
+        let text = match member(&call) {
+            Some(cluster) => cluster.promote_rollout(component).await?,
+            None => call.console.node.promote(component)?,
+        };
+        Ok(text + "\n")
+    })
 }
 
 pub fn rollback(call: Invocation<'_>) -> Reply<'_> {
-    Box::pin(ready(one_component(&call, "rollback COMPONENT").and_then(
-        |component| {
-            call.console
-                .node
-                .rollback(component)
-                .map(|text| text + "\n")
-        },
-    )))
+    Box::pin(async move {
+        let component = one_component(&call, "rollback COMPONENT")?;
+        let text = match member(&call) {
+            Some(cluster) => cluster.roll_back_rollout(component).await?,
+            None => call.console.node.rollback(component)?,
+        };
+        Ok(text + "\n")
+    })
 }
 
 pub fn commit(call: Invocation<'_>) -> Reply<'_> {
-    Box::pin(ready(one_component(&call, "commit COMPONENT").and_then(
-        |component| call.console.node.commit(component).map(|text| text + "\n"),
-    )))
+    Box::pin(async move {
+        let component = one_component(&call, "commit COMPONENT")?;
+        let text = match member(&call) {
+            Some(cluster) => cluster.commit_rollout(component).await?,
+            None => call.console.node.commit(component)?,
+        };
+        Ok(text + "\n")
+    })
+}
+
+/// The cluster, if this node is a member: swaps are the cluster's then.
+fn member<'a>(call: &Invocation<'a>) -> Option<&'a Arc<Cluster>> {
+    call.console
+        .cluster
+        .as_ref()
+        .filter(|cluster| cluster.is_member())
 }
 
 fn one_component<'a>(call: &Invocation<'a>, usage: &str) -> Result<&'a str, String> {
