@@ -339,3 +339,90 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftStateMachine;
+    use openraft::testing::log_id;
+    use openraft::{EntryPayload, RaftSnapshotBuilder};
+
+    use super::StateMachine;
+    use crate::cluster::rollout::{RolloutOptions, RolloutStep, VersionRef, bytes_key};
+    use crate::cluster::types::{Command, Entry, Outcome};
+    use crate::config::Durability;
+    use crate::storage::{Family, Storage};
+
+    fn start() -> RolloutStep {
+        RolloutStep::Start {
+            component: "todo".into(),
+            to: VersionRef {
+                hash: [7; 32],
+                label: "2.0.0".into(),
+            },
+            from_label: "1.0.0".into(),
+            issued_on: "a@h".into(),
+            bytes: b"\0asm version two".to_vec(),
+            options: RolloutOptions {
+                canary: 100,
+                max_failures: 10,
+                down: false,
+                all_at_once: false,
+                commit: true,
+            },
+            nodes: vec![(1, "a@h".into())],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rollout_outlives_a_restart_and_travels_in_a_snapshot() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let storage = Storage::open(&dir.path().join("db"), Durability::Wal).expect("storage");
+        let store = storage.cluster_store();
+        let (mut machine, published) = StateMachine::open(store.clone(), dir.path()).expect("open");
+        let entry = Entry {
+            log_id: log_id(1, 1, 5),
+            payload: EntryPayload::Normal(Command::Rollout(start())),
+        };
+        let outcomes = machine.apply([entry]).await.expect("apply");
+        assert_eq!(outcomes, [Outcome::Applied]);
+        let applied = published.rollouts.borrow().clone();
+        assert_eq!(applied.by_component["todo"].id, 5);
+        // A second start while the first is under way changes nothing.
+        let again = Entry {
+            log_id: log_id(1, 1, 6),
+            payload: EntryPayload::Normal(Command::Rollout(start())),
+        };
+        let outcomes = machine.apply([again]).await.expect("apply");
+        assert!(
+            matches!(&outcomes[..], [Outcome::Refused(_)]),
+            "{outcomes:?}"
+        );
+        assert_eq!(*published.rollouts.borrow().clone(), *applied);
+
+        // Read back at the next start.
+        let (_, reopened) = StateMachine::open(store.clone(), dir.path()).expect("reopen");
+        assert_eq!(*reopened.rollouts.borrow().clone(), *applied);
+
+        // Carried by a snapshot to a node with no data, bytes included.
+        let snapshot = machine
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("snapshot");
+        let other_dir = tempfile::tempdir().expect("a temp dir");
+        let other = Storage::open(&other_dir.path().join("db"), Durability::Wal).expect("storage");
+        let other_store = other.cluster_store();
+        let (mut joiner, joined) =
+            StateMachine::open(other_store.clone(), other_dir.path()).expect("open");
+        joiner
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .expect("install");
+        assert_eq!(*joined.rollouts.borrow().clone(), *applied);
+        let bytes = other_store
+            .get(Family::Data, &bytes_key("todo", &[7; 32]))
+            .expect("read");
+        assert_eq!(bytes.as_deref(), Some(&b"\0asm version two"[..]));
+    }
+}
