@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::cluster::{COOKIE, connect, todo_cluster, tool, wait_for_members};
-use crate::support::{Epmd, Node, NodeBuilder, eventually, wasm};
+use crate::support::cluster::{COOKIE, connect, todo_cluster, wait_for_members};
+use crate::support::swap::{assert_unchanged, book_entries, fill, names, rpc, swap};
+use crate::support::{Epmd, Node, NodeBuilder, eventually};
 
 /// Long enough for a rollout of a few hundred processes over three nodes
 /// on a loaded machine.
@@ -18,80 +19,6 @@ const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
 
 const V1: &str = "1.0.0";
 const V2: &str = "2.0.0";
-
-/// `host rpc NODE COMMAND`: (succeeded, stdout and stderr).
-fn rpc_output(epmd: &Epmd, node: &Node, command: &str) -> (bool, String) {
-    let out = tool(epmd, COOKIE, &["rpc", &node.name, command]);
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), printed)
-}
-
-fn rpc(epmd: &Epmd, node: &Node, command: &str) -> String {
-    let (ok, printed) = rpc_output(epmd, node, command);
-    assert!(ok, "`{command}` on {} failed: {printed}", node.name);
-    printed
-}
-
-/// `host swap NODE guest_todo GUEST ARGS...`: (succeeded, what it printed).
-fn swap(epmd: &Epmd, node: &Node, guest: &str, args: &[&str]) -> (bool, String) {
-    let path = wasm(guest).display().to_string();
-    let mut all = vec!["swap", &node.name, "guest_todo", &path];
-    all.extend_from_slice(args);
-    let out = tool(epmd, COOKIE, &all);
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), printed)
-}
-
-fn add(node: &Node, list: &str, title: &str) -> u16 {
-    node.post(
-        &format!("/add_entry?list={list}&date=2023-01-01&title={title}"),
-        "",
-    )
-    .status
-}
-
-fn book_entries(node: &Node, list: &str) -> String {
-    let response = node.get(&format!("/entries?list={list}&date=2023-01-01"));
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.text()
-}
-
-/// Lists `names`, each with two entries, through `node`; what the book
-/// shows for each.
-fn fill(node: &Node, names: &[String]) -> Vec<String> {
-    for name in names {
-        for title in ["Milk", "Eggs"] {
-            assert_eq!(add(node, name, &format!("{title}-{name}")), 200);
-        }
-    }
-    names.iter().map(|name| book_entries(node, name)).collect()
-}
-
-fn names(prefix: &str, count: usize) -> Vec<String> {
-    (0..count).map(|i| format!("{prefix}-{i:03}")).collect()
-}
-
-/// Every list reads as it did, through every node.
-fn assert_unchanged(nodes: &[&Node], names: &[String], before: &[String]) {
-    for node in nodes {
-        for (name, before) in names.iter().zip(before) {
-            assert_eq!(
-                &book_entries(node, name),
-                before,
-                "{name} through {}",
-                node.name
-            );
-        }
-    }
-}
 
 /// Waits until `node` runs `version` with no swap of its own left.
 fn wait_current(epmd: &Epmd, node: &Node, version: &str) {

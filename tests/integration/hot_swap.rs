@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::support::cluster::{COOKIE, tool};
-use crate::support::{Epmd, Node, NodeBuilder, eventually, wasm};
+use crate::support::swap::{assert_unchanged, book_entries, fill, names, rpc, swap};
+use crate::support::{Epmd, Node, NodeBuilder, eventually};
 
 /// Long enough for a swap of a few hundred processes on a loaded machine.
 const SWAP_TIMEOUT: Duration = Duration::from_secs(90);
@@ -32,32 +33,6 @@ fn hibernating_node(epmd: &Epmd, name: &str) -> Node {
         .arg("--idle-timeout")
         .arg("120s")
         .start()
-}
-
-/// `host rpc NODE COMMAND`, which must succeed; its stdout.
-fn rpc(epmd: &Epmd, node: &Node, command: &str) -> String {
-    let out = tool(epmd, COOKIE, &["rpc", &node.name, command]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "`{command}` failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// `host swap NODE guest_todo GUEST ARGS...`: (succeeded, what it printed).
-fn swap(epmd: &Epmd, node: &Node, guest: &str, args: &[&str]) -> (bool, String) {
-    let path = wasm(guest).display().to_string();
-    let mut all = vec!["swap", &node.name, "guest_todo", &path];
-    all.extend_from_slice(args);
-    let out = tool(epmd, COOKIE, &all);
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), printed)
 }
 
 fn swap_ok(epmd: &Epmd, node: &Node, guest: &str, args: &[&str]) -> String {
@@ -98,42 +73,6 @@ fn wait_rolled_back_by_itself(epmd: &Epmd, node: &Node) {
     });
 }
 
-fn add(node: &Node, list: &str, title: &str) -> u16 {
-    node.post(
-        &format!("/add_entry?list={list}&date=2023-01-01&title={title}"),
-        "",
-    )
-    .status
-}
-
-/// The book's answer for `list` on 2023-01-01.
-fn book_entries(node: &Node, list: &str) -> String {
-    let response = node.get(&format!("/entries?list={list}&date=2023-01-01"));
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.text()
-}
-
-/// Lists `names`, each with three entries; returns what the book shows
-/// for each.
-fn fill(node: &Node, names: &[String]) -> Vec<String> {
-    for name in names {
-        for title in ["Milk", "Eggs", "Bread"] {
-            assert_eq!(add(node, name, &format!("{title}-{name}")), 200);
-        }
-    }
-    names.iter().map(|name| book_entries(node, name)).collect()
-}
-
-fn names(prefix: &str, count: usize) -> Vec<String> {
-    (0..count).map(|i| format!("{prefix}-{i:03}")).collect()
-}
-
-fn assert_unchanged(node: &Node, names: &[String], before: &[String]) {
-    for (name, before) in names.iter().zip(before) {
-        assert_eq!(&book_entries(node, name), before, "list {name}");
-    }
-}
-
 fn put_json(node: &Node, path: &str, body: &str) -> (u16, String) {
     let response = node.request(
         "PUT",
@@ -160,7 +99,7 @@ fn a_swap_keeps_every_list_and_the_new_version_works_on_it_and_back() {
         "{printed}"
     );
     wait_all_on(&epmd, &node, V2, 40);
-    assert_unchanged(&node, &lists, &before);
+    assert_unchanged(&[&node], &lists, &before);
     // Each side of the swap has its own figures: version 2 served the
     // reads just made.
     let versions = rpc(&epmd, &node, "versions");
@@ -187,7 +126,7 @@ fn a_swap_keeps_every_list_and_the_new_version_works_on_it_and_back() {
     // Back down: version 2 hands each state down to 1.0.0's format.
     assert!(rpc(&epmd, &node, "rollback guest_todo").contains(&format!("back to {V1}")));
     wait_all_on(&epmd, &node, V1, 40);
-    assert_unchanged(&node, &lists, &before);
+    assert_unchanged(&[&node], &lists, &before);
     let entries = node.get("/lists/groceries-007/entries").text();
     assert!(
         !entries.contains("done"),
@@ -282,7 +221,7 @@ fn writers_see_no_failure_and_lose_nothing_while_every_list_swaps() {
         "{split:?}"
     );
     // ...and wake into version 2 with their state.
-    assert_unchanged(&node, &quiet, &quiet_before);
+    assert_unchanged(&[&node], &quiet, &quiet_before);
     wait_all_on(&epmd, &node, V2, 68);
     let entries = node.get("/lists/quiet-042/entries").text();
     assert!(entries.contains(r#""done":false"#), "{entries}");
@@ -337,7 +276,7 @@ fn a_swap_that_cannot_work_is_refused_and_changes_nothing() {
     let versions = rpc(&epmd, &node, "versions");
     assert!(!versions.contains("swap:"), "{versions}");
     assert_eq!(running(&epmd, &node), [(V1.to_string(), 5)]);
-    assert_unchanged(&node, &lists, &before);
+    assert_unchanged(&[&node], &lists, &before);
     node.stop();
 }
 
@@ -360,8 +299,8 @@ fn failed_moves_past_the_threshold_roll_the_swap_back_by_itself() {
         versions.contains("guest_todo/faulty-"),
         "names a failure: {versions}"
     );
-    assert_unchanged(&node, &good, &good_before);
-    assert_unchanged(&node, &faulty, &faulty_before);
+    assert_unchanged(&[&node], &good, &good_before);
+    assert_unchanged(&[&node], &faulty, &faulty_before);
     assert!(node.logs().contains("rolls back by itself"));
     node.stop();
 }
@@ -393,8 +332,8 @@ fn crashes_on_the_new_version_roll_the_swap_back_by_itself() {
     let versions = rpc(&epmd, &node, "versions");
     assert!(versions.contains("crashed on it"), "{versions}");
     // Back on 1.0.0, the crashed lists restart from storage: nothing lost.
-    assert_unchanged(&node, &good, &good_before);
-    assert_unchanged(&node, &crashy, &crashy_before);
+    assert_unchanged(&[&node], &good, &good_before);
+    assert_unchanged(&[&node], &crashy, &crashy_before);
     wait_all_on(&epmd, &node, V1, 24);
     node.stop();
 }
@@ -430,14 +369,14 @@ fn a_canary_moves_a_share_then_promote_and_a_rollback_restarts_what_cannot_go_do
 
     assert!(rpc(&epmd, &node, "promote guest_todo").contains("every process"));
     wait_all_on(&epmd, &node, "2.0.0-faulty", 44);
-    assert_unchanged(&node, &stuck, &stuck_before);
+    assert_unchanged(&[&node], &stuck, &stuck_before);
 
     // `stuck...` lists cannot hand their state down: they restart on 1.0.0
     // from storage, where everything they acknowledged is.
     rpc(&epmd, &node, "rollback guest_todo");
     wait_all_on(&epmd, &node, V1, 44);
-    assert_unchanged(&node, &good, &good_before);
-    assert_unchanged(&node, &stuck, &stuck_before);
+    assert_unchanged(&[&node], &good, &good_before);
+    assert_unchanged(&[&node], &stuck, &stuck_before);
     assert!(
         node.logs()
             .contains("restarts on version 1.0.0 from storage"),

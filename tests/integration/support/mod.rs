@@ -13,6 +13,7 @@ use tempfile::TempDir;
 pub mod browser;
 pub mod cluster;
 pub mod release;
+pub mod swap;
 
 /// How long a node may take to print its ready line (the first start
 /// compiles the components).
