@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{COOKIE, Proxy, connect, stored_entries, wait_for_members};
-use crate::support::{Epmd, Node, NodeBuilder, eventually, free_port, try_request};
+use crate::support::cluster::{ProxiedCluster, stored_entries};
+use crate::support::{Epmd, Node, eventually, try_request};
 
 const LISTS: usize = 12;
 
@@ -86,39 +86,8 @@ fn client(
 #[test]
 fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
     let epmd = Epmd::start();
-    let names = ["n1", "n2", "n3"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    // proxies[from][to]: how node `from` reaches node `to`.
-    let proxies: Vec<Vec<Option<Proxy>>> = (0..3)
-        .map(|from| {
-            (0..3)
-                .map(|to| (from != to).then(|| Proxy::start(ports[to])))
-                .collect()
-        })
-        .collect();
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            let mut builder = NodeBuilder::todo()
-                .clustered(names[i], &epmd, COOKIE)
-                .metrics()
-                .arg("--dist-port")
-                .arg(&ports[i].to_string());
-            for to in (0..3).filter(|to| *to != i) {
-                let proxy = proxies[i][to].as_ref().expect("proxy");
-                builder = builder
-                    .arg("--peer-address")
-                    .arg(&format!("{}@127.0.0.1=127.0.0.1:{}", names[to], proxy.port));
-            }
-            builder.start()
-        })
-        .collect();
-    connect(&epmd, &nodes[1], &nodes[0]);
-    connect(&epmd, &nodes[2], &nodes[0]);
-    let all: Vec<&Node> = nodes.iter().collect();
-    for node in &nodes {
-        wait_for_members(&epmd, node, &all);
-    }
-
+    let cluster = ProxiedCluster::start(&epmd);
+    let nodes = &cluster.nodes;
     let stop = Arc::new(AtomicBool::new(false));
     let phase = Arc::new(Phase::default());
     let outcome = Arc::new(Mutex::new(Outcome {
@@ -141,15 +110,7 @@ fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
     // Cut n3 off from n1 and n2, both ways.
     let minority = 2;
     phase.cut.store(true, Ordering::SeqCst);
-    for (from, row) in proxies.iter().enumerate() {
-        for (to, proxy) in row.iter().enumerate() {
-            if let Some(proxy) = proxy
-                && (from == minority || to == minority)
-            {
-                proxy.cut();
-            }
-        }
-    }
+    cluster.cut(minority);
     eventually(Duration::from_secs(15), "n3 knows it is cut off", || {
         nodes[minority].metric("host_cluster_cut_off") == 1
     });
@@ -181,11 +142,7 @@ fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
     // Heal. Within 5 s every list has one holder and answers through the
     // node that was cut off; the processes alive on the three nodes are
     // exactly the lists.
-    for row in &proxies {
-        for proxy in row.iter().flatten() {
-            proxy.heal();
-        }
-    }
+    cluster.heal();
     phase.fenced.store(false, Ordering::SeqCst);
     phase.cut.store(false, Ordering::SeqCst);
     let healed_at = Instant::now();
@@ -255,7 +212,11 @@ fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
             applied.iter().all(|index| *index == applied[0])
         },
     );
-    let kept: Vec<_> = nodes.into_iter().map(Node::kill_keeping_data).collect();
+    let kept: Vec<_> = cluster
+        .nodes
+        .into_iter()
+        .map(Node::kill_keeping_data)
+        .collect();
     let mut by_list: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (list, title) in &outcome.acked {
         by_list.entry(list.clone()).or_default().push(title.clone());

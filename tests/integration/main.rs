@@ -11,6 +11,7 @@ mod bad_input;
 mod book_routes;
 mod cluster_catch_up;
 mod cluster_failover;
+mod cluster_faults;
 mod cluster_membership;
 mod cluster_partition;
 mod cluster_seed;

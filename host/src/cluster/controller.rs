@@ -30,6 +30,7 @@ use openraft::{ChangeMembers, ServerState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::election;
 use super::placement::balance;
 use super::replica::Replica;
 use super::rollout;
@@ -98,24 +99,32 @@ async fn tick_loop(replica: Arc<Replica>, stop: CancellationToken) {
     }
 }
 
-/// Whether this node hears from a majority of the voters.
+/// Whether this node hears from a majority of the voters; and so who may
+/// campaign (`election::steer`).
 pub(super) fn check_lease(replica: &Replica) {
     let metrics = replica.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     let lease = replica.settings.lease();
+    let mut fresh = BTreeSet::new();
+    for (id, member) in membership.nodes() {
+        let link = NodeName::parse(&member.name)
+            .ok()
+            .and_then(|name| replica.mesh.link(&name));
+        if let Some(link) = link {
+            let silent = link.silent_for();
+            election::heard(replica, *id, silent);
+            if silent < lease {
+                fresh.insert(*id);
+            }
+        }
+    }
     let heard = voters
         .iter()
-        .filter(|id| {
-            **id == replica.me
-                || membership
-                    .get_node(id)
-                    .and_then(|member| NodeName::parse(&member.name).ok())
-                    .and_then(|name| replica.mesh.link(&name))
-                    .is_some_and(|link| link.silent_for() < lease)
-        })
+        .filter(|id| **id == replica.me || fresh.contains(id))
         .count();
     let in_contact = !voters.is_empty() && heard * 2 > voters.len();
+    election::steer(replica, &voters, in_contact, metrics.current_leader);
     match (in_contact, replica.cut_off()) {
         (true, Some(_)) => {
             tracing::info!(node = %replica.name, "in contact with a majority of the cluster's voters: serving");
@@ -140,11 +149,17 @@ pub(super) fn check_lease(replica: &Replica) {
     }
 }
 
-/// How long member `id` has not answered this leader as itself.
+/// How long member `id` has been silent, as this leader judges it: since
+/// it last answered Raft as itself while this node leads; before that, the
+/// link is the only witness, so a member that went quiet before this node
+/// was elected (a cut-off leader) is silent since then, not since the
+/// election. A link that carries bytes while this node leads but no Raft
+/// answer (a process that is no longer that member) does not count.
 fn silent_for(replica: &Replica, id: NodeId, leading_since: Instant, now: Instant) -> Duration {
-    let heard = replica
-        .last_answer(id)
-        .map_or(leading_since, |at| at.max(leading_since));
+    let heard = match replica.last_answer(id) {
+        Some(at) if at >= leading_since => at,
+        _ => election::last_heard(replica, id).map_or(leading_since, |at| at.min(leading_since)),
+    };
     now.saturating_duration_since(heard)
 }
 

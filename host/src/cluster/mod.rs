@@ -18,6 +18,7 @@
 //! - `replica`: this node as a member (the call router, the write path, the
 //!   start barrier);
 //! - `controller`: liveness, the lease, failover and rebalancing;
+//! - `election`: who may campaign, and when members were last heard;
 //! - `membership`: found, join, admit, leave;
 //! - `rollout`: a swap across the cluster, step by step through the log;
 //! - `dispatch`: what arrives on links;
@@ -36,6 +37,7 @@
 
 mod controller;
 mod dispatch;
+mod election;
 mod identity;
 mod log_store;
 mod membership;

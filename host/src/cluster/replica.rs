@@ -23,6 +23,7 @@ use openraft::{Config, SnapshotPolicy};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::election::Campaigning;
 use super::log_store::LogStore;
 use super::network::{Answered, RaftNetworkOverLinks};
 use super::placement::slot_of;
@@ -88,13 +89,28 @@ impl Settings {
         (self.node_down_after / 10).max(Duration::from_millis(20))
     }
 
+    /// openraft's shortest election timeout: a quarter of the node-down
+    /// time (at least 100 ms); its longest is twice that.
+    fn election_timeout_min(&self) -> Duration {
+        (self.node_down_after / 4).max(Duration::from_millis(100))
+    }
+
+    /// How long a voter that heard a leader refuses to vote for another
+    /// (openraft's leader lease, its longest election timeout): a leader
+    /// silent this long is gone for every voter, and an election can win.
+    pub fn election_lease(&self) -> Duration {
+        self.election_timeout_min() * 2
+    }
+
     fn raft_config(&self) -> anyhow::Result<Config> {
-        let election_min = (self.node_down_after / 4).max(Duration::from_millis(100));
+        let election_min = self.election_timeout_min();
         let config = Config {
             cluster_name: "otp-wasm".into(),
             heartbeat_interval: (election_min / 4).as_millis() as u64,
             election_timeout_min: election_min.as_millis() as u64,
-            election_timeout_max: (election_min * 2).as_millis() as u64,
+            election_timeout_max: self.election_lease().as_millis() as u64,
+            // Who campaigns is decided by `election::steer`, every tick.
+            enable_elect: false,
             install_snapshot_timeout: 10_000,
             max_payload_entries: 512,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
@@ -125,6 +141,8 @@ pub struct Replica {
     answered: Arc<Answered>,
     /// Times another member was declared down, as this node applied it.
     pub(super) nodes_down: AtomicU64,
+    /// Who may campaign, and when members were last heard.
+    campaigning: Mutex<Campaigning>,
 }
 
 #[derive(Default)]
@@ -175,7 +193,12 @@ impl Replica {
             barrier: Mutex::default(),
             answered,
             nodes_down: AtomicU64::new(0),
+            campaigning: Mutex::default(),
         }))
+    }
+
+    pub(super) fn campaigning(&self) -> std::sync::MutexGuard<'_, Campaigning> {
+        self.campaigning.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// When member `id` last answered this node's Raft messages as itself
@@ -743,6 +766,11 @@ impl Replica {
                 "host_cluster_leader",
                 "1 while this node is the Raft leader.",
                 u64::from(self.is_leader()),
+            ),
+            Series::gauge(
+                "host_cluster_term",
+                "The Raft term this node is in: it rises with every election.",
+                metrics.current_term,
             ),
             Series::gauge(
                 "host_cluster_cut_off",

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Epmd, Node, NodeBuilder, eventually, run_host_with};
+use super::{Epmd, Node, NodeBuilder, eventually, free_port, run_host_with};
 
 /// The cookie the cluster tests share, unless a test says otherwise.
 pub const COOKIE: &str = "monster";
@@ -251,6 +251,85 @@ fn pump(
     }
     let _ = to.shutdown(std::net::Shutdown::Both);
     let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+/// Three Todo nodes, n1 to n3, that reach each other only through proxies
+/// (`proxies[from][to]`: how `from` reaches `to`), joined into a cluster:
+/// a node can be cut off silently, both ways, and healed.
+pub struct ProxiedCluster {
+    pub nodes: Vec<Node>,
+    proxies: Vec<Vec<Option<Proxy>>>,
+}
+
+impl ProxiedCluster {
+    pub fn start(epmd: &Epmd) -> Self {
+        let names = ["n1", "n2", "n3"];
+        let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+        let proxies: Vec<Vec<Option<Proxy>>> = (0..3)
+            .map(|from| {
+                (0..3)
+                    .map(|to| (from != to).then(|| Proxy::start(ports[to])))
+                    .collect()
+            })
+            .collect();
+        let nodes: Vec<Node> = (0..3)
+            .map(|i| {
+                let mut builder = NodeBuilder::todo()
+                    .clustered(names[i], epmd, COOKIE)
+                    .metrics()
+                    .arg("--dist-port")
+                    .arg(&ports[i].to_string());
+                for to in (0..3).filter(|to| *to != i) {
+                    let proxy = proxies[i][to].as_ref().expect("proxy");
+                    builder = builder
+                        .arg("--peer-address")
+                        .arg(&format!("{}@127.0.0.1=127.0.0.1:{}", names[to], proxy.port));
+                }
+                builder.start()
+            })
+            .collect();
+        connect(epmd, &nodes[1], &nodes[0]);
+        connect(epmd, &nodes[2], &nodes[0]);
+        let all: Vec<&Node> = nodes.iter().collect();
+        for node in &nodes {
+            wait_for_members(epmd, node, &all);
+        }
+        // Three voters, so that any one node can be cut off.
+        eventually(Duration::from_secs(30), "three voters", || {
+            let rows = self::nodes(epmd, &nodes[0]);
+            rows.len() == 3 && rows.values().all(|row| row.starts_with("voter"))
+        });
+        Self { nodes, proxies }
+    }
+
+    /// Drops whatever node `i` and the others send each other, silently.
+    pub fn cut(&self, i: usize) {
+        for (from, row) in self.proxies.iter().enumerate() {
+            for (to, proxy) in row.iter().enumerate() {
+                if let Some(proxy) = proxy
+                    && (from == i || to == i)
+                {
+                    proxy.cut();
+                }
+            }
+        }
+    }
+
+    /// Lets every link through again.
+    pub fn heal(&self) {
+        for proxy in self.proxies.iter().flatten().flatten() {
+            proxy.heal();
+        }
+    }
+
+    /// The index of the node that leads now.
+    pub fn leader(&self) -> usize {
+        let leaders: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].metric("host_cluster_leader") == 1)
+            .collect();
+        assert_eq!(leaders.len(), 1, "one leader: {leaders:?}");
+        leaders[0]
+    }
 }
 
 /// A CA and a certificate it signed for 127.0.0.1, as PEM files in `dir`:
