@@ -105,6 +105,7 @@ fn kill_one_while_writing(pick: impl Fn(&[Node]) -> usize) {
         client.join().expect("client");
     }
     let back_after = back_after.expect("the list answered again");
+    eprintln!("the killed node's list answered again {back_after:?} after the kill");
     assert!(
         back_after <= NODE_DOWN_AFTER + MARGIN,
         "the list came back after {back_after:?}"

@@ -4,8 +4,9 @@
 //! - The leader cut off: a new leader is elected, the old one is declared
 //!   down, and its lists answer on the majority within the node-down time
 //!   plus a margin, counted from the cut (not from the election).
-//! - A follower cut off, then back: it never campaigns while cut off, so
-//!   its return deposes nobody: the term and the leader stay as they were.
+//! - A follower cut off: its lists answer on the majority within the same
+//!   time; then back: it never campaigned while cut off, so its return
+//!   deposes nobody: the term and the leader stay as they were.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -121,11 +122,29 @@ fn a_follower_back_from_a_cut_deposes_nobody() {
     let epmd = Epmd::start();
     let cluster = ProxiedCluster::start(&epmd);
     let nodes = &cluster.nodes;
+    let lists: Vec<String> = (0..30).map(list).collect();
+    for list in &lists {
+        assert_eq!(add(&nodes[0], list, "first"), Some(201));
+    }
     let leader = cluster.leader();
     let follower = (leader + 1) % 3;
+    let held = held_by(&epmd, &nodes[follower], &lists);
+    assert!(!held.is_empty(), "the follower holds none of the lists");
     let term_before = term(&nodes[leader]);
 
+    let cut_at = Instant::now();
     cluster.cut(follower);
+    eventually(
+        NODE_DOWN_AFTER + MARGIN + Duration::from_secs(20),
+        "the follower's lists answer on the majority",
+        || held.iter().all(|list| answers(&nodes[leader], list)),
+    );
+    let took = cut_at.elapsed();
+    eprintln!("the cut-off follower's lists answered again {took:?} after the cut");
+    assert!(
+        took < NODE_DOWN_AFTER + MARGIN,
+        "its lists answered {took:?} after the cut"
+    );
     eventually(
         Duration::from_secs(20),
         "the follower declared down",
