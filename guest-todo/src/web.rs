@@ -373,11 +373,11 @@ pub(crate) fn reply_failure(reply: Reply) -> Failure {
         Reply::Full(message) => failure(409, message),
         reply if reply.is_unknown_request() => failure(
             503,
-            "the list runs an older version of the Todo component, which cannot do this: \
+            "not applied: the list runs an older version of the Todo component, which cannot do this: \
              nothing changed; try again once the swap of versions is over",
         ),
-        Reply::Failed(message) => failure(500, message),
-        Reply::Unavailable(message) => failure(503, message),
+        Reply::Failed(message) => failure(500, format!("not applied: {message}")),
+        Reply::Unavailable(message) => failure(503, format!("not applied: {message}")),
         other => failure(500, format!("unexpected reply from the list: {other:?}")),
     }
 }
@@ -385,12 +385,25 @@ pub(crate) fn reply_failure(reply: Reply) -> Failure {
 impl From<CallError> for Failure {
     fn from(error: CallError) -> Self {
         match error {
-            CallError::TimedOut => failure(504, "the list did not answer in time"),
-            CallError::Crashed(reason) => failure(500, format!("the list crashed: {reason}")),
-            CallError::Refused(reason) => {
-                failure(503, format!("the list is unavailable: {reason}"))
+            CallError::TimedOut => failure(
+                504,
+                "outcome unknown: the list did not answer in time; the request may or may not \
+                 have been applied (read before trying again)",
+            ),
+            CallError::Crashed(reason) => failure(
+                500,
+                format!(
+                    "outcome unknown: the list ended while it held the request, which may or \
+                     may not have been applied (read before trying again): {reason}"
+                ),
+            ),
+            CallError::Refused(reason) => failure(
+                503,
+                format!("not applied: the list is unavailable: {reason}"),
+            ),
+            CallError::NoSuchComponent(name) => {
+                failure(500, format!("not applied: no component `{name}`"))
             }
-            CallError::NoSuchComponent(name) => failure(500, format!("no component `{name}`")),
         }
     }
 }
@@ -727,18 +740,28 @@ mod tests {
     }
 
     #[test]
-    fn call_errors_map_to_statuses() {
-        for (error, status) in [
-            (CallError::TimedOut, 504),
-            (CallError::Crashed("trap".into()), 500),
-            (CallError::Refused("cooling down".into()), 503),
+    fn call_errors_map_to_statuses_that_say_not_applied_or_outcome_unknown() {
+        for (error, status, says) in [
+            (CallError::TimedOut, 504, "outcome unknown: "),
+            (CallError::Crashed("trap".into()), 500, "outcome unknown: "),
+            (
+                CallError::Refused("cooling down".into()),
+                503,
+                "not applied: ",
+            ),
         ] {
             let lists = FailingLists(error);
-            assert_eq!(
-                send(&lists, "GET", "/entries?list=a&date=2023-01-01", "").0,
-                status
+            let book = send(&lists, "GET", "/entries?list=a&date=2023-01-01", "");
+            assert_eq!(book.0, status);
+            assert!(book.1.starts_with(says), "{}", book.1);
+            let json = send(
+                &lists,
+                "POST",
+                "/lists/a/entries",
+                r#"{"date":"2023-01-01","title":"t"}"#,
             );
-            assert_eq!(send(&lists, "GET", "/lists/a/entries", "").0, status);
+            assert_eq!(json.0, status);
+            assert!(json.1.contains(says), "{}", json.1);
         }
     }
 

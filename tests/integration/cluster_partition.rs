@@ -15,6 +15,8 @@ const LISTS: usize = 12;
 
 struct Outcome {
     acked: Vec<(String, String)>,
+    /// Writes answered with a failure: list, title, what the answer said.
+    failed: Vec<(String, String, String)>,
     /// How long the slowest write sent to the minority after the cut took
     /// to be refused.
     slowest_refusal: Duration,
@@ -68,15 +70,19 @@ fn client(
                 }
                 outcome.acked.push((list, title));
             }
-            Some(response) if was_cut && minority => {
-                // Once it knows, a clear refusal; before, a write already
-                // at the leader may also end as "outcome unknown" (500).
-                if was_fenced {
-                    assert_eq!(response.status, 503, "{}", response.text());
+            Some(response) => {
+                if was_cut && minority {
+                    // Once it knows, a clear refusal; before, a write already
+                    // at the leader may also end as "outcome unknown" (500).
+                    if was_fenced {
+                        assert_eq!(response.status, 503, "{}", response.text());
+                    }
+                    outcome.slowest_refusal = outcome.slowest_refusal.max(took);
                 }
-                outcome.slowest_refusal = outcome.slowest_refusal.max(took);
+                let said = format!("{} {}", response.status, response.text());
+                outcome.failed.push((list, title, said));
             }
-            _ => {}
+            None => {}
         }
         drop(outcome);
         std::thread::sleep(Duration::from_millis(10));
@@ -92,6 +98,7 @@ fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
     let phase = Arc::new(Phase::default());
     let outcome = Arc::new(Mutex::new(Outcome {
         acked: Vec::new(),
+        failed: Vec::new(),
         slowest_refusal: Duration::ZERO,
         minority_acks_while_cut: 0,
     }));
@@ -220,6 +227,37 @@ fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
     let mut by_list: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (list, title) in &outcome.acked {
         by_list.entry(list.clone()).or_default().push(title.clone());
+    }
+    // A failure answer says "not applied" only of a write no node holds,
+    // and every write it failed that a node holds said "outcome unknown".
+    for (dir, _guard) in &kept {
+        let titles: BTreeMap<String, Vec<String>> = (0..LISTS)
+            .map(|i| {
+                let list = format!("l{i}");
+                let stored = stored_entries(dir, &list);
+                (list, stored.into_iter().map(|entry| entry.title).collect())
+            })
+            .collect();
+        for (list, title, said) in &outcome.failed {
+            let stored = titles
+                .get(list)
+                .is_some_and(|titles| titles.contains(title));
+            if stored {
+                assert!(
+                    said.contains("outcome unknown"),
+                    "{title} is in {list} in {}, but its answer was: {said}",
+                    dir.display()
+                );
+            } else {
+                assert!(
+                    said.contains("not applied") || said.contains("outcome unknown"),
+                    "{title}'s answer says neither: {said}"
+                );
+            }
+            if said.contains("not applied") {
+                assert!(!stored, "{title} was said not applied: {said}");
+            }
+        }
     }
     for (dir, _guard) in &kept {
         for (list, titles) in &by_list {

@@ -87,6 +87,13 @@ impl Capabilities {
     }
 }
 
+impl Capabilities {
+    /// Why the instance trapped, if a storage write's outcome was unknown.
+    pub fn unknown_outcome(&self) -> Option<&str> {
+        self.storage.unknown_outcome()
+    }
+}
+
 /// A store's data that holds an instance's [`Capabilities`].
 pub trait HasCapabilities: Send + 'static {
     fn capabilities(&mut self) -> &mut Capabilities;

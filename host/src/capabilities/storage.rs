@@ -12,11 +12,30 @@ use crate::storage::{self as db, Namespace, StorageError};
 pub struct StorageCapability {
     namespace: Namespace,
     calls: HostCalls,
+    /// Set once a write's outcome was unknown: the instance trapped for the
+    /// cluster's sake, not for its own (see [`Answer`]).
+    unknown_outcome: Option<String>,
 }
 
 impl StorageCapability {
     pub fn new(namespace: Namespace, calls: HostCalls) -> Self {
-        Self { namespace, calls }
+        Self {
+            namespace,
+            calls,
+            unknown_outcome: None,
+        }
+    }
+
+    /// Why the instance trapped, if a storage write's outcome was unknown.
+    pub fn unknown_outcome(&self) -> Option<&str> {
+        self.unknown_outcome.as_deref()
+    }
+
+    fn answer<T>(&mut self, result: Result<T, StorageError>) -> Answer<T> {
+        if let Err(error @ StorageError::Indeterminate(_)) = &result {
+            self.unknown_outcome = Some(error.to_string());
+        }
+        answer(result)
     }
 }
 
@@ -37,7 +56,9 @@ fn outcome<T>(result: &Result<T, StorageError>, ok: impl FnOnce(&T) -> String) -
 /// handles, or a trap. A write whose outcome is unknown traps: the process
 /// cannot know whether its memory matches storage any more, so it ends and
 /// its next start reads storage again (as Erlang lets a process crash
-/// rather than go on with a state it cannot trust).
+/// rather than go on with a state it cannot trust). The process then ends
+/// as *interrupted*, not crashed: its caller is told the outcome is
+/// unknown, and it does not count against its restart intensity.
 type Answer<T> = wasmtime::Result<Result<T, WitStorageError>>;
 
 fn answer<T>(result: Result<T, StorageError>) -> Answer<T> {
@@ -67,7 +88,7 @@ impl storage::Host for StorageCapability {
                 async { self.namespace.get(&key) },
             )
             .await;
-        answer(result)
+        self.answer(result)
     }
 
     async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Answer<()> {
@@ -80,7 +101,7 @@ impl storage::Host for StorageCapability {
                 self.namespace.put(&key, &value),
             )
             .await;
-        answer(result)
+        self.answer(result)
     }
 
     async fn delete(&mut self, key: Vec<u8>) -> Answer<()> {
@@ -93,7 +114,7 @@ impl storage::Host for StorageCapability {
                 self.namespace.delete(&key),
             )
             .await;
-        answer(result)
+        self.answer(result)
     }
 
     async fn scan_prefix(
@@ -115,7 +136,7 @@ impl storage::Host for StorageCapability {
                 },
             )
             .await;
-        answer(result)
+        self.answer(result)
     }
 
     async fn batch(&mut self, operations: Vec<Operation>) -> Answer<()> {
@@ -136,7 +157,7 @@ impl storage::Host for StorageCapability {
                 self.namespace.batch(operations),
             )
             .await;
-        answer(result)
+        self.answer(result)
     }
 }
 

@@ -389,9 +389,17 @@ fn log_member_changes(replica: &Replica, before: &ClusterState, after: &ClusterS
             None => {
                 tracing::info!(node = %replica.name, peer = %record.name, "{} joined the cluster", record.name)
             }
+            // Applied by the node itself once it is back (it was cut off
+            // meanwhile): not another member's death.
+            Some(old) if old.up && !record.up && *id == replica.me => {
+                tracing::warn!(node = %replica.name, "the others declared this node down while it was cut off: its names started on them");
+            }
             Some(old) if old.up && !record.up => {
                 replica.nodes_down.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %replica.name, peer = %record.name, "{} is down: its names start on the other nodes", record.name);
+            }
+            Some(old) if !old.up && record.up && *id == replica.me => {
+                tracing::info!(node = %replica.name, "this node is up again in the cluster")
             }
             Some(old) if !old.up && record.up => {
                 tracing::info!(node = %replica.name, peer = %record.name, "{} is back up", record.name)

@@ -216,8 +216,12 @@ impl Ingress {
             let request = read_body(request, config.max_body_bytes).await?;
             body_read = true;
             let permit = self.handler_permits.clone().acquire_owned().await;
-            let permit = permit
-                .map_err(|_| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+            let permit = permit.map_err(|_| {
+                Rejection::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not applied: the node is shutting down",
+                )
+            })?;
             Ok::<_, Rejection>((request, permit))
         })
         .await;
@@ -226,7 +230,7 @@ impl Ingress {
             Err(_) if body_read => {
                 return Err(Rejection::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "too many requests in flight; try again",
+                    "not applied: too many requests in flight; try again",
                 ));
             }
             Err(_) => {
@@ -320,20 +324,20 @@ impl Ingress {
         let past_deadline = || {
             Rejection::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "the request ran past its deadline",
+                "outcome unknown: the request ran past its deadline",
             )
         };
         match tokio::time::timeout_at(deadline, receiver).await {
             Ok(Ok(Ok(response))) => Ok(response),
             Ok(Ok(Err(code))) => Err(Rejection::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("internal error: the handler failed: {code:?}"),
+                format!("outcome unknown: the request handler failed: {code:?}"),
             )),
             Err(_elapsed) => Err(past_deadline()),
             Ok(Err(_closed)) if Instant::now() >= deadline => Err(past_deadline()),
             Ok(Err(_closed)) => Err(Rejection::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error: the request handler crashed",
+                "outcome unknown: the request handler crashed",
             )),
         }
     }

@@ -211,6 +211,13 @@ impl NodeCore {
                 counted.crashed,
             ),
             Series::counter(
+                "host_processes_interrupted_total",
+                "Processes ended because a storage write's outcome was unknown (the cluster \
+                 lost its leader or a link under it): not crashes, and not counted against \
+                 restart intensity.",
+                counted.interrupted,
+            ),
+            Series::counter(
                 "host_processes_expired_total",
                 "Processes stopped after being idle.",
                 counted.expired,

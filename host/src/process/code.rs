@@ -81,6 +81,13 @@ pub trait Code: Send + Sync + 'static {
 
 /// A live instance of a process: its memory and code between messages.
 pub trait Instance: Send + 'static {
+    /// After an error: set when the instance ended for the node's sake, not
+    /// its own (a storage write whose outcome the cluster could not tell),
+    /// with why. The process ends as interrupted rather than crashed.
+    fn interrupted(&self) -> Option<String> {
+        None
+    }
+
     /// The guest's `handle-call`: its reply.
     fn handle_call(
         &mut self,

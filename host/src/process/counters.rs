@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct ProcessCounters {
     started: AtomicU64,
     crashed: AtomicU64,
+    interrupted: AtomicU64,
     expired: AtomicU64,
     refused: AtomicU64,
     mailbox_full: AtomicU64,
@@ -19,6 +20,7 @@ pub struct ProcessCounters {
 pub struct CounterValues {
     pub started: u64,
     pub crashed: u64,
+    pub interrupted: u64,
     pub expired: u64,
     pub refused: u64,
     pub mailbox_full: u64,
@@ -37,6 +39,10 @@ impl ProcessCounters {
     }
     pub(super) fn crashed(&self) {
         bump(&self.crashed);
+    }
+    /// A process ended by a storage write of unknown outcome.
+    pub(super) fn interrupted(&self) {
+        bump(&self.interrupted);
     }
     pub(super) fn expired(&self) {
         bump(&self.expired);
@@ -67,6 +73,7 @@ impl ProcessCounters {
         CounterValues {
             started: load(&self.started),
             crashed: load(&self.crashed),
+            interrupted: load(&self.interrupted),
             expired: load(&self.expired),
             refused: load(&self.refused),
             mailbox_full: load(&self.mailbox_full),

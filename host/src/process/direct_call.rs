@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use super::code::Code;
-use super::error::{CallError, Exit};
+use super::error::CallError;
 use super::id::{Pid, ProcessKey};
 use super::mailbox::{Rest, Unrested};
 use super::panic_guard::Owner;
@@ -120,9 +120,11 @@ async fn call_and_park<C: Code>(
         }
         Err(reason) => {
             let Parked { identity, live } = *parked;
+            let exit = live.ended_by(reason);
             drop(live);
-            Task::new(identity, inbox).finish(Exit::Crashed(reason.clone()));
-            Err(CallError::Crashed(reason))
+            let error = exit.held_message_error();
+            Task::new(identity, inbox).finish(exit);
+            Err(error.unwrap_or_else(|| CallError::Crashed("the process ended".into())))
         }
     }
 }
@@ -162,9 +164,11 @@ async fn wake_and_call<C: Code>(
             Ok(answer)
         }
         Err(reason) => {
+            let exit = live.ended_by(reason);
             drop(live);
-            task.finish(Exit::Crashed(reason.clone()));
-            Err(CallError::Crashed(reason))
+            let error = exit.held_message_error();
+            task.finish(exit);
+            Err(error.unwrap_or_else(|| CallError::Crashed("the process ended".into())))
         }
     }
 }

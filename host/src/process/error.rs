@@ -32,6 +32,10 @@ pub enum Exit {
     Expired,
     /// Trapped, ran past its deadline or its memory cap.
     Crashed(String),
+    /// Ended because a storage write's outcome was unknown (the cluster
+    /// lost its leader or link under it): not the guest's fault, so not a
+    /// crash; it restarts from storage at its next message.
+    Interrupted(String),
     /// Could not be instantiated, or its `init` failed.
     InitFailed(String),
     /// Never ran: no instance permit came free in time. Not a crash.
@@ -41,12 +45,28 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// What the caller whose message the process held when it ended is
+    /// answered: a crash gives the instance's reason; an interruption says
+    /// that the outcome is unknown.
+    pub(super) fn held_message_error(&self) -> Option<CallError> {
+        match self {
+            Exit::Crashed(reason) => Some(CallError::Crashed(reason.clone())),
+            Exit::Interrupted(reason) => Some(CallError::Crashed(format!(
+                "outcome unknown: {reason}; the process restarts from storage"
+            ))),
+            _ => None,
+        }
+    }
+
     /// What a call that the process will not take is answered, given how
     /// the process ended.
     pub(super) fn refusal(&self) -> CallError {
         match self {
             Exit::Crashed(reason) => CallError::Crashed(format!(
                 "the process ended before taking this message: {reason}"
+            )),
+            Exit::Interrupted(reason) => CallError::Refused(format!(
+                "not taken: the process ended before this message ({reason})"
             )),
             Exit::InitFailed(reason) => CallError::Refused(format!("init failed: {reason}")),
             Exit::NoPermit(reason) => CallError::Refused(reason.clone()),

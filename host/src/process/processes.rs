@@ -348,6 +348,11 @@ impl<C: Code> Processes<C> {
                 tracing::debug!(process = %key, pid, "process expired after being idle");
                 self.counters.expired();
             }
+            // The cluster's doing, not the guest's: no restart intensity.
+            Exit::Interrupted(reason) => {
+                tracing::warn!(process = %key, pid, "process interrupted (it restarts from storage at its next message): {reason}");
+                self.counters.interrupted();
+            }
             Exit::Crashed(reason) | Exit::InitFailed(reason) => {
                 tracing::warn!(process = %key, pid, "process crashed: {reason}");
                 self.counters.crashed();

@@ -74,6 +74,16 @@ pub(super) struct Live<C: Code> {
 }
 
 impl<C: Code> Live<C> {
+    /// How the process ends after its instance failed with `reason`: a
+    /// crash, or an interruption when the instance ended for the node's
+    /// sake (a storage write of unknown outcome).
+    pub fn ended_by(&self, reason: String) -> Exit {
+        match self.instance.interrupted() {
+            Some(why) => Exit::Interrupted(why),
+            None => Exit::Crashed(reason),
+        }
+    }
+
     /// The guest's `handle-call`. An error means the instance is dead.
     pub async fn call(
         &mut self,

@@ -451,8 +451,9 @@ impl<C: Code> Task<C> {
                 continue;
             }
             if let Err(reason) = task.deliver(&mut live, message, deadline).await {
+                let exit = live.ended_by(reason);
                 drop(live);
-                return task.finish(Exit::Crashed(reason));
+                return task.finish(exit);
             }
         }
     }
@@ -647,8 +648,9 @@ impl<C: Code> Task<C> {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        if let (Some(caller), Exit::Crashed(reason)) = (self.crashed_caller.take(), &exit) {
-            let _ = caller.send(Err(CallError::Crashed(reason.clone())));
+        if let (Some(caller), Some(error)) = (self.crashed_caller.take(), exit.held_message_error())
+        {
+            let _ = caller.send(Err(error));
         }
         let refusal = exit.refusal();
         let mut dropped_casts = 0usize;

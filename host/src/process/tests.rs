@@ -48,6 +48,8 @@ struct CounterInstance {
     count: u64,
     script: Arc<Script>,
     version: Arc<str>,
+    /// Set by `b"interrupt"`.
+    interrupted: Option<String>,
 }
 
 impl Code for Counter {
@@ -96,11 +98,16 @@ impl Code for Counter {
             count,
             script: self.script.clone(),
             version: self.version.clone(),
+            interrupted: None,
         })
     }
 }
 
 impl Instance for CounterInstance {
+    fn interrupted(&self) -> Option<String> {
+        self.interrupted.clone()
+    }
+
     async fn handle_call(
         &mut self,
         message: &[u8],
@@ -117,6 +124,12 @@ impl Instance for CounterInstance {
                 panic!("injected after a wait")
             }
             b"trap" => Err("trapped: injected by a test".to_string()),
+            b"interrupt" => {
+                // As the storage capability does when a write's outcome is
+                // unknown: the guest traps, the instance says why.
+                self.interrupted = Some("storage write of unknown outcome: injected".into());
+                Err("trapped: after a write of unknown outcome".to_string())
+            }
             _ => {
                 tokio::task::yield_now().await;
                 self.count += 1;
@@ -454,6 +467,39 @@ async fn crashes_past_the_restart_intensity_refuse_the_name_for_a_while() {
             .supervisor()
             .restarts_of(&ProcessKey::new("counter", "p"))
             .is_some()
+    );
+    processes.stop_all(TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_of_unknown_outcome_interrupts_the_process_and_is_no_crash() {
+    let intensity = RestartIntensity {
+        max_restarts: 1,
+        period: Duration::from_secs(60),
+        cooldown: Duration::from_secs(60),
+    };
+    let (processes, script) = processes(limits(), 16, intensity);
+    let outcome_unknown = |answer: &Result<String, CallError>| matches!(answer, Err(CallError::Crashed(reason)) if reason.starts_with("outcome unknown: "));
+    // In its own task (its first message starts it)...
+    let answer = call(&processes, "p", b"interrupt").await;
+    assert!(outcome_unknown(&answer), "{answer:?}");
+    // ...and in the caller's (it rests between messages): three in all,
+    // past the intensity had they been crashes.
+    for _ in 0..2 {
+        assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+        let answer = call(&processes, "p", b"interrupt").await;
+        assert!(outcome_unknown(&answer), "{answer:?}");
+    }
+    // Never refused for a cooldown: each next message starts it afresh.
+    assert_eq!(call(&processes, "p", b"").await, Ok("1".into()));
+    assert_eq!(script.inits.load(Ordering::SeqCst), 4);
+    let counted = processes.counters().values();
+    assert_eq!((counted.interrupted, counted.crashed), (3, 0));
+    assert!(
+        processes
+            .supervisor()
+            .restarts_of(&ProcessKey::new("counter", "p"))
+            .is_none()
     );
     processes.stop_all(TIMEOUT).await;
 }

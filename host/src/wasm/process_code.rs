@@ -98,6 +98,10 @@ impl Code for Component {
 }
 
 impl Instance for ProcessInstance {
+    fn interrupted(&self) -> Option<String> {
+        self.store.data().unknown_outcome().map(str::to_string)
+    }
+
     async fn handle_call(&mut self, message: &[u8], deadline: Duration) -> Result<Vec<u8>, String> {
         let behaviour = self.bindings.otp_platform_behaviour();
         guarded(

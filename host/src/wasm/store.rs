@@ -60,6 +60,11 @@ impl StoreData {
         &mut self.limits
     }
 
+    /// Why the instance trapped, if a storage write's outcome was unknown.
+    pub fn unknown_outcome(&self) -> Option<&str> {
+        self.capabilities.unknown_outcome()
+    }
+
     /// Whether the guest has let go of every host resource: a request
     /// handler that kept one (an unanswered response, an unfinished body)
     /// is not clean enough to serve another request.
