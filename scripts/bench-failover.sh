@@ -5,7 +5,8 @@
 # and prints what each measured: from the cut or the kill to the moment the
 # node's lists answer again on the others; for the leader's cut, how many
 # elections it took; for the follower's return, the longest wait between
-# two acknowledged adds through the leader.
+# two acknowledged adds through the leader; for a follower's cut with
+# writers on both sides, how long the cut-off node took to refuse writes.
 #   ROUNDS=10 bash scripts/bench-failover.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,14 +38,18 @@ leader_cut=cluster_faults::a_silently_cut_off_leader_is_replaced_and_its_lists_a
 follower_cut=cluster_faults::a_follower_back_from_a_cut_deposes_nobody
 leader_killed=cluster_failover::killing_the_raft_leader_loses_nothing
 holder_killed=cluster_failover::killing_the_node_that_holds_a_busy_list_loses_nothing
-for test in "$leader_cut" "$follower_cut" "$leader_killed" "$holder_killed"; do runs "$test"; done
+partition=cluster_partition::a_cut_off_node_refuses_writes_and_catches_up_after_the_heal
+for test in "$leader_cut" "$follower_cut" "$leader_killed" "$holder_killed" "$partition"; do runs "$test"; done
 again='again [0-9.]*m\?s'
 echo "| what | runs | p50 | worst |"
 echo "|---|---|---|---|"
 figures "$leader_cut" "$again" | seconds | summary "leader cut off silently: its lists answer on the majority"
 figures "$follower_cut" "$again" | seconds | summary "follower cut off silently: its lists answer on the majority"
 figures "$leader_killed" "$again" | seconds | summary "leader killed (-9): its busy list answers again"
-figures "$holder_killed" "$again" | seconds | summary "holder of a busy list killed (-9): the list answers again"
+figures "$holder_killed" "$again" | seconds | summary "holder of a busy list killed (-9, the leader in some runs): the list answers again"
 echo
 echo "Elections per leader cut: $(figures "$leader_cut" 'elections: [0-9]*' | tr '\n' ' ')"
 echo "Longest wait between two acknowledged adds through the leader when a cut-off follower returns (ms): $(figures "$follower_cut" 'heal: [0-9]*' | tr '\n' ' ')"
+echo
+echo "Writes on a cut-off node (a follower, silently cut), per run:"
+cat "$work/$partition".* | grep -o 'minority refusals: .*' | sed 's/^/- /'
