@@ -617,7 +617,19 @@ impl Replica {
                     message: message.clone(),
                     timeout_ms: u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX),
                 };
-                call_over(&link, &request, remaining).await
+                // Cut off with the call at the other node: its fate is
+                // unknown, and waiting for the link to give up (the
+                // node-down time) would not tell more than the lease did.
+                let mut cut_off = self.cut_off.subscribe();
+                tokio::select! {
+                    answer = call_over(&link, &request, remaining) => answer,
+                    _ = cut_off.wait_for(Option::is_some) => Some(Err(CallError::Crashed(format!(
+                        "outcome unknown: {} was cut off from the cluster while the call was at \
+                         {}: it may or may not have been handled",
+                        self.name,
+                        link.peer()
+                    )))),
+                }
             } else {
                 None
             };
