@@ -1,18 +1,21 @@
 //! The cluster under silent faults: three nodes that reach each other only
 //! through proxies the test black-holes (bytes vanish both ways, no reset),
 //! as a network that drops packets does.
-//! - The leader cut off: a new leader is elected, the old one is declared
-//!   down, and its lists answer on the majority within the node-down time
-//!   plus a margin, counted from the cut (not from the election).
+//! - The leader cut off while clients write through every node: a new
+//!   leader is elected, the old one is declared down, and its lists answer
+//!   on the majority within the node-down time plus a margin, counted from
+//!   the cut (not from the election); nothing acknowledged is lost or
+//!   doubled, and every failure answer says "not applied" or "outcome
+//!   unknown" truthfully.
 //! - A follower cut off: its lists answer on the majority within the same
 //!   time; then back: it never campaigned while cut off, so its return
 //!   deposes nobody: the term and the leader stay as they were.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{COOKIE, ProxiedCluster, tool};
+use crate::support::cluster::{COOKIE, ProxiedCluster, check_history, tool};
 use crate::support::{Epmd, Node, eventually, try_request};
 
 /// `--node-down-after`, the default.
@@ -65,6 +68,61 @@ fn term(node: &Node) -> u64 {
     node.metric("host_cluster_term")
 }
 
+/// What writers were told: acknowledged adds (list, title), and failure
+/// answers (list, title, what they said).
+#[derive(Default)]
+struct Histories {
+    acked: Vec<(String, String)>,
+    failed: Vec<(String, String, String)>,
+}
+
+/// A writer through each node, adding to `lists` in turn until `stop`.
+fn writers(
+    nodes: &[Node],
+    lists: &[String],
+    stop: &Arc<AtomicBool>,
+    histories: &Arc<Mutex<Histories>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let (port, lists, stop, histories) =
+                (node.port, lists.to_vec(), stop.clone(), histories.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let list = lists[n % lists.len()].clone();
+                    let title = format!("w{i}-{n}");
+                    let body = format!(r#"{{"date":"2024-05-05","title":"{title}"}}"#);
+                    let response = try_request(
+                        port,
+                        "POST",
+                        &format!("/lists/{list}/entries"),
+                        &[("content-type", "application/json")],
+                        body.as_bytes(),
+                    );
+                    let mut histories = histories.lock().expect("lock");
+                    match response {
+                        Some(response) if response.status == 201 => {
+                            histories.acked.push((list, title))
+                        }
+                        Some(response) => {
+                            let said = format!("{} {}", response.status, response.text());
+                            histories.failed.push((list, title, said));
+                        }
+                        // No answer at all: the client cannot tell.
+                        None => {}
+                    }
+                    drop(histories);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn a_silently_cut_off_leader_is_replaced_and_its_lists_answer_within_the_node_down_time() {
     let epmd = Epmd::start();
@@ -79,6 +137,10 @@ fn a_silently_cut_off_leader_is_replaced_and_its_lists_answer_within_the_node_do
     assert!(!held.is_empty(), "the leader holds none of the lists");
     let majority: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let term_before = term(&nodes[leader]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let histories = Arc::new(Mutex::new(Histories::default()));
+    let writing = writers(nodes, &lists, &stop, &histories);
+    std::thread::sleep(Duration::from_secs(1));
 
     let cut_at = Instant::now();
     cluster.cut(leader);
@@ -115,6 +177,48 @@ fn a_silently_cut_off_leader_is_replaced_and_its_lists_answer_within_the_node_do
     for node in nodes {
         assert_eq!(term(node), term_after, "{} is in another term", node.name);
     }
+
+    // Nothing acknowledged is lost or doubled, and every failure answer
+    // said the truth: "not applied" of writes no node holds, "outcome
+    // unknown" of every one a node holds.
+    stop.store(true, Ordering::Relaxed);
+    for writer in writing {
+        writer.join().expect("writer");
+    }
+    eventually(
+        Duration::from_secs(20),
+        "every node applied the same log",
+        || {
+            let applied: Vec<u64> = nodes
+                .iter()
+                .map(|node| node.metric("host_cluster_applied_index"))
+                .collect();
+            applied.iter().all(|index| *index == applied[0])
+        },
+    );
+    let histories = histories.lock().expect("lock");
+    assert!(
+        histories.acked.len() > 20,
+        "{} adds acknowledged",
+        histories.acked.len()
+    );
+    eprintln!(
+        "writers: {} acknowledged, {} failure answers ({} outcome unknown)",
+        histories.acked.len(),
+        histories.failed.len(),
+        histories
+            .failed
+            .iter()
+            .filter(|(_, _, said)| said.contains("outcome unknown"))
+            .count()
+    );
+    let kept: Vec<_> = cluster
+        .nodes
+        .into_iter()
+        .map(Node::kill_keeping_data)
+        .collect();
+    let dirs: Vec<&std::path::Path> = kept.iter().map(|(dir, _)| dir.as_path()).collect();
+    check_history(&dirs, &histories.acked, &histories.failed);
 }
 
 #[test]

@@ -3,12 +3,11 @@
 //! refuses writes quickly, the majority keeps serving, and after the heal
 //! no acknowledged write is missing anywhere and each name has one holder.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{ProxiedCluster, stored_entries};
+use crate::support::cluster::{ProxiedCluster, check_history};
 use crate::support::{Epmd, Node, eventually, try_request};
 
 const LISTS: usize = 12;
@@ -236,57 +235,6 @@ fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
         .into_iter()
         .map(Node::kill_keeping_data)
         .collect();
-    let mut by_list: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (list, title) in &outcome.acked {
-        by_list.entry(list.clone()).or_default().push(title.clone());
-    }
-    // A failure answer says "not applied" only of a write no node holds,
-    // and every write it failed that a node holds said "outcome unknown".
-    for (dir, _guard) in &kept {
-        let titles: BTreeMap<String, Vec<String>> = (0..LISTS)
-            .map(|i| {
-                let list = format!("l{i}");
-                let stored = stored_entries(dir, &list);
-                (list, stored.into_iter().map(|entry| entry.title).collect())
-            })
-            .collect();
-        for (list, title, said) in &outcome.failed {
-            let stored = titles
-                .get(list)
-                .is_some_and(|titles| titles.contains(title));
-            if stored {
-                assert!(
-                    said.contains("outcome unknown"),
-                    "{title} is in {list} in {}, but its answer was: {said}",
-                    dir.display()
-                );
-            } else {
-                assert!(
-                    said.contains("not applied") || said.contains("outcome unknown"),
-                    "{title}'s answer says neither: {said}"
-                );
-            }
-            if said.contains("not applied") {
-                assert!(!stored, "{title} was said not applied: {said}");
-            }
-        }
-    }
-    for (dir, _guard) in &kept {
-        for (list, titles) in &by_list {
-            let stored = stored_entries(dir, list);
-            let mut stored_titles: Vec<&str> =
-                stored.iter().map(|entry| entry.title.as_str()).collect();
-            let count = stored_titles.len();
-            stored_titles.sort_unstable();
-            stored_titles.dedup();
-            assert_eq!(stored_titles.len(), count, "no duplicate in {list}");
-            for title in titles {
-                assert!(
-                    stored_titles.binary_search(&title.as_str()).is_ok(),
-                    "{title} was acknowledged but is missing from {list} in {}",
-                    dir.display()
-                );
-            }
-        }
-    }
+    let dirs: Vec<&std::path::Path> = kept.iter().map(|(dir, _)| dir.as_path()).collect();
+    check_history(&dirs, &outcome.acked, &outcome.failed);
 }

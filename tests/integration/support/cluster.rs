@@ -253,6 +253,65 @@ fn pump(
     let _ = from.shutdown(std::net::Shutdown::Both);
 }
 
+/// Checks clients' histories against what the nodes stored (their data
+/// dirs): every acknowledged add (list, title) is on every node, once; a
+/// failure answer (list, title, what it said) said "not applied" only of a
+/// write no node holds, and "outcome unknown" of every write it failed that
+/// a node holds.
+pub fn check_history(
+    dirs: &[&Path],
+    acked: &[(String, String)],
+    failed: &[(String, String, String)],
+) {
+    let lists: std::collections::BTreeSet<&String> = acked
+        .iter()
+        .map(|(list, _)| list)
+        .chain(failed.iter().map(|(list, _, _)| list))
+        .collect();
+    for dir in dirs {
+        let stored: BTreeMap<&String, Vec<String>> = lists
+            .iter()
+            .map(|list| {
+                let titles: Vec<String> = stored_entries(dir, list)
+                    .into_iter()
+                    .map(|entry| entry.title)
+                    .collect();
+                let mut unique = titles.clone();
+                unique.sort_unstable();
+                unique.dedup();
+                assert_eq!(unique.len(), titles.len(), "a duplicate in {list}");
+                (*list, titles)
+            })
+            .collect();
+        let holds = |list: &String, title: &String| {
+            stored
+                .get(list)
+                .is_some_and(|titles| titles.contains(title))
+        };
+        for (list, title) in acked {
+            assert!(
+                holds(list, title),
+                "{title} was acknowledged but is missing from {list} in {}",
+                dir.display()
+            );
+        }
+        for (list, title, said) in failed {
+            if holds(list, title) {
+                assert!(
+                    said.contains("outcome unknown"),
+                    "{title} is in {list} in {}, but its answer was: {said}",
+                    dir.display()
+                );
+            } else {
+                assert!(
+                    said.contains("not applied") || said.contains("outcome unknown"),
+                    "{title}'s answer says neither: {said}"
+                );
+            }
+        }
+    }
+}
+
 /// Three Todo nodes, n1 to n3, that reach each other only through proxies
 /// (`proxies[from][to]`: how `from` reaches `to`), joined into a cluster:
 /// a node can be cut off silently, both ways, and healed.
