@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{ProxiedCluster, check_history};
-use crate::support::{Epmd, Node, eventually, try_request};
+use crate::support::cluster::ProxiedCluster;
+use crate::support::{Epmd, eventually, try_request};
 
 const LISTS: usize = 12;
 
@@ -219,22 +219,5 @@ fn a_cut_off_node_refuses_writes_and_catches_up_after_the_heal() {
     );
 
     // Every node, the minority included, holds every acknowledged add.
-    eventually(
-        Duration::from_secs(10),
-        "every node applied the same log",
-        || {
-            let applied: Vec<u64> = nodes
-                .iter()
-                .map(|node| node.metric("host_cluster_applied_index"))
-                .collect();
-            applied.iter().all(|index| *index == applied[0])
-        },
-    );
-    let kept: Vec<_> = cluster
-        .nodes
-        .into_iter()
-        .map(Node::kill_keeping_data)
-        .collect();
-    let dirs: Vec<&std::path::Path> = kept.iter().map(|(dir, _)| dir.as_path()).collect();
-    check_history(&dirs, &outcome.acked, &outcome.failed);
+    cluster.check_history(&outcome.acked, &outcome.failed);
 }

@@ -381,6 +381,31 @@ impl ProxiedCluster {
         }
     }
 
+    /// Once every node has applied the same log, kills them keeping their
+    /// data and checks the clients' histories against it
+    /// ([`check_history`]).
+    pub fn check_history(self, acked: &[(String, String)], failed: &[(String, String, String)]) {
+        let nodes = &self.nodes;
+        eventually(
+            Duration::from_secs(20),
+            "every node applied the same log",
+            || {
+                let applied: Vec<u64> = nodes
+                    .iter()
+                    .map(|node| node.metric("host_cluster_applied_index"))
+                    .collect();
+                applied.iter().all(|index| *index == applied[0])
+            },
+        );
+        let kept: Vec<_> = self
+            .nodes
+            .into_iter()
+            .map(Node::kill_keeping_data)
+            .collect();
+        let dirs: Vec<&Path> = kept.iter().map(|(dir, _)| dir.as_path()).collect();
+        check_history(&dirs, acked, failed);
+    }
+
     /// The index of the node that leads now.
     pub fn leader(&self) -> usize {
         let leaders: Vec<usize> = (0..self.nodes.len())
