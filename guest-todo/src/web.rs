@@ -91,7 +91,7 @@ pub fn route(lists: &impl Lists, request: &Request) -> Response {
 }
 
 fn book_add_entry(lists: &impl Lists, query: &str) -> Result<Response, Failure> {
-    let params = Params::parse(query);
+    let params = Params::parse(query)?;
     let list = params.list()?;
     let date = params.date()?;
     let title = validate_title(params.required("title")?)?;
@@ -102,7 +102,7 @@ fn book_add_entry(lists: &impl Lists, query: &str) -> Result<Response, Failure> 
 }
 
 fn book_entries(lists: &impl Lists, query: &str) -> Result<Response, Failure> {
-    let params = Params::parse(query);
+    let params = Params::parse(query)?;
     let list = params.list()?;
     let date = params.date()?;
     match lists.call(&list, &ListRequest::Entries { date: Some(date) })? {
@@ -185,7 +185,7 @@ fn entries_api(
     let list = decode_list(list)?;
     match method {
         "GET" => {
-            let params = Params::parse(&request.query);
+            let params = Params::parse(&request.query)?;
             let date = match params.get("date") {
                 Some(text) => Some(Date::parse(text).map_err(|e| failure(400, e))?),
                 None => None,
@@ -412,12 +412,26 @@ impl From<CallError> for Failure {
 struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(query: &str) -> Self {
-        Self(
-            form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .collect(),
-        )
+    /// The query's pairs, decoded (`+` is a space, `%XX` a byte). A name or
+    /// value whose bytes are not UTF-8 is refused rather than mended: `%FF`
+    /// and `%FE` must not both become U+FFFD and name the same list.
+    fn parse(query: &str) -> Result<Self, Failure> {
+        let decode = |part: &str| {
+            let spaced = part.replace('+', " ");
+            percent_decode_str(&spaced)
+                .decode_utf8()
+                .map(|text| text.into_owned())
+                .map_err(|_| failure(400, format!("query parameter `{part}` is not valid UTF-8")))
+        };
+        query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                Ok((decode(name)?, decode(value)?))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -546,6 +560,40 @@ mod tests {
         assert_eq!(
             text.headers[0],
             ("content-type".into(), "text/plain; charset=utf-8".into())
+        );
+    }
+
+    #[test]
+    fn query_bytes_that_are_not_utf8_are_refused_not_mended() {
+        let lists = LocalLists::default();
+        for query in [
+            "list=%FF&date=2023-01-01&title=a",
+            "list=%FE&date=2023-01-01&title=a",
+            "list=%C0%80&date=2023-01-01&title=a",
+            "list=bob&date=2023-01-01&title=%C3%28",
+        ] {
+            let (status, body) = send(&lists, "POST", &format!("/add_entry?{query}"), "");
+            assert_eq!(status, 400, "{query}: {body}");
+            assert!(body.contains("not valid UTF-8"), "{query}: {body}");
+        }
+        // Nothing was stored; valid escapes and `+` still decode.
+        assert_eq!(
+            send(&lists, "GET", "/entries?list=bob&date=2023-01-01", ""),
+            (200, String::new())
+        );
+        assert_eq!(
+            send(
+                &lists,
+                "POST",
+                "/add_entry?list=bob&date=2023-01-01&title=caf%C3%A9+au+lait",
+                ""
+            )
+            .0,
+            200
+        );
+        assert_eq!(
+            send(&lists, "GET", "/entries?list=bob&date=2023-01-01", ""),
+            (200, "2023-01-01 café au lait".into())
         );
     }
 
