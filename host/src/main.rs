@@ -83,6 +83,23 @@ enum Command {
     VmArg(cli::args_file::VmArgArgs),
 }
 
+/// A tool that prints what it gets and exits (not a node, a port mapper or
+/// an interactive console).
+fn prints_and_exits(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Nodes(_)
+            | Command::Connect(_)
+            | Command::Leave(_)
+            | Command::Rpc(_)
+            | Command::Swap(_)
+            | Command::Stop(_)
+            | Command::Pid(_)
+            | Command::Release(_)
+            | Command::VmArg(_)
+    )
+}
+
 fn main() -> ExitCode {
     let args = match cli::args_file::expand(std::env::args_os().collect()) {
         Ok(args) => args,
@@ -92,6 +109,17 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args.iter());
+    if prints_and_exits(&cli.command) {
+        // A tool whose reader went away (`host rpc ... | head`) ends as
+        // other Unix tools do, by SIGPIPE, rather than panicking on a
+        // write to a closed pipe. Rust ignores SIGPIPE; the servers keep
+        // ignoring it (a peer that goes away must never kill a node).
+        // SAFETY: at the start of main, before any thread: resetting a
+        // signal's disposition to its default is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let mut log_sink = LogSink::Stderr;
     if let Command::Run(run) = &cli.command {
         if run.daemon

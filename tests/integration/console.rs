@@ -251,6 +251,40 @@ fn rpc_takes_the_node_as_the_other_tools_do_or_from_the_option_or_the_environmen
 }
 
 #[test]
+fn a_reader_that_goes_away_ends_the_tool_quietly_and_leaves_the_node_alone() {
+    let epmd = Epmd::start();
+    let node = todo_node(&epmd);
+    assert_eq!(
+        node.post("/add_entry?list=bob&date=2023-12-19&title=Dentist", "")
+            .status,
+        200
+    );
+    // `host rpc NODE ps 2>&1 | head -c 0`: the pipes close before it writes.
+    let mut child = Command::new(host_binary())
+        .args(["rpc", &node.name, "ps"])
+        .env("ERL_EPMD_PORT", epmd.port.to_string())
+        .env("RELEASE_COOKIE", COOKIE)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start host rpc");
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status =
+        crate::support::exit_within(&mut child, Duration::from_secs(60)).expect("host rpc ended");
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGPIPE),
+        "{status:?} (101 is a panic)"
+    );
+    // The node is not disturbed.
+    assert!(rpc_ok(&epmd, &node, "ps").contains("bob"));
+    node.stop();
+}
+
+#[test]
 fn a_wrong_cookie_or_a_missing_node_is_one_clear_line() {
     let epmd = Epmd::start();
     let node = todo_node(&epmd);
