@@ -137,11 +137,21 @@ pub struct RotatingFile {
 }
 
 impl RotatingFile {
+    /// Opens (or creates) the log at `path`, readable by its owner only, in
+    /// a directory only its owner can list: a log names nodes, processes
+    /// and peers' addresses.
     fn open(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         let written = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),

@@ -10,6 +10,16 @@ use crate::support::{Epmd, free_port, request};
 
 const SHORT: Duration = Duration::from_secs(30);
 
+/// The permission bits of `path`.
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -68,7 +78,15 @@ fn two_nodes_of_one_release_keep_their_own_data_and_logs() {
             "{}: {logged}",
             log.display()
         );
+        // Data, logs and the file meant for the cookie are their owner's.
+        let data = release.root.join("data").join(node);
+        let log_dir = log.parent().expect("log dir").to_path_buf();
+        for (path, mode) in [(data, 0o700), (log_dir, 0o700), (log, 0o600)] {
+            assert_eq!(mode_of(&path), mode, "{}", path.display());
+        }
     }
+    let env_sh = release.root.join("releases").join("0.1.0").join("env.sh");
+    assert_eq!(mode_of(&env_sh), 0o600, "{}", env_sh.display());
     for env in [&env_x, &env_y] {
         let stopped = release.run(&["stop"], env, SHORT);
         assert!(stopped.status.success(), "{}", text(&stopped.stderr));

@@ -68,6 +68,7 @@ impl NodeCore {
             .compile_cache
             .clone()
             .unwrap_or_else(|| config.data_dir.join("compiled"));
+        private_dir(&config.data_dir)?;
         // Every component loads before storage opens: a bad one fails the
         // start before anything of the data dir is touched.
         let loaded = sources
@@ -303,4 +304,18 @@ fn check_sources(config: &NodeConfig, sources: &[ComponentSource]) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// Creates `dir` if needed and makes it its owner's alone (0700): it holds
+/// every guest's data and the cluster's log, which nobody else may read.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+        format!(
+            "cannot make the data directory {} private (0700): run the node as its owner",
+            dir.display()
+        )
+    })
 }

@@ -141,7 +141,8 @@ fn write_version(spec: &ReleaseSpec) -> anyhow::Result<()> {
             .replace("@NAME@", &spec.name)
             .replace("@COMPONENTS@", component_lines.trim_end())
     };
-    write_file(&version_dir.join("env.sh"), &fill(ENV_SH), 0o755)?;
+    // Read by bin/NAME only, and meant to hold RELEASE_COOKIE: its owner's.
+    write_file(&version_dir.join("env.sh"), &fill(ENV_SH), 0o600)?;
     // vm.args may hold the cookie: readable by its owner only.
     write_file(&version_dir.join("vm.args"), &fill(VM_ARGS), 0o600)
 }
