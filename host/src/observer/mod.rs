@@ -79,7 +79,10 @@ impl Observer {
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let query = parse_query(request.uri().query().unwrap_or(""));
-        if query.get("token").map(String::as_str) != Some(self.token.as_str()) {
+        if !query
+            .get("token")
+            .is_some_and(|given| same_secret(given.as_bytes(), self.token.as_bytes()))
+        {
             return Ok(text(
                 StatusCode::FORBIDDEN,
                 "this page needs its token: open the address the node printed \
@@ -411,9 +414,29 @@ fn event_stream(body: Body) -> Response<Body> {
     response
 }
 
+/// Whether `given` equals `secret`, in a time that depends on their
+/// lengths only: a guesser learns nothing from how fast a wrong token is
+/// refused.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    given.len() == secret.len()
+        && given
+            .iter()
+            .zip(secret)
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_is_compared_whole() {
+        assert!(same_secret(b"ab12cd34", b"ab12cd34"));
+        for wrong in [&b"ab12cd35"[..], b"bb12cd34", b"ab12cd3", b"ab12cd344", b""] {
+            assert!(!same_secret(wrong, b"ab12cd34"), "{wrong:?}");
+        }
+    }
 
     #[test]
     fn queries_are_decoded() {
