@@ -32,7 +32,7 @@ impl NodeName {
             Some((alive, host)) => (alive.to_string(), host.to_string()),
             None => (text.to_string(), local_host_name()?),
         };
-        Self::new(alive, host).map_err(|e| format!("`{text}` is not a node name: {e}"))
+        Self::new(alive, host).map_err(|e| format!("{} is not a node name: {e}", shown(text)))
     }
 
     fn new(alive: String, host: String) -> Result<Self, String> {
@@ -132,9 +132,32 @@ pub fn local_host_name() -> Result<String, String> {
     Ok(name)
 }
 
+/// A name that failed to parse, as an error shows it: it may come from a
+/// stranger's handshake and end up in the log, so it is quoted with its
+/// control characters escaped (no forged log line) and cut to 64 characters.
+fn shown(text: &str) -> String {
+    let cut: String = text.chars().take(64).collect();
+    let more = if cut.len() < text.len() { "..." } else { "" };
+    format!("{cut:?}{more}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_name_is_shown_on_one_line_and_cut() {
+        let forged = "x\n2026-12-04T00:00:00Z  INFO node_evil joined the cluster";
+        let error = NodeName::parse(forged).expect_err("not a name");
+        assert!(!error.contains('\n'), "{error}");
+        assert!(error.contains(r"x\n2026"), "{error}");
+        let long = format!("{}\u{7}", "a".repeat(200));
+        let error = NodeName::parse(&format!("{long}@h")).expect_err("not a name");
+        assert!(
+            error.len() < 200 && error.contains("...") && !error.contains('\u{7}'),
+            "{error}"
+        );
+    }
 
     #[test]
     fn full_names_keep_their_host() {
