@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{ConnectionCap, FileBudget, Listener};
 use crate::cluster::{self, Cluster, Settings};
 use crate::config::NodeConfig;
 use crate::console::Console;
@@ -147,14 +148,16 @@ impl RunningNode {
         }
         let names = node.components().iter().map(|c| c.name().clone()).collect();
         let ingress = Ingress::new(http_config, names, node.targets().clone());
+        let caps = ListenerCaps::of_this_process(&node);
         let mut servers = Vec::new();
         if let Some(listener) = listeners.metrics {
             let addr = listener.local_addr()?;
-            let source = metrics_source(&node, &ingress, cluster.clone(), &console);
+            let source = metrics_source(&node, &ingress, cluster.clone(), &console, &caps);
             let name = node.name();
             let service = move |request| metrics::handle(name.clone(), source.clone(), request);
             servers.push(tokio::spawn(http::serve(
                 listener,
+                caps.metrics.clone(),
                 service,
                 stop.clone(),
                 drain,
@@ -169,6 +172,7 @@ impl RunningNode {
             let service = move |request| Arc::clone(&observer).handle(request);
             servers.push(tokio::spawn(http::serve(
                 listener,
+                caps.observer.clone(),
                 service,
                 stop.clone(),
                 drain,
@@ -180,6 +184,7 @@ impl RunningNode {
             let service = move |request| Arc::clone(&ingress).handle(request);
             servers.push(tokio::spawn(http::serve(
                 listener,
+                caps.http.clone(),
                 service,
                 stop.clone(),
                 drain,
@@ -278,17 +283,66 @@ impl RunningNode {
     }
 }
 
+/// The connection caps of the node's HTTP listeners, from its file budget.
+#[derive(Clone)]
+struct ListenerCaps {
+    http: Arc<ConnectionCap>,
+    metrics: Arc<ConnectionCap>,
+    observer: Arc<ConnectionCap>,
+}
+
+impl ListenerCaps {
+    /// The caps this process's open-file limit allows; says them in the
+    /// log, with a warning when the limit is low.
+    fn of_this_process(node: &NodeCore) -> Self {
+        let budget = FileBudget::of_this_process();
+        tracing::info!(
+            node = %node.name(),
+            "open-file limit {}: {} kept for storage and the node's links; connections at once: \
+             HTTP {}, metrics {}, observer {}",
+            budget.limit,
+            budget.reserve,
+            budget.http_connections,
+            budget.metrics_connections,
+            budget.observer_connections,
+        );
+        if budget.is_low() {
+            tracing::warn!(
+                node = %node.name(),
+                "the open-file limit ({}) is low: raise it (`ulimit -n`, or LimitNOFILE= in a \
+                 systemd unit) so the listeners can take more connections",
+                budget.limit
+            );
+        }
+        Self {
+            http: ConnectionCap::new(Listener::Http, budget.http_connections),
+            metrics: ConnectionCap::new(Listener::Metrics, budget.metrics_connections),
+            observer: ConnectionCap::new(Listener::Observer, budget.observer_connections),
+        }
+    }
+
+    fn series(&self) -> Vec<metrics::Series> {
+        [&self.http, &self.metrics, &self.observer]
+            .into_iter()
+            .flat_map(|cap| cap.series())
+            .collect()
+    }
+}
+
 /// What the metrics page shows: every part's series, read when asked.
 fn metrics_source(
     node: &Arc<NodeCore>,
     ingress: &Arc<Ingress>,
     cluster: Option<Arc<Cluster>>,
     console: &Arc<Console>,
+    caps: &ListenerCaps,
 ) -> Source {
     let (node, ingress, console) = (node.clone(), ingress.clone(), console.clone());
+    let caps = caps.clone();
     Arc::new(move || {
         let mut series = node.series();
         series.extend(ingress.series());
+        series.extend(caps.series());
         if let Some(cluster) = &cluster {
             series.extend(cluster.series());
         }

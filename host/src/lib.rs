@@ -13,6 +13,8 @@ pub mod logs;
 
 pub mod metrics;
 
+pub mod budget;
+
 pub mod shutdown;
 
 // Links between nodes: names, the port mapper, handshakes, frames.

@@ -120,6 +120,9 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    // Before any thread: the soft open-file limit up to the hard one, so
+    // that a node's budget of descriptors is as large as it may be.
+    let file_limit = host::budget::raise_file_limit();
     let mut log_sink = LogSink::Stderr;
     if let Command::Run(run) = &cli.command {
         if run.daemon
@@ -151,6 +154,15 @@ fn main() -> ExitCode {
         .with_writer(log_sink)
         .with_ansi(ansi)
         .init();
+    if matches!(cli.command, Command::Run(_) | Command::Epmd(_))
+        && file_limit.now > file_limit.before
+    {
+        tracing::info!(
+            "open-file limit raised from {} to {} (the hard limit)",
+            file_limit.before,
+            file_limit.now
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

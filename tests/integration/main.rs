@@ -19,6 +19,7 @@ mod cluster_swap;
 mod concurrency;
 mod console;
 mod dist_bad_input;
+mod floods;
 mod hibernation;
 mod hot_swap;
 mod isolation;

@@ -195,6 +195,11 @@ impl Console {
         self.node.name().to_string()
     }
 
+    /// Why this node's storage takes no more writes, once it has failed one.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.node.storage_failure()
+    }
+
     /// The name of the node this console runs on.
     pub fn node_name(&self) -> String {
         self.me()

@@ -2,14 +2,19 @@
 //! routes, metrics, the observer), with graceful shutdown, and `ingress`,
 //! which hands requests to components' `wasi:http/incoming-handler`.
 //!
-//! It may use the wasm side (components, their stores) and `crate::metrics`;
-//! it reaches processes only through what guests call.
+//! Each listener has a connection cap (`crate::budget`): past it, a new
+//! connection is answered 503 and closed at once, without a task or a
+//! buffer, and counted.
+//!
+//! It may use the wasm side (components, their stores), `crate::budget` and
+//! `crate::metrics`; it reaches processes only through what guests call.
 
 mod ingress;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,13 +24,18 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 pub use ingress::Ingress;
 
+use crate::budget::{ConnectionCap, FailureSummary, and_more};
+
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a listener logs that accepting fails (out of descriptors, say):
+/// once per interval, with the count.
+const ACCEPT_FAILURE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Binds `addr`, saying plainly what is wrong when it cannot.
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -42,9 +52,11 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Accepts HTTP/1.1 connections on `listener` until `stop` is cancelled,
-/// then lets in-flight requests finish for up to `drain`.
+/// at most `cap` at once, then lets in-flight requests finish for up to
+/// `drain`.
 pub async fn serve<S, F, B>(
     listener: TcpListener,
+    cap: Arc<ConnectionCap>,
     service: S,
     stop: CancellationToken,
     drain: Duration,
@@ -55,6 +67,10 @@ pub async fn serve<S, F, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
+    let accept_failures = FailureSummary::new(ACCEPT_FAILURE_INTERVAL);
+    let at = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |addr| addr.to_string());
     loop {
         let (stream, _peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -62,11 +78,17 @@ pub async fn serve<S, F, B>(
                 Ok(connection) => connection,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!("accept failed: {e}");
+                    if let Some(unlogged) = accept_failures.record(&at) {
+                        tracing::warn!("accepting on {at} failed: {e}{}", and_more(unlogged));
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+        };
+        let Some(admitted) = cap.admit() else {
+            refuse_at_cap(&stream, cap.max());
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
@@ -76,6 +98,7 @@ pub async fn serve<S, F, B>(
             .serve_connection(TokioIo::new(stream), service_fn(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _admitted = admitted;
             if let Err(e) = connection.await {
                 tracing::debug!("connection ended: {e}");
             }
@@ -88,4 +111,28 @@ pub async fn serve<S, F, B>(
     {
         tracing::warn!("in-flight HTTP requests still running after {drain:?}; closing them");
     }
+}
+
+/// Answers a connection past its listener's cap with a 503 and closes it:
+/// one non-blocking write of a fixed answer, no task and no buffer, so
+/// refusing costs less than the stranger spent connecting. A client that
+/// reads it knows nothing was done. What the client already sent is read
+/// and dropped first (a few KiB at most): closing a socket with unread
+/// bytes resets it, and the reset could reach the client before the 503.
+fn refuse_at_cap(stream: &TcpStream, max: usize) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        if !matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    let body = format!(
+        "not applied: this port is at its cap of {max} open connections; try again shortly\n"
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
 }

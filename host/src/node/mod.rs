@@ -195,7 +195,8 @@ impl NodeCore {
         let counted = processes.counters().values();
         let hibernated = processes.hibernated();
         let permits = processes.permits();
-        vec![
+        let mut series = self.storage.series();
+        series.extend([
             Series::gauge(
                 "host_processes",
                 "Processes alive now.",
@@ -273,7 +274,13 @@ impl NodeCore {
                 "Traces running: of processes' messages and of components' host calls.",
                 self.traces_running() as u64,
             ),
-        ]
+        ]);
+        series
+    }
+
+    /// Why storage takes no more writes, once it has failed one.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.storage.failure()
     }
 
     fn component(&self, name: &str) -> Option<&Arc<Component>> {

@@ -31,6 +31,11 @@ impl OperatorAccess {
         &self.node.config.limits
     }
 
+    /// Why storage takes no more writes, once it has failed one.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.node.storage_failure()
+    }
+
     /// In load order.
     pub fn components(&self) -> &[Arc<Component>] {
         &self.node.components

@@ -166,6 +166,7 @@ impl Observer {
         json!({
             "node": self.console.node_name(),
             "versions": versions,
+            "storage_failure": self.console.storage_failure(),
             "time_ms": now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             "nodes": nodes,
             "processes": rows.iter().map(|row| process_json(row, now)).collect::<Vec<_>>(),

@@ -153,11 +153,14 @@ impl ClusterStore {
 
     /// Writes `batch` into the write-ahead log, without waiting for a sync.
     pub fn write(&self, batch: StoreBatch) -> Result<(), StorageError> {
-        Ok(self.storage.db.write(batch.into_inner()?)?)
+        self.storage.write_now(batch.into_inner()?)
     }
 
     pub fn sync_wal(&self) -> Result<(), StorageError> {
-        Ok(self.storage.db.flush_wal(true)?)
+        self.storage
+            .db
+            .flush_wal(true)
+            .map_err(|error| self.storage.health.write_failed(error))
     }
 
     /// A consistent view of the database as it is now: what is written

@@ -8,7 +8,9 @@
 //!   families, applying replicated writes, snapshots, and whether local
 //!   writes are allowed;
 //! - `spill`: hibernated processes' states past their memory budget
-//!   ([`crate::process::StateSpill`]), in a local column family.
+//!   ([`crate::process::StateSpill`]), in a local column family;
+//! - `health`: whether the database still takes writes, after an I/O
+//!   error it cannot retry.
 //!
 //! It may use `crate::config` and `crate::process`'s ids (a write carries
 //! the [`Fence`](crate::process::Fence) of the process making it); it knows
@@ -16,6 +18,7 @@
 //! column families is the cluster's business.
 
 mod cluster_store;
+mod health;
 mod namespace;
 mod spill;
 
@@ -57,6 +60,7 @@ pub struct Storage {
     /// What a local (unreplicated) write must do first, as the cluster
     /// said (open, clear a mark, or refuse).
     local_writes: Arc<ArcSwap<LocalWrites>>,
+    health: Arc<health::Health>,
 }
 
 impl Storage {
@@ -68,6 +72,10 @@ impl Storage {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_keep_log_file_num(5);
+        // Its table cache within the node's file budget, so that reading
+        // never takes the descriptors a flush or a new log needs.
+        let budget = crate::budget::FileBudget::of_this_process();
+        options.set_max_open_files(i32::try_from(budget.storage_files).unwrap_or(i32::MAX));
         let families = [DATA_CF, LOG_CF, META_CF, HIBERNATED_CF];
         let db = DB::open_cf(&options, dir, families).map_err(|e| {
             let message = e.into_string();
@@ -86,6 +94,7 @@ impl Storage {
             durability,
             replicator: Arc::default(),
             local_writes: Arc::new(ArcSwap::from_pointee(LocalWrites::Open)),
+            health: Arc::default(),
         };
         storage
             .hibernated_spill()
@@ -116,6 +125,16 @@ impl Storage {
 
     pub fn durability(&self) -> Durability {
         self.durability
+    }
+
+    /// Why the database takes no more writes, once it has failed one.
+    pub fn failure(&self) -> Option<String> {
+        self.health.failure()
+    }
+
+    /// Its metrics: whether it has failed, and its failed writes.
+    pub fn series(&self) -> Vec<crate::metrics::Series> {
+        self.health.series()
     }
 
     /// From now on, local writes follow `policy` (the cluster decides:
@@ -152,16 +171,25 @@ impl Storage {
     /// milliseconds, so it runs on the blocking pool rather than on a
     /// runtime worker.
     async fn write_durably(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.health.check_writable()?;
         let options = self.write_options();
-        if self.durability == Durability::Fsync {
+        let written = if self.durability == Durability::Fsync {
             let db = self.db.clone();
             tokio::task::spawn_blocking(move || db.write_opt(batch, &options))
                 .await
-                .map_err(|e| StorageError::Io(format!("write task failed: {e}")))??;
+                .map_err(|e| StorageError::Io(format!("write task failed: {e}")))?
         } else {
-            self.db.write_opt(batch, &options)?;
-        }
-        Ok(())
+            self.db.write_opt(batch, &options)
+        };
+        written.map_err(|error| self.health.write_failed(error))
+    }
+
+    /// Writes `batch` at once, without a sync; a failure fails the database.
+    fn write_now(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.health.check_writable()?;
+        self.db
+            .write(batch)
+            .map_err(|error| self.health.write_failed(error))
     }
 
     /// Applies a batch of a lone node, as the local-write policy allows.

@@ -82,3 +82,34 @@ async fn batches_are_all_or_nothing_and_bounded() {
     .expect("batch");
     assert_eq!(ns.get(b"k1"), Ok(Some(b"v1".to_vec())));
 }
+
+#[tokio::test]
+async fn a_database_that_fails_a_write_says_so_and_refuses_the_next_ones_up_front() {
+    let (dir, storage) = open();
+    let ns = storage.namespace("c");
+    ns.put(b"before", b"1").await.expect("put");
+    assert_eq!(storage.failure(), None);
+    // Its files gone, a flush cannot create its table file: RocksDB sets
+    // its background error and refuses every write from then on.
+    std::fs::remove_dir_all(dir.path()).expect("remove the database's files");
+    assert!(storage.flush().is_err(), "the flush has nowhere to write");
+    let first = ns.put(b"after", b"2").await;
+    assert!(
+        matches!(&first, Err(StorageError::Indeterminate(why)) if why.contains("storage failed")),
+        "{first:?}"
+    );
+    let failure = storage.failure().expect("the failure is kept");
+    let second = ns.put(b"later", b"3").await;
+    assert_eq!(
+        second,
+        Err(StorageError::Unavailable(format!(
+            "storage failed and takes no writes until the node restarts ({failure})"
+        )))
+    );
+    let series = storage.series();
+    let value = |name: &str| series.iter().find(|s| s.name == name).map(|s| s.value);
+    assert_eq!(value("host_storage_failed"), Some(1));
+    assert_eq!(value("host_storage_write_errors_total"), Some(1));
+    // Reads still work.
+    assert_eq!(ns.get(b"before"), Ok(Some(b"1".to_vec())));
+}

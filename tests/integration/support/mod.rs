@@ -12,6 +12,7 @@ use tempfile::TempDir;
 
 pub mod browser;
 pub mod cluster;
+pub mod flood;
 pub mod release;
 pub mod swap;
 
@@ -56,6 +57,8 @@ pub struct NodeBuilder {
     log_filter: String,
     /// `name@127.0.0.1` when distribution is on.
     node_name: Option<String>,
+    /// The node's open-file limit, soft and hard, when the test sets one.
+    file_limit: Option<u64>,
 }
 
 impl NodeBuilder {
@@ -83,6 +86,7 @@ impl NodeBuilder {
             metrics: false,
             log_filter: "info,openraft=warn".to_string(),
             node_name: None,
+            file_limit: None,
         }
     }
 
@@ -128,6 +132,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Runs the node under an open-file limit of `limit`, soft and hard
+    /// (as `ulimit -n LIMIT` would).
+    pub fn file_limit(mut self, limit: u64) -> Self {
+        self.file_limit = Some(limit);
+        self
+    }
+
     pub fn start(self) -> Node {
         let temp = TempDir::new().expect("temp dir");
         let data_dir = self
@@ -160,6 +171,24 @@ impl NodeBuilder {
             .envs(self.envs.iter().map(|(k, v)| (k, v)));
         if self.metrics {
             command.args(["--metrics-port", "0"]);
+        }
+        if let Some(limit) = self.file_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: between fork and exec, setrlimit is async-signal-safe
+            // and touches nothing but the child's own limit.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let mut child = command.spawn().expect("start host");
         let stdout = child.stdout.take().expect("stdout");

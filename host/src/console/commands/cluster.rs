@@ -6,10 +6,16 @@ use crate::distribution::NodeName;
 
 pub fn nodes(call: Invocation<'_>) -> Reply<'_> {
     let console = call.console;
-    let text = match &console.cluster {
+    let mut text = match &console.cluster {
         Some(cluster) => render_nodes(&cluster.nodes()),
         None => format!("{} (distribution is off: it is alone)\n", console.me()),
     };
+    if let Some(failure) = console.storage_failure() {
+        text.push_str(&format!(
+            "{}: storage failed and refuses writes until it restarts: {failure}\n",
+            console.me()
+        ));
+    }
     Box::pin(std::future::ready(Ok(text)))
 }
 
