@@ -359,8 +359,10 @@ async fn wait_for_peer(mesh: &Arc<Mesh>, other: &NodeName) -> anyhow::Result<()>
     loop {
         match mesh.connect(other).await {
             Ok(_) => return Ok(()),
-            Err(e @ (DialError::NotFound { .. } | DialError::Connect { .. }))
-                if tokio::time::Instant::now() < deadline =>
+            Err(e)
+                if (e.is_busy()
+                    || matches!(e, DialError::NotFound { .. } | DialError::Connect { .. }))
+                    && tokio::time::Instant::now() < deadline =>
             {
                 if !said {
                     tracing::info!(node = %mesh.me(), "waiting for {other} to join it: {e}");

@@ -90,3 +90,142 @@ fn an_idle_connection_flood_leaves_tools_members_and_storage_working() {
     expected.push("after".to_string());
     assert_eq!(titles, expected);
 }
+
+/// Loopback addresses the attackers below come from (Linux routes all of
+/// 127.0.0.0/8 to the loopback interface).
+fn strangers() -> Vec<Ipv4Addr> {
+    (2..=9).map(|last| Ipv4Addr::new(127, 0, 0, last)).collect()
+}
+
+#[test]
+fn a_flood_of_half_open_handshakes_does_not_stop_tools_or_a_join() {
+    let epmd = Epmd::start();
+    let n1 = NodeBuilder::todo()
+        .clustered("n1", &epmd, COOKIE)
+        .metrics()
+        .start();
+    let dist_port = n1.dist_port.expect("distribution on");
+    // 160 connections from 8 addresses that send one byte of a frame and
+    // stall: each holds a handshake slot until the node gives up on it.
+    let flood = Flood::start(dist_port, &strangers(), 160, &[0]);
+    eventually(Duration::from_secs(30), "the flood fills the slots", || {
+        n1.metric("host_handshakes_refused_busy_total") > 0
+    });
+    for _ in 0..5 {
+        let rows = tool_ok(&epmd, &["nodes", &n1.name]);
+        assert!(rows.contains("n1@127.0.0.1"), "{rows}");
+    }
+    // A node started with --join during the flood joins.
+    let n2 = NodeBuilder::todo()
+        .clustered("n2", &epmd, COOKIE)
+        .arg("--join")
+        .arg(&n1.name)
+        .start();
+    wait_for_members(&epmd, &n1, &[&n1, &n2]);
+    assert!(flood.held() > 0, "the flood is still on");
+    assert!(n1.metric("host_handshakes_failed_total") > 10);
+    // A line per address and kind per interval, not one per connection.
+    let logs = n1.logs();
+    let lines = logs
+        .lines()
+        .filter(|line| line.contains("dropped a connection from 127.0.0."))
+        .count();
+    assert!(lines <= 8 * 3 * 2, "{lines} lines:\n{logs}");
+}
+
+/// A handshake `Hello` as a client that does not play by the rules would
+/// send it: any name at all. The encoding is the protocol's (postcard):
+/// the variant, the magic, two versions, the name, hidden, a nonce.
+fn raw_hello(name: &str) -> Vec<u8> {
+    let mut message = vec![0u8];
+    message.extend_from_slice(b"OTPW");
+    message.extend_from_slice(&[1, 1]);
+    message.push(u8::try_from(name.len()).expect("a short name"));
+    message.extend_from_slice(name.as_bytes());
+    message.push(1);
+    message.extend_from_slice(&[7u8; 32]);
+    let mut frame = u32::try_from(message.len())
+        .expect("a small frame")
+        .to_be_bytes()
+        .to_vec();
+    frame.extend_from_slice(&message);
+    frame
+}
+
+/// One handshake from `source` with a cookie that is not the node's:
+/// returns the node's answer and how long it took to come.
+fn guess_once(
+    runtime: &tokio::runtime::Runtime,
+    source: Ipv4Addr,
+    port: u16,
+) -> (String, Duration) {
+    use host::distribution::handshake::{self, ClientHandshake, Side};
+    use host::distribution::{Cookie, NodeName, frame::FrameReader};
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind((source, 0).into()).expect("bind");
+        let stream = socket
+            .connect((Ipv4Addr::LOCALHOST, port).into())
+            .await
+            .expect("connect");
+        let started = std::time::Instant::now();
+        let (read, mut write) = tokio::io::split(stream);
+        let mut reader = FrameReader::new(read, 1 << 16);
+        let me = NodeName::parse("guesser@127.0.0.20").expect("name");
+        let cookie = Cookie::from_text("not-the-cookie").expect("cookie");
+        let (client, hello) = ClientHandshake::start(&me, &cookie, true, None).expect("start");
+        let mut side = Side::Client(client);
+        let pacing = handshake::Pacing::plain(Duration::from_secs(30));
+        let outcome = handshake::drive(&mut side, hello, &mut reader, &mut write, pacing).await;
+        let answer = match outcome {
+            Ok(_) => "accepted".to_string(),
+            Err(error) => error.to_string(),
+        };
+        (answer, started.elapsed())
+    })
+}
+
+#[test]
+fn wrong_cookies_from_one_address_are_answered_ever_later_and_forged_names_stay_on_their_line() {
+    let epmd = Epmd::start();
+    let n1 = NodeBuilder::todo()
+        .clustered("n1", &epmd, COOKIE)
+        .metrics()
+        .start();
+    let port = n1.dist_port.expect("distribution on");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let guesser = Ipv4Addr::new(127, 0, 0, 20);
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        answers.push(guess_once(&runtime, guesser, port));
+    }
+    for (answer, _) in &answers {
+        assert_eq!(answer, "refused: the cookies differ");
+    }
+    // Past 3 free failures, each answer waits twice as long as the one
+    // before: 0.25 s, 0.5 s, 1 s, 2 s, then 4 s for the 8th. (A lower
+    // bound: a busy machine only makes it later.)
+    assert!(answers[7].1 >= Duration::from_secs(4), "{answers:?}");
+    assert!(n1.metric("host_handshakes_delayed_total") >= 5);
+    // The operator's tools, from another address, are not slowed.
+    assert!(tool_ok(&epmd, &["nodes", &n1.name]).contains("n1@127.0.0.1"));
+
+    // A claimed name with a newline in it cannot plant a log line.
+    let forged = "x\n2026-01-01T00:00:00Z  INFO node_evil joined the cluster";
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(&mut stream, &raw_hello(forged)).expect("send");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    eventually(Duration::from_secs(10), "the refusal is logged", || {
+        n1.logs().contains("node_evil")
+    });
+    let logs = n1.logs();
+    assert!(
+        !logs.lines().any(|line| line.starts_with("2026-01-01")),
+        "a forged line:\n{logs}"
+    );
+    assert!(logs.contains(r"x\n2026-01-01"), "{logs}");
+}

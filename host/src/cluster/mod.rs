@@ -346,6 +346,7 @@ impl Cluster {
         if let Some(replica) = replica {
             series.extend(replica.series());
         }
+        series.extend(self.mesh.series());
         series
     }
 

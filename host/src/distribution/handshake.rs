@@ -93,6 +93,8 @@ pub enum HandshakeError {
     Connection(String),
     #[error("the handshake did not finish within {0:?}")]
     TimedOut(std::time::Duration),
+    #[error("the peer sent no complete handshake message within {0:?} of connecting")]
+    Silent(std::time::Duration),
 }
 
 /// Who is on the other side of an authenticated connection.
@@ -435,31 +437,78 @@ impl Side {
     }
 }
 
+/// A refusal to send at once, before any handshake (the listener is busy).
+pub fn refusal(reason: &str) -> Vec<u8> {
+    Message::Refused {
+        reason: reason.to_string(),
+    }
+    .encode()
+}
+
+/// How a driven handshake is bounded, beyond the caller's overall deadline.
+pub struct Pacing<P> {
+    /// The peer's first message must arrive within this (a server gives a
+    /// silent stranger's slot back soon).
+    pub first_frame_within: std::time::Duration,
+    /// A refusal goes out only after `pause(error)` has passed (a server
+    /// slows down cookie guessers so).
+    pub pause: P,
+}
+
+impl Pacing<fn(&HandshakeError) -> std::time::Duration> {
+    /// No pause, and the first frame within `limit`.
+    pub fn plain(limit: std::time::Duration) -> Self {
+        Self {
+            first_frame_within: limit,
+            pause: |_| std::time::Duration::ZERO,
+        }
+    }
+}
+
 /// Runs a handshake to its end over `reader`/`writer`, sending `first`
-/// (the client's `Hello`; nothing for a server) first. The caller bounds it
-/// in time.
-pub async fn drive<R, W>(
+/// (the client's `Hello`; nothing for a server) first, paced by `pacing`.
+/// The caller bounds it in time.
+pub async fn drive<R, W, P>(
     side: &mut Side,
     first: Vec<u8>,
     reader: &mut FrameReader<R>,
     writer: &mut W,
+    pacing: Pacing<P>,
 ) -> Result<Peer, HandshakeError>
 where
+    P: FnOnce(&HandshakeError) -> std::time::Duration,
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let Pacing {
+        first_frame_within,
+        pause,
+    } = pacing;
+    let mut first_frame = true;
     let io = |e: std::io::Error| HandshakeError::Connection(format!("connection failed: {e}"));
     if !first.is_empty() {
         writer.write_all(&first).await.map_err(io)?;
         writer.flush().await.map_err(io)?;
     }
     loop {
-        let frame = match reader.next().await {
+        let next = if std::mem::take(&mut first_frame) {
+            tokio::time::timeout(first_frame_within, reader.next())
+                .await
+                .map_err(|_| HandshakeError::Silent(first_frame_within))?
+        } else {
+            reader.next().await
+        };
+        let frame = match next {
             Ok(Some(frame)) => frame,
             Ok(None) => {
                 return Err(HandshakeError::Connection(
                     "the peer closed the connection during the handshake".into(),
                 ));
+            }
+            Err(frame::FrameError::Io(e)) => {
+                return Err(HandshakeError::Connection(format!(
+                    "connection failed: {e}"
+                )));
             }
             Err(e) => return Err(HandshakeError::Garbage(e.to_string())),
         };
@@ -477,6 +526,7 @@ where
             }
             Step::Fail(bytes, error) => {
                 if !bytes.is_empty() {
+                    tokio::time::sleep(pause(&error)).await;
                     // Best effort: the peer may already be gone.
                     let _ = writer.write_all(&bytes).await;
                     let _ = writer.flush().await;

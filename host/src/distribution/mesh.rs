@@ -18,25 +18,28 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::cookie::Cookie;
 use super::epmd;
 use super::frame::{self, FrameReader};
-use super::handshake::{self, ClientHandshake, HandshakeError, ServerHandshake, Side};
+use super::gate::{self, Failure, HandshakeGate, HandshakeSlot};
+use super::handshake::{self, ClientHandshake, HandshakeError, Pacing, ServerHandshake, Side};
 use super::link::{Link, LinkHandler, Liveness};
 use super::name::NodeName;
 use super::tls::{BoxedStream, Tls};
+use crate::budget::{FailureSummary, and_more};
+use crate::metrics::Series;
 
-/// Handshakes in progress at once; connections beyond are closed at once,
-/// so a flood of half-open connections cannot use up the node's files.
-const MAX_PENDING_HANDSHAKES: usize = 64;
-/// Handshakes in progress at once from one address, so that one host
-/// dripping bytes into slow connections cannot take every permit and lock
-/// the node's peers out.
-const MAX_PENDING_PER_ADDRESS: usize = 16;
+/// How long a new connection may take to send its first handshake message
+/// (and its TLS handshake, with TLS): a stranger that connects and sends
+/// nothing, or drips bytes, gives its slot back after this, not after the
+/// whole handshake's time. A real peer sends its `Hello` at once.
+const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(2);
+/// How often the listener logs failures from one address (and of one
+/// kind): once per interval, with the count.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest wait between two attempts to dial a wanted peer.
 const MAX_REDIAL_BACKOFF: Duration = Duration::from_secs(2);
 const FIRST_REDIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -82,6 +85,18 @@ pub enum DialError {
 }
 
 impl DialError {
+    /// Whether the peer turned the connection away for want of a handshake
+    /// slot (it may take it a moment later).
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            DialError::Handshake {
+                error: HandshakeError::RefusedByPeer(reason),
+                ..
+            } if reason.starts_with(gate::BUSY)
+        )
+    }
+
     /// Whether the peer refused our cookie.
     pub fn is_wrong_cookie(&self) -> bool {
         matches!(
@@ -121,7 +136,28 @@ impl Dialer {
     }
 
     /// Dials `peer` and authenticates, as a member or (`hidden`) as a tool.
+    /// A peer too busy to take the handshake is tried again, with a growing
+    /// pause, for up to the handshake timeout.
     pub async fn dial(
+        &self,
+        peer: &NodeName,
+        hidden: bool,
+        handler: Arc<dyn LinkHandler>,
+    ) -> Result<Arc<Link>, DialError> {
+        let give_up = Instant::now() + self.handshake_timeout;
+        let mut pause = FIRST_REDIAL_BACKOFF;
+        loop {
+            match self.dial_once(peer, hidden, handler.clone()).await {
+                Err(error) if error.is_busy() && Instant::now() + pause < give_up => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn dial_once(
         &self,
         peer: &NodeName,
         hidden: bool,
@@ -155,7 +191,8 @@ impl Dialer {
             let (client, hello) =
                 ClientHandshake::start(&self.me, &self.cookie, hidden, Some(peer))?;
             let mut side = Side::Client(client);
-            let peer = handshake::drive(&mut side, hello, &mut reader, &mut write).await?;
+            let pacing = Pacing::plain(self.handshake_timeout);
+            let peer = handshake::drive(&mut side, hello, &mut reader, &mut write, pacing).await?;
             Ok::<_, HandshakeError>((peer, reader, write))
         })
         .await
@@ -170,63 +207,6 @@ impl Dialer {
             handler,
             self.liveness,
         ))
-    }
-}
-
-/// Handshakes in progress, in all and per address.
-struct HandshakePermits {
-    total: Arc<Semaphore>,
-    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl Default for HandshakePermits {
-    fn default() -> Self {
-        Self {
-            total: Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES)),
-            by_address: Arc::default(),
-        }
-    }
-}
-
-/// One handshake's place; given back when dropped.
-struct HandshakePermit {
-    _permit: OwnedSemaphorePermit,
-    address: IpAddr,
-    by_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl HandshakePermits {
-    fn take(&self, address: IpAddr) -> Result<HandshakePermit, String> {
-        let permit = self
-            .total
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| format!("{MAX_PENDING_HANDSHAKES} handshakes already in progress"))?;
-        let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        let count = by_address.entry(address).or_insert(0);
-        if *count >= MAX_PENDING_PER_ADDRESS {
-            return Err(format!(
-                "{MAX_PENDING_PER_ADDRESS} handshakes from {address} already in progress"
-            ));
-        }
-        *count += 1;
-        Ok(HandshakePermit {
-            _permit: permit,
-            address,
-            by_address: self.by_address.clone(),
-        })
-    }
-}
-
-impl Drop for HandshakePermit {
-    fn drop(&mut self) {
-        let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = by_address.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                by_address.remove(&self.address);
-            }
-        }
     }
 }
 
@@ -246,7 +226,9 @@ pub struct Mesh {
     members: Mutex<HashMap<NodeName, Arc<Link>>>,
     hidden: Mutex<Vec<Arc<Link>>>,
     wanted: Mutex<HashMap<NodeName, Wanted>>,
-    handshakes: HandshakePermits,
+    gate: Arc<HandshakeGate>,
+    /// Failed handshakes, logged once per address and kind per interval.
+    failures: FailureSummary,
     stop: CancellationToken,
 }
 
@@ -258,7 +240,8 @@ impl Mesh {
             members: Mutex::new(HashMap::new()),
             hidden: Mutex::new(Vec::new()),
             wanted: Mutex::new(HashMap::new()),
-            handshakes: HandshakePermits::default(),
+            gate: Arc::default(),
+            failures: FailureSummary::new(FAILURE_LOG_INTERVAL),
             stop: CancellationToken::new(),
         })
     }
@@ -333,22 +316,32 @@ impl Mesh {
                     }
                 },
             };
-            let permit = match self.handshakes.take(addr.ip()) {
-                Ok(permit) => permit,
+            let slot = match self.gate.admit(addr.ip()) {
+                Ok(slot) => slot,
                 Err(why) => {
-                    tracing::warn!(
-                        node = %self.dialer.me,
-                        peer_addr = %addr,
-                        "dropped a distribution connection: {why}"
-                    );
+                    refuse_busy(&stream, &why);
+                    self.log_failure(addr.ip(), "busy", || {
+                        format!("refused a distribution connection from {addr}: {why}")
+                    });
                     continue;
                 }
             };
             let mesh = self.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                mesh.accept(stream, addr).await;
+                mesh.accept(stream, addr, slot).await;
             });
+        }
+    }
+
+    /// Its metrics: the handshake gate's.
+    pub fn series(&self) -> Vec<Series> {
+        self.gate.series()
+    }
+
+    /// Logs a failure from `address`, once per kind per interval.
+    fn log_failure(&self, address: IpAddr, kind: &str, line: impl FnOnce() -> String) {
+        if let Some(unlogged) = self.failures.record(&format!("{address} {kind}")) {
+            tracing::warn!(node = %self.dialer.me, "{}{}", line(), and_more(unlogged));
         }
     }
 
@@ -364,32 +357,49 @@ impl Mesh {
         }
     }
 
-    async fn accept(self: &Arc<Self>, tcp: TcpStream, addr: SocketAddr) {
+    async fn accept(self: &Arc<Self>, tcp: TcpStream, addr: SocketAddr, slot: HandshakeSlot) {
         let _ = tcp.set_nodelay(true);
         let me = self.dialer.me.clone();
         let timeout = self.dialer.handshake_timeout;
         let mut claimed: Option<NodeName> = None;
-        let outcome = tokio::time::timeout(timeout, async {
+        let pacing = Pacing {
+            first_frame_within: FIRST_FRAME_DEADLINE,
+            pause: |error: &HandshakeError| slot.refusal_delay(failure_of(error)),
+        };
+        // The whole handshake's time, and the longest pause before a refusal.
+        let outcome = tokio::time::timeout(timeout + gate::MAX_FAILURE_DELAY, async {
+            // A stranger that sends nothing gives its slot back soon.
             let stream: BoxedStream = match &self.dialer.tls {
-                Some(tls) => tls.accept(tcp).await.map_err(HandshakeError::Connection)?,
+                Some(tls) => tokio::time::timeout(FIRST_FRAME_DEADLINE, tls.accept(tcp))
+                    .await
+                    .map_err(|_| HandshakeError::Silent(FIRST_FRAME_DEADLINE))?
+                    .map_err(HandshakeError::Connection)?,
                 None => Box::new(tcp),
             };
             let (read, mut write) = tokio::io::split(stream);
             let mut reader = FrameReader::new(read, frame::HANDSHAKE_MAX_FRAME);
             let mut side = Side::Server(ServerHandshake::new(&me, &self.dialer.cookie)?);
-            let result = handshake::drive(&mut side, Vec::new(), &mut reader, &mut write).await;
+            let result = tokio::time::timeout(
+                timeout,
+                handshake::drive(&mut side, Vec::new(), &mut reader, &mut write, pacing),
+            )
+            .await
+            .unwrap_or(Err(HandshakeError::TimedOut(timeout)));
             if let Side::Server(server) = &side {
                 claimed = server.claimed_peer().cloned();
             }
             Ok::<_, HandshakeError>((result?, reader, write))
         })
-        .await;
+        .await
+        .unwrap_or(Err(HandshakeError::TimedOut(timeout)));
         let who = match &claimed {
             Some(name) => format!("{name} ({addr})"),
             None => addr.to_string(),
         };
-        match outcome {
-            Ok(Ok((peer, reader, write))) => {
+        let error = match outcome {
+            Ok((peer, reader, write)) => {
+                slot.succeeded();
+                drop(slot);
                 let link = Link::start(
                     peer,
                     false,
@@ -399,19 +409,26 @@ impl Mesh {
                     self.dialer.liveness,
                 );
                 self.register(link);
+                return;
             }
-            Ok(Err(HandshakeError::WrongCookie)) => tracing::warn!(
-                node = %me,
-                "refused a connection from {who}: the cookies differ"
-            ),
-            Ok(Err(error)) => {
-                tracing::warn!(node = %me, "dropped a connection from {who}: {error}")
+            Err(error) => error,
+        };
+        slot.failed();
+        drop(slot);
+        let kind = match failure_of(&error) {
+            Failure::WrongCookie => "cookie",
+            Failure::Garbage => "garbage",
+            Failure::Stalled => "stalled",
+        };
+        self.log_failure(addr.ip(), kind, || match &error {
+            HandshakeError::WrongCookie => {
+                format!("refused a connection from {who}: the cookies differ")
             }
-            Err(_) => tracing::warn!(
-                node = %me,
+            HandshakeError::TimedOut(_) => format!(
                 "dropped a connection from {who}: the handshake did not finish within {timeout:?}"
             ),
-        }
+            error => format!("dropped a connection from {who}: {error}"),
+        });
     }
 
     /// Files a new link: hidden ones apart, members through the tie-break.
@@ -559,4 +576,32 @@ impl LinkHandler for Mesh {
             }
         }
     }
+}
+
+/// What kind of failure ended a handshake, for the gate's record.
+fn failure_of(error: &HandshakeError) -> Failure {
+    match error {
+        HandshakeError::WrongCookie => Failure::WrongCookie,
+        HandshakeError::TimedOut(_) | HandshakeError::Silent(_) | HandshakeError::Connection(_) => {
+            Failure::Stalled
+        }
+        HandshakeError::RefusedByPeer(_)
+        | HandshakeError::Refused(_)
+        | HandshakeError::ImpostorPeer
+        | HandshakeError::Garbage(_) => Failure::Garbage,
+    }
+}
+
+/// Tells a connection the gate turned away why, in a `Refused` frame, and
+/// closes it: one non-blocking write, no task. What the peer already sent
+/// is read and dropped first (a few KiB at most), so that closing does not
+/// reset the connection before the refusal reaches it.
+fn refuse_busy(stream: &TcpStream, why: &str) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        if !matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    let _ = stream.try_write(&handshake::refusal(why));
 }

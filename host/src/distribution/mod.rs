@@ -8,6 +8,8 @@
 //!   daemon);
 //! - `frame`: length-prefixed frames with a cap;
 //! - `handshake`: version negotiation and the mutual cookie challenge;
+//! - `gate`: who may start a handshake, how many at once, and what a
+//!   failure costs its address;
 //! - `tls`: optional TLS under the handshake;
 //! - `link`: one authenticated connection, multiplexing requests, responses,
 //!   one-way messages and pings;
@@ -18,12 +20,13 @@
 //! the bytes mean (Raft, calls, joins) is the cluster's (`crate::cluster`),
 //! which reaches this module through [`mesh::Mesh`] and
 //! [`link::LinkHandler`] only. Nothing here knows about processes, storage
-//! or Raft: it uses no other module of the host (the lowest layer but the
-//! leaves).
+//! or Raft: of the host it uses only the leaves (`crate::budget`,
+//! `crate::metrics`).
 
 pub mod cookie;
 pub mod epmd;
 pub mod frame;
+pub mod gate;
 pub mod handshake;
 pub mod link;
 pub mod mesh;
