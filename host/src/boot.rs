@@ -391,7 +391,9 @@ async fn start_cluster(
         Cluster::start(node.cluster_access(), mesh.clone(), distribution.settings).await?;
     tokio::spawn(mesh.clone().serve(listener));
     if distribution.register {
-        epmd::register_and_keep(epmd_port, me.alive().to_string(), port, stop)
+        let host_addresses = me.resolve_host_async(port).await.unwrap_or_default();
+        let listen = epmd::listen_address_for(&host_addresses);
+        epmd::register_and_keep(epmd_port, listen, me.alive().to_string(), port, stop)
             .await
             .with_context(|| {
                 format!("cannot register {me} with the port mapper on port {epmd_port}")

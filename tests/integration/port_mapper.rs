@@ -157,3 +157,25 @@ fn the_first_node_on_a_host_starts_the_port_mapper_which_outlives_it() {
         daemon_pid(port).is_none()
     });
 }
+
+#[test]
+fn a_flood_of_idle_connections_does_not_stop_lookups_or_registrations() {
+    let epmd = Epmd::start();
+    let strangers: Vec<std::net::Ipv4Addr> = (2..=9)
+        .map(|last| std::net::Ipv4Addr::new(127, 0, 0, last))
+        .collect();
+    // 320 connections that never send a request: each address may hold
+    // 16 of them at once, for 2 s each.
+    let flood = crate::support::flood::Flood::start(epmd.port, &strangers, 320, b"");
+    eventually(Duration::from_secs(30), "the flood is on", || {
+        flood.held() >= 100
+    });
+    for _ in 0..5 {
+        assert!(epmd.names().is_empty());
+    }
+    let node = todo_node(&epmd, "node_a");
+    assert_eq!(epmd.names(), ["node_a"]);
+    assert!(flood.held() > 0, "the flood is still on");
+    drop(flood);
+    drop(node);
+}

@@ -1,8 +1,11 @@
 //! A listener's connection cap: how many of its connections may be open at
-//! once, how many are, and how many were refused at the cap.
+//! once (in all, and from one address), how many are, and how many were
+//! refused at the cap.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::metrics::Series;
 
@@ -111,6 +114,80 @@ impl Drop for Admitted {
     }
 }
 
+/// A cap on connections in all and from each address, for a listener that
+/// strangers reach and whose clients each need a moment only (the port
+/// mapper): one address cannot take every place.
+#[derive(Debug)]
+pub struct PerAddressCap {
+    max: usize,
+    per_address: usize,
+    by_address: Mutex<HashMap<IpAddr, usize>>,
+    refused: AtomicU64,
+}
+
+/// One connection's place under a [`PerAddressCap`], given back when
+/// dropped.
+#[derive(Debug)]
+pub struct AddressAdmitted {
+    cap: Arc<PerAddressCap>,
+    address: IpAddr,
+}
+
+impl PerAddressCap {
+    pub fn new(max: usize, per_address: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            per_address,
+            by_address: Mutex::new(HashMap::new()),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// A place for one more connection from `address`, or why not
+    /// (counted).
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<AddressAdmitted, String> {
+        let mut by_address = self.lock();
+        let total: usize = by_address.values().sum();
+        let here = by_address.get(&address).copied().unwrap_or(0);
+        let refusal = if total >= self.max {
+            Some(format!("{total} connections open, the cap"))
+        } else if here >= self.per_address {
+            Some(format!("{here} connections open from {address}, its cap"))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(why);
+        }
+        *by_address.entry(address).or_insert(0) += 1;
+        Ok(AddressAdmitted {
+            cap: self.clone(),
+            address,
+        })
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.by_address.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for AddressAdmitted {
+    fn drop(&mut self) {
+        let mut by_address = self.cap.lock();
+        if let Some(count) = by_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +202,20 @@ mod tests {
         assert_eq!((cap.open(), cap.refused()), (2, 2));
         drop(first);
         assert!(cap.admit().is_some());
+        assert_eq!(cap.refused(), 2);
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_place() {
+        let cap = PerAddressCap::new(3, 2);
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let first = cap.admit(a).expect("room");
+        let _second = cap.admit(a).expect("room");
+        assert!(cap.admit(a).unwrap_err().contains("from 10.0.0.1"));
+        let _third = cap.admit(b).expect("room for another address");
+        assert!(cap.admit(b).unwrap_err().contains("the cap"));
+        drop(first);
+        assert!(cap.admit(b).is_ok());
         assert_eq!(cap.refused(), 2);
     }
 }

@@ -19,7 +19,7 @@
 mod connections;
 mod summary;
 
-pub use connections::{Admitted, ConnectionCap, Listener};
+pub use connections::{AddressAdmitted, Admitted, ConnectionCap, Listener, PerAddressCap};
 pub use summary::{FailureSummary, and_more};
 
 /// The highest soft limit the node asks for, even when the hard limit is

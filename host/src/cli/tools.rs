@@ -46,8 +46,11 @@ pub struct EpmdArgs {
     /// [default: ERL_EPMD_PORT, else 4369]
     #[arg(long)]
     port: Option<u16>,
-    /// Address to serve on; registrations are accepted from this host only.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to serve on: loopback, unless nodes of this host must be
+    /// found from other hosts (0.0.0.0). Registrations are accepted from
+    /// this host only. (A node that starts the port mapper chooses for
+    /// itself: 0.0.0.0 when its name's host is not a loopback address.)
+    #[arg(long, default_value = "127.0.0.1")]
     address: IpAddr,
     /// List the names registered with the running port mapper, as `epmd -names`.
     #[arg(long, conflicts_with = "kill")]

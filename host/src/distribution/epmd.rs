@@ -21,6 +21,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::budget::{AddressAdmitted, FailureSummary, PerAddressCap, and_more};
+
 /// The port mapper's port when `ERL_EPMD_PORT` does not say otherwise.
 pub const DEFAULT_PORT: u16 = 4369;
 
@@ -31,6 +33,12 @@ const PORT_PLEASE2_REQ: u8 = 122;
 const PORT2_RESP: u8 = 119;
 const NAMES_REQ: u8 = 110;
 const KILL_REQ: u8 = 107;
+
+/// A registration's result: 0 is success; Erlang's epmd says 1 for any
+/// refusal, and so does ours for a name in use; 2 says its bound of names
+/// is reached (Erlang's clients see a refusal either way).
+const REFUSED_NAME_TAKEN: u8 = 1;
+const REFUSED_FULL: u8 = 2;
 
 /// "A normal node" (as opposed to 72, hidden) and "TCP over IPv4".
 const NODE_TYPE_NORMAL: u8 = 77;
@@ -47,8 +55,17 @@ pub const EXTRA: &[u8] = b"otp-wasm";
 const MAX_REQUEST: usize = 1024;
 /// Longest name the daemon registers (as epmd: 255 characters).
 const MAX_NAME_BYTES: usize = 255;
-/// How long a client may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its request: a real one sends it
+/// at once.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections awaiting or getting an answer at once, in all and from one
+/// address; past them, a connection is closed at once (and counted).
+const MAX_CONNECTIONS: usize = 256;
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 16;
+/// Names registered at once; a registration past it is refused.
+const MAX_REGISTRATIONS: usize = 256;
+/// How often the daemon logs refusals and failed accepts from one source.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a client waits for the port mapper.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -200,7 +217,12 @@ pub async fn register(addr: SocketAddr, alive: &str, port: u16) -> Result<Regist
     };
     match head {
         [ALIVE2_X_RESP | ALIVE2_RESP, 0] => Ok(Registration { stream, creation }),
-        [ALIVE2_X_RESP | ALIVE2_RESP, _] => Err(EpmdError::NameTaken(alive.to_string())),
+        [ALIVE2_X_RESP | ALIVE2_RESP, REFUSED_NAME_TAKEN] => {
+            Err(EpmdError::NameTaken(alive.to_string()))
+        }
+        [ALIVE2_X_RESP | ALIVE2_RESP, _] => Err(protocol(format!(
+            "refused to register `{alive}`: it holds as many names as it may"
+        ))),
         _ => Err(protocol("unexpected answer to a registration".into())),
     }
 }
@@ -210,17 +232,20 @@ const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Registers `alive` on this host's port mapper (port `epmd_port`),
 /// starting one (`host epmd`, detached, as `erl` starts `epmd`) when none
-/// runs. Then keeps the name registered until `stop`: should the port
-/// mapper go away, the node registers again once one runs again (it does
-/// not start one itself then: whoever stopped it may mean it).
+/// runs, listening on `listen` (loopback, unless the node's name is
+/// reached from other hosts). Then keeps the name registered until
+/// `stop`: should the port mapper go away, the node registers again once
+/// one runs again (it does not start one itself then: whoever stopped it
+/// may mean it).
 pub async fn register_and_keep(
     epmd_port: u16,
+    listen: IpAddr,
     alive: String,
     port: u16,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), EpmdError> {
     let addr = SocketAddr::from(([127, 0, 0, 1], epmd_port));
-    let mut registration = register_starting_daemon(addr, &alive, port).await?;
+    let mut registration = register_starting_daemon(addr, listen, &alive, port).await?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -247,6 +272,7 @@ pub async fn register_and_keep(
 
 async fn register_starting_daemon(
     addr: SocketAddr,
+    listen: IpAddr,
     alive: &str,
     port: u16,
 ) -> Result<Registration, EpmdError> {
@@ -254,7 +280,7 @@ async fn register_starting_daemon(
         Err(EpmdError::NotRunning(_)) => {}
         other => return other,
     }
-    start_daemon(addr.port()).map_err(|reason| EpmdError::Protocol { addr, reason })?;
+    start_daemon(listen, addr.port()).map_err(|reason| EpmdError::Protocol { addr, reason })?;
     let deadline = tokio::time::Instant::now() + DAEMON_START_TIMEOUT;
     loop {
         match register(addr, alive, port).await {
@@ -266,15 +292,28 @@ async fn register_starting_daemon(
     }
 }
 
-/// Starts `host epmd --port PORT` in the background, in a process group of
-/// its own (a Ctrl-C meant for the node does not reach it), with nothing
-/// inherited but the environment: it outlives the node, as epmd does.
-fn start_daemon(port: u16) -> Result<(), String> {
+/// Where the port mapper a node starts listens: on loopback when every
+/// address of the node's host is a loopback one (nobody elsewhere needs to
+/// look it up), on every address otherwise.
+pub fn listen_address_for(host_addresses: &[SocketAddr]) -> IpAddr {
+    if !host_addresses.is_empty() && host_addresses.iter().all(|addr| addr.ip().is_loopback()) {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        IpAddr::from([0, 0, 0, 0])
+    }
+}
+
+/// Starts `host epmd --port PORT --address LISTEN` in the background, in a
+/// process group of its own (a Ctrl-C meant for the node does not reach
+/// it), with nothing inherited but the environment: it outlives the node,
+/// as epmd does.
+fn start_daemon(listen: IpAddr, port: u16) -> Result<(), String> {
     use std::os::unix::process::CommandExt as _;
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find the host binary to start a port mapper: {e}"))?;
     let mut child = std::process::Command::new(exe)
         .args(["epmd", "--port", &port.to_string()])
+        .args(["--address", &listen.to_string()])
         // It needs no secret: it outlives the node, and should not carry one.
         .env_remove("RELEASE_COOKIE")
         .stdin(std::process::Stdio::null())
@@ -322,12 +361,19 @@ struct Table {
 /// The port mapper daemon (`host epmd`): answers until killed (SIGTERM, or
 /// a `KILL_REQ` from the local host when no node is registered, or always
 /// when `relaxed`).
+///
+/// Strangers reach it, so everything they can hold is bounded: connections
+/// awaiting an answer (256, 16 per address, each for 2 s at most) and
+/// registrations (256). Past a bound, a connection is closed at once and a
+/// registration refused; refusals are logged once per source per 10 s.
 pub async fn serve(listener: TcpListener, relaxed: bool) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
     let table = Arc::new(Mutex::new(Table {
         creation: initial_creation(),
         ..Table::default()
     }));
+    let cap = PerAddressCap::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS);
+    let refusals = FailureSummary::new(REFUSAL_LOG_INTERVAL);
     let (killed, mut kill_requested) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         let (stream, peer) = tokio::select! {
@@ -335,18 +381,34 @@ pub async fn serve(listener: TcpListener, relaxed: bool) -> std::io::Result<()> 
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!("port mapper: accept failed: {e}");
+                    if let Some(unlogged) = refusals.record("accept") {
+                        tracing::warn!("port mapper: accept failed: {e}{}", and_more(unlogged));
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+        };
+        let admitted = match cap.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                if let Some(unlogged) = refusals.record(&peer.ip().to_string()) {
+                    tracing::warn!(
+                        "port mapper: closed a connection from {peer} at once: {why} \
+                         ({} refused so far){}",
+                        cap.refused(),
+                        and_more(unlogged)
+                    );
+                }
+                continue;
+            }
         };
         let local = stream.local_addr().map(|a| a.ip()).ok();
         let table = table.clone();
         let killed = killed.clone();
         tokio::spawn(async move {
             let is_local = is_local_peer(peer.ip(), local);
-            if let Some(kill) = answer(stream, &table, port, is_local, relaxed).await
+            if let Some(kill) = answer(stream, admitted, &table, port, is_local, relaxed).await
                 && kill
             {
                 let _ = killed.send(()).await;
@@ -370,10 +432,11 @@ fn is_local_peer(peer: IpAddr, local: Option<IpAddr>) -> bool {
         || matches!(peer, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
 }
 
-/// Serves one connection. Returns `Some(true)` when it asked the daemon to
-/// stop.
+/// Serves one connection, `admitted` under the connection cap. Returns
+/// `Some(true)` when it asked the daemon to stop.
 async fn answer(
     mut stream: TcpStream,
+    admitted: AddressAdmitted,
     table: &Mutex<Table>,
     own_port: u16,
     is_local: bool,
@@ -385,6 +448,9 @@ async fn answer(
     let (&kind, body) = packet.split_first()?;
     match kind {
         ALIVE2_REQ if is_local => {
+            // A registration lasts as long as its node: it counts against
+            // the registrations' bound, not the connections'.
+            drop(admitted);
             alive2(stream, table, body).await;
             None
         }
@@ -486,19 +552,26 @@ async fn alive2(mut stream: TcpStream, table: &Mutex<Table>, body: &[u8]) {
             .iter()
             .any(|(registered, _)| *registered == name)
         {
-            None
+            Err(REFUSED_NAME_TAKEN)
+        } else if table.nodes.len() >= MAX_REGISTRATIONS {
+            tracing::warn!(
+                "port mapper: refused to register `{}`: {MAX_REGISTRATIONS} names are registered, \
+                 the bound",
+                name.escape_debug()
+            );
+            Err(REFUSED_FULL)
         } else {
             table.next_holder += 1;
             table.creation = table.creation.wrapping_add(1).max(4);
             entry.holder = table.next_holder;
             let creation = table.creation;
             table.nodes.push((name.clone(), entry.clone()));
-            Some((entry.holder, creation))
+            Ok((entry.holder, creation))
         }
     };
     let (result, creation) = match registered {
-        Some((_, creation)) => (0u8, creation),
-        None => (1u8, 99),
+        Ok((_, creation)) => (0u8, creation),
+        Err(refusal) => (refusal, 99),
     };
     let reply = if highest >= 6 {
         let mut reply = vec![ALIVE2_X_RESP, result];
@@ -510,14 +583,15 @@ async fn alive2(mut stream: TcpStream, table: &Mutex<Table>, body: &[u8]) {
         reply
     };
     let _ = stream.write_all(&reply).await;
+    let Ok((holder, _)) = registered else {
+        return;
+    };
     // Held until the node closes it; anything it sends ends it too.
     let mut byte = [0u8; 1];
     let _ = stream.read(&mut byte).await;
-    if let Some((holder, _)) = registered {
-        lock(table)
-            .nodes
-            .retain(|(_, entry)| entry.holder != holder);
-    }
+    lock(table)
+        .nodes
+        .retain(|(_, entry)| entry.holder != holder);
 }
 
 fn lock(table: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
@@ -565,6 +639,29 @@ mod tests {
         }
         assert!(names(addr).await.expect("names").is_empty());
         assert!(kill(addr).await.expect("answered"));
+    }
+
+    #[tokio::test]
+    async fn registrations_are_bounded_and_a_refused_one_is_not_held() {
+        let addr = daemon(false).await;
+        let mut held = Vec::new();
+        for i in 0..MAX_REGISTRATIONS {
+            held.push(register(addr, &format!("n{i}"), 1000).await.expect("room"));
+        }
+        let refused = register(addr, "one_more", 1000).await.err().expect("full");
+        assert!(
+            refused.to_string().contains("as many names as it may"),
+            "{refused}"
+        );
+        assert_eq!(names(addr).await.expect("names").len(), MAX_REGISTRATIONS);
+        held.pop();
+        for _ in 0..100 {
+            if register(addr, "one_more", 1000).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("a freed place was not given to the next registration");
     }
 
     #[tokio::test]

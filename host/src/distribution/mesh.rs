@@ -131,7 +131,7 @@ impl Dialer {
                  (is it running?)",
                 peer.alive()
             ))),
-            Err(e) => Err(not_found(format!("the port mapper on {mapper}: {e}"))),
+            Err(e) => Err(not_found(e.to_string())),
         }
     }
 

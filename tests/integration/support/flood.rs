@@ -89,6 +89,11 @@ async fn keep_one_open(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        // Other tests pick free ports and bind them later (a release's
+        // fixed HTTP port): with SO_REUSEADDR on both sides, a flood
+        // socket that happens to hold that port as its own does not stop
+        // them.
+        let _ = socket.set_reuseaddr(true);
         let connected = match socket.bind(SocketAddr::from((source, 0))) {
             Ok(()) => tokio::time::timeout(Duration::from_secs(2), socket.connect(target)).await,
             Err(_) => {
@@ -121,6 +126,9 @@ async fn keep_one_open(
             }
         }
         counts.held.fetch_sub(1, Ordering::Relaxed);
+        // A moment before the next one, so that a refused flood does not
+        // churn through the machine's ephemeral ports.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
