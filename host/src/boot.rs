@@ -158,6 +158,7 @@ impl RunningNode {
             servers.push(tokio::spawn(http::serve(
                 listener,
                 caps.metrics.clone(),
+                caps.slow_readers.clone(),
                 service,
                 stop.clone(),
                 drain,
@@ -173,6 +174,7 @@ impl RunningNode {
             servers.push(tokio::spawn(http::serve(
                 listener,
                 caps.observer.clone(),
+                caps.slow_readers.clone(),
                 service,
                 stop.clone(),
                 drain,
@@ -185,6 +187,7 @@ impl RunningNode {
             servers.push(tokio::spawn(http::serve(
                 listener,
                 caps.http.clone(),
+                caps.slow_readers.clone(),
                 service,
                 stop.clone(),
                 drain,
@@ -283,12 +286,14 @@ impl RunningNode {
     }
 }
 
-/// The connection caps of the node's HTTP listeners, from its file budget.
+/// The connection caps of the node's HTTP listeners, from its file budget,
+/// and the watch on their slow readers they share.
 #[derive(Clone)]
 struct ListenerCaps {
     http: Arc<ConnectionCap>,
     metrics: Arc<ConnectionCap>,
     observer: Arc<ConnectionCap>,
+    slow_readers: Arc<http::SlowReaders>,
 }
 
 impl ListenerCaps {
@@ -318,14 +323,17 @@ impl ListenerCaps {
             http: ConnectionCap::new(Listener::Http, budget.http_connections),
             metrics: ConnectionCap::new(Listener::Metrics, budget.metrics_connections),
             observer: ConnectionCap::new(Listener::Observer, budget.observer_connections),
+            slow_readers: Arc::default(),
         }
     }
 
     fn series(&self) -> Vec<metrics::Series> {
-        [&self.http, &self.metrics, &self.observer]
+        let mut series: Vec<metrics::Series> = [&self.http, &self.metrics, &self.observer]
             .into_iter()
             .flat_map(|cap| cap.series())
-            .collect()
+            .collect();
+        series.extend(self.slow_readers.series());
+        series
     }
 }
 

@@ -65,6 +65,9 @@ pub struct HttpConfig {
     pub request_deadline: Duration,
     /// HTTP handler instances alive at once; further requests wait their turn.
     pub max_concurrent_requests: u32,
+    /// What HTTP handler instances' linear memories may add up to; a
+    /// handler that would grow past it is ended (500, outcome unknown).
+    pub max_handler_memory: usize,
     /// Requests one handler instance may serve before it is replaced (1: a
     /// fresh instance per request).
     pub instance_reuse: u32,
@@ -151,6 +154,7 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             request_deadline: Duration::from_secs(30),
             max_concurrent_requests: 1024,
+            max_handler_memory: 1024 * 1024 * 1024,
             instance_reuse: 128,
         }
     }

@@ -229,3 +229,91 @@ fn wrong_cookies_from_one_address_are_answered_ever_later_and_forged_names_stay_
     );
     assert!(logs.contains(r"x\n2026-01-01"), "{logs}");
 }
+
+/// The resident memory of process `pid`, in MiB.
+fn resident_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .expect("VmRSS")
+        / 1024
+}
+
+/// Clients that ask for `path` and never read the answer, each with a
+/// small receive buffer so that the node's writes wait at once.
+fn slow_readers(
+    runtime: &tokio::runtime::Runtime,
+    port: u16,
+    path: &str,
+    count: usize,
+) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    runtime.block_on(async {
+        let mut streams = Vec::new();
+        for _ in 0..count {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_recv_buffer_size(4096).expect("a small buffer");
+            let mut stream = socket
+                .connect((Ipv4Addr::LOCALHOST, port).into())
+                .await
+                .expect("connect");
+            let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.expect("ask");
+            streams.push(stream);
+        }
+        streams
+    })
+}
+
+#[test]
+fn clients_that_do_not_read_large_answers_are_cut_and_hold_bounded_memory() {
+    let node = NodeBuilder::todo()
+        .metrics()
+        .arg("--http-handler-memory")
+        .arg("256MiB")
+        .start();
+    // A 4 MiB list: 1,024 entries with 4 KiB titles.
+    let title = "t".repeat(4096);
+    for _ in 0..1024 {
+        let path = format!("/add_entry?list=big&date=2023-01-01&title={title}");
+        assert_eq!(node.post(&path, "").status, 200);
+    }
+    let path = "/entries?list=big&date=2023-01-01";
+    assert!(node.get(path).body.len() > 4 * 1024 * 1024);
+    let before = resident_mib(node.pid());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let clients = 150;
+    let streams = slow_readers(&runtime, node.port, path, clients);
+    let mut highest = before;
+    eventually(Duration::from_secs(60), "the slow readers are cut", || {
+        highest = highest.max(resident_mib(node.pid()));
+        node.metric("host_http_slow_readers_cut_total") > 0
+            && node.metric("host_http_stalled_connections") == 0
+    });
+    let after = resident_mib(node.pid());
+    let refused = node.metric("host_http_handler_memory_refused_total");
+    println!(
+        "resident: {before} MiB before, at most {highest} MiB with {clients} slow readers, \
+         {after} MiB after; {refused} handlers refused memory"
+    );
+    // Without the bounds, 150 readers of a 4 MiB answer took the node
+    // past 1.8 GiB and kept it there. Now: the handlers' 256 MiB, what
+    // the stalled connections hold, and back down once they are cut.
+    assert!(
+        highest < before + 600,
+        "{before} MiB before, {highest} MiB with {clients} slow readers"
+    );
+    assert!(refused > 0, "the handlers' budget was reached");
+    assert!(
+        after < before + 150,
+        "{before} MiB before, {after} MiB after"
+    );
+    drop(streams);
+    assert_eq!(node.get(path).status, 200);
+}

@@ -10,6 +10,8 @@
 //! connection past it at once, cheaply, and counts it.
 //!
 //! - `connections`: the per-listener caps and their counters;
+//! - `memory`: a budget of bytes many holders share (HTTP handlers' linear
+//!   memories);
 //! - `summary`: one log line per source and interval for repeated failures,
 //!   so a flood cannot rotate the log's history away.
 //!
@@ -17,9 +19,11 @@
 //! This module is a leaf: it may use `crate::metrics` only.
 
 mod connections;
+mod memory;
 mod summary;
 
 pub use connections::{AddressAdmitted, Admitted, ConnectionCap, Listener, PerAddressCap};
+pub use memory::MemoryBudget;
 pub use summary::{FailureSummary, and_more};
 
 /// The highest soft limit the node asks for, even when the hard limit is

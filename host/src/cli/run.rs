@@ -152,6 +152,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = HttpConfig::default().max_concurrent_requests)]
     max_concurrent_requests: u32,
 
+    /// What HTTP request handlers' memories may add up to, so that a burst
+    /// of requests for large answers cannot take the machine's memory; a
+    /// handler that would grow past it is ended (500, outcome unknown).
+    #[arg(long, default_value_t = SizeArg(HttpConfig::default().max_handler_memory))]
+    http_handler_memory: SizeArg,
+
     /// Requests one HTTP handler instance may serve before it is replaced
     /// (1: a fresh instance for every request). An instance that traps or
     /// runs past its deadline is never reused.
@@ -301,6 +307,7 @@ impl RunArgs {
                 max_body_bytes: self.max_body.0,
                 request_deadline: self.request_deadline.0,
                 max_concurrent_requests: self.max_concurrent_requests.max(1),
+                max_handler_memory: self.http_handler_memory.0,
                 instance_reuse: self.http_instance_reuse.max(1),
             },
             limits: ProcessLimits {

@@ -30,6 +30,7 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::budget::MemoryBudget;
 use crate::config::HttpConfig;
 use crate::metrics::Series;
 use crate::process::Targets;
@@ -45,6 +46,9 @@ pub struct Ingress {
     targets: Arc<Targets<Component>>,
     /// One per handler running at once (`--max-concurrent-requests`).
     handler_permits: Arc<Semaphore>,
+    /// What handlers' linear memories may add up to
+    /// (`--http-handler-memory`).
+    handler_memory: Arc<MemoryBudget>,
     /// Idle handler instances, per component name.
     warm: HashMap<String, Arc<WarmHandlers>>,
     requests: AtomicU64,
@@ -59,6 +63,14 @@ struct WarmHandler {
     proxy: Proxy,
     served: u32,
 }
+
+/// Idle handler instances kept per component for the next requests: a
+/// burst of concurrent requests leaves no more than this many behind.
+const MAX_WARM: usize = 64;
+/// A handler whose linear memory grew past this (it built a large answer)
+/// is not kept: its memory goes back when the request ends, instead of
+/// staying with an idle instance.
+const MAX_WARM_MEMORY: usize = 4 * 1024 * 1024;
 
 /// Idle handler instances of one component, most recently used last (so
 /// the hottest memory is reused first).
@@ -102,7 +114,9 @@ impl WarmHandlers {
                 return;
             }
         }
-        idle.push(handler);
+        if idle.len() < MAX_WARM {
+            idle.push(handler);
+        }
     }
 
     fn len(&self) -> usize {
@@ -142,11 +156,13 @@ impl Ingress {
             .iter()
             .map(|name| (name.to_string(), Arc::default()))
             .collect();
+        let handler_memory = Arc::new(MemoryBudget::new(config.max_handler_memory));
         Arc::new(Self {
             config,
             names,
             targets,
             handler_permits: Arc::new(Semaphore::new(permits)),
+            handler_memory,
             warm,
             requests: AtomicU64::new(0),
             host_errors: AtomicU64::new(0),
@@ -176,6 +192,16 @@ impl Ingress {
                 "host_http_idle_handlers",
                 "HTTP handler instances waiting, warm, for their next request.",
                 self.idle_handlers() as u64,
+            ),
+            Series::gauge(
+                "host_http_handler_memory_bytes",
+                "Linear memory HTTP handler instances hold now (--http-handler-memory bounds it).",
+                self.handler_memory.used() as u64,
+            ),
+            Series::counter(
+                "host_http_handler_memory_refused_total",
+                "Times an HTTP handler could not grow its memory: the handlers' budget was spent.",
+                self.handler_memory.refused(),
             ),
         ]
     }
@@ -301,13 +327,21 @@ impl Ingress {
         let (sender, receiver) = oneshot::channel();
         let instance_reuse = self.config.instance_reuse;
         let targets = self.targets.clone();
+        let memory = self.handler_memory.clone();
         // The task ends at the deadline at the latest, dropping the response
         // sender: a closed channel then means a deadline or a crash.
         tokio::spawn(async move {
             let _permit = permit;
             let name = component.name().clone();
-            let served =
-                serve_request(&component, instance_reuse, &warm, request, sender, &targets);
+            let served = serve_request(
+                &component,
+                memory,
+                instance_reuse,
+                &warm,
+                request,
+                sender,
+                &targets,
+            );
             match tokio::time::timeout_at(deadline, served).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -347,6 +381,7 @@ impl Ingress {
 /// and puts the instance back if it finished cleanly and may serve more.
 async fn serve_request(
     component: &Arc<Component>,
+    memory: Arc<MemoryBudget>,
     instance_reuse: u32,
     warm: &WarmHandlers,
     request: Request<Full<Bytes>>,
@@ -359,7 +394,7 @@ async fn serve_request(
             let Some(pre) = component.code().http_pre() else {
                 wasmtime::bail!("component `{}` does not serve HTTP", component.name());
             };
-            let mut store = component.new_store(None);
+            let mut store = component.new_handler_store(memory);
             let proxy = pre.instantiate_async(&mut store).await?;
             WarmHandler {
                 component: component.clone(),
@@ -385,7 +420,11 @@ async fn serve_request(
         .call_handle(&mut handler.store, incoming, outparam)
         .await?;
     handler.served += 1;
-    if handler.served < instance_reuse && handler.store.data().holds_no_resources() {
+    let data = handler.store.data();
+    if handler.served < instance_reuse
+        && data.holds_no_resources()
+        && data.linear_memory_bytes() <= MAX_WARM_MEMORY
+    {
         warm.put(handler, targets);
     }
     Ok(())

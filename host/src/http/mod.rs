@@ -4,12 +4,14 @@
 //!
 //! Each listener has a connection cap (`crate::budget`): past it, a new
 //! connection is answered 503 and closed at once, without a task or a
-//! buffer, and counted.
+//! buffer, and counted. `slow_readers` cuts connections whose client
+//! stops reading its answer, so they cannot pile up memory.
 //!
 //! It may use the wasm side (components, their stores), `crate::budget` and
 //! `crate::metrics`; it reaches processes only through what guests call.
 
 mod ingress;
+mod slow_readers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 pub use ingress::Ingress;
+pub use slow_readers::SlowReaders;
 
 use crate::budget::{ConnectionCap, FailureSummary, and_more};
 
@@ -52,11 +55,13 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Accepts HTTP/1.1 connections on `listener` until `stop` is cancelled,
-/// at most `cap` at once, then lets in-flight requests finish for up to
-/// `drain`.
+/// at most `cap` at once, each cut should its client stop reading (`slow`,
+/// shared by the node's listeners), then lets in-flight requests finish for
+/// up to `drain`.
 pub async fn serve<S, F, B>(
     listener: TcpListener,
     cap: Arc<ConnectionCap>,
+    slow: Arc<SlowReaders>,
     service: S,
     stop: CancellationToken,
     drain: Duration,
@@ -95,7 +100,7 @@ pub async fn serve<S, F, B>(
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service_fn(service));
+            .serve_connection(TokioIo::new(slow.watch(stream)), service_fn(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _admitted = admitted;

@@ -22,6 +22,7 @@ use super::exports::{
 use super::guard::guarded;
 use super::store::StoreData;
 use super::version::VersionId;
+use crate::budget::MemoryBudget;
 use crate::capabilities::bindings::{
     ProcessComponent, ProcessComponentIndices, ProcessComponentPre,
 };
@@ -278,7 +279,19 @@ impl Component {
         };
         let capabilities = Capabilities::new(&self.grant, name, fence);
         self.engine
-            .new_store(StoreData::new(capabilities, self.memory_cap, memory))
+            .new_store(StoreData::new(capabilities, self.memory_cap, memory, None))
+    }
+
+    /// A store for an HTTP request handler, whose linear memory is taken
+    /// from the handlers' `budget`.
+    pub fn new_handler_store(&self, budget: Arc<MemoryBudget>) -> Store<StoreData> {
+        let capabilities = Capabilities::new(&self.grant, None, None);
+        self.engine.new_store(StoreData::new(
+            capabilities,
+            self.memory_cap,
+            None,
+            Some(budget),
+        ))
     }
 
     /// An instance of no process, for a one-off use (a console call, the

@@ -9,6 +9,7 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::budget::MemoryBudget;
 use crate::capabilities::{Capabilities, DenyOutgoingHttp, HasCapabilities};
 
 /// Host-side resources (streams, fields, pollables...) one instance may hold
@@ -30,11 +31,13 @@ pub struct StoreData {
 impl StoreData {
     /// Data for an instance granted `capabilities`, whose linear memory may
     /// grow to `memory_cap` bytes; its size is kept in `memory` when given
-    /// (a process's, for the console and observer).
+    /// (a process's, for the console and observer), and taken from `shared`
+    /// when given (an HTTP handler's, from the handlers' budget).
     pub fn new(
         capabilities: Capabilities,
         memory_cap: usize,
         memory: Option<Arc<AtomicUsize>>,
+        shared: Option<Arc<MemoryBudget>>,
     ) -> Self {
         // No preopened directories, no environment, no arguments, no socket
         // address allowed: of WASI, only clocks, randomness and stdio
@@ -51,7 +54,12 @@ impl StoreData {
             http: WasiHttpCtx::new(),
             http_hooks: DenyOutgoingHttp,
             table,
-            limits: MeteredLimits { limits, memory },
+            limits: MeteredLimits {
+                limits,
+                memory,
+                shared,
+                grown: 0,
+            },
             capabilities,
         }
     }
@@ -63,6 +71,12 @@ impl StoreData {
     /// Why the instance trapped, if a storage write's outcome was unknown.
     pub fn unknown_outcome(&self) -> Option<&str> {
         self.capabilities.unknown_outcome()
+    }
+
+    /// Bytes of linear memory the instance has grown to (memory never
+    /// shrinks while the instance lives).
+    pub fn linear_memory_bytes(&self) -> usize {
+        self.limits.grown
     }
 
     /// Whether the guest has let go of every host resource: a request
@@ -85,6 +99,18 @@ impl HasCapabilities for StoreData {
 struct MeteredLimits {
     limits: StoreLimits,
     memory: Option<Arc<AtomicUsize>>,
+    /// The budget growth is taken from, for an HTTP handler.
+    shared: Option<Arc<MemoryBudget>>,
+    /// Bytes of linear memory the store's instances have grown to.
+    grown: usize,
+}
+
+impl Drop for MeteredLimits {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.give_back(self.grown);
+        }
+    }
 }
 
 impl ResourceLimiter for MeteredLimits {
@@ -94,9 +120,28 @@ impl ResourceLimiter for MeteredLimits {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        if allowed && let Some(memory) = &self.memory {
-            memory.fetch_add(desired.saturating_sub(current), Ordering::Relaxed);
+        let growth = desired.saturating_sub(current);
+        if let Some(shared) = &self.shared
+            && !shared.try_take(growth)
+        {
+            wasmtime::bail!(
+                "HTTP request handlers hold {} MiB of memory, their budget \
+                 (--http-handler-memory): this one cannot grow",
+                shared.limit() >> 20
+            );
+        }
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true))
+            && let Some(shared) = &self.shared
+        {
+            shared.give_back(growth);
+        }
+        let allowed = allowed?;
+        if allowed {
+            self.grown = self.grown.saturating_add(growth);
+            if let Some(memory) = &self.memory {
+                memory.fetch_add(growth, Ordering::Relaxed);
+            }
         }
         Ok(allowed)
     }
