@@ -135,15 +135,18 @@ fn a_flood_of_half_open_handshakes_does_not_stop_tools_or_a_join() {
 
 /// A handshake `Hello` as a client that does not play by the rules would
 /// send it: any name at all. The encoding is the protocol's (postcard):
-/// the variant, the magic, two versions, the name, hidden, a nonce.
+/// the variant, the magic, two versions (2), the name, hidden, a nonce,
+/// and an empty key exchange message (never read: the name is refused
+/// first).
 fn raw_hello(name: &str) -> Vec<u8> {
     let mut message = vec![0u8];
     message.extend_from_slice(b"OTPW");
-    message.extend_from_slice(&[1, 1]);
+    message.extend_from_slice(&[2, 2]);
     message.push(u8::try_from(name.len()).expect("a short name"));
     message.extend_from_slice(name.as_bytes());
     message.push(1);
     message.extend_from_slice(&[7u8; 32]);
+    message.push(0);
     let mut frame = u32::try_from(message.len())
         .expect("a small frame")
         .to_be_bytes()

@@ -274,8 +274,15 @@ impl RunArgs {
             }
             None => None,
         };
+        let dialer = self.link.dialer(me, liveness)?;
+        if let Some(why) = dialer.cookie.weakness() {
+            tracing::warn!(
+                "the cookie is weak: {why}. Anyone who guesses it can run code on every node; \
+                 use a long random one (the cookie file a node creates has 20 random letters)"
+            );
+        }
         let distribution = Distribution {
-            dialer: self.link.dialer(me, liveness)?,
+            dialer,
             settings,
             join,
             register: true,

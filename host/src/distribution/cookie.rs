@@ -6,8 +6,8 @@
 //! others may read is refused: anyone who can read the cookie can run code
 //! on every node of the cluster.
 //!
-//! The cookie never leaves this process: it keys the handshake's HMAC
-//! (`handshake.rs`) and is never logged (its `Debug` hides it), never sent,
+//! The cookie never leaves this process: it is the password of the
+//! handshake's key exchange (`handshake.rs`) and is never logged (its `Debug` hides it), never sent,
 //! never put on the command line of a process the node starts.
 
 use std::fmt;
@@ -74,11 +74,41 @@ impl Cookie {
         Self::read_file(path)
     }
 
-    /// The key for the handshake's HMAC.
+    /// The password of the handshake's key exchange.
     pub(crate) fn secret(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// Why this cookie is easy to guess, if it is: shorter than 16
+    /// characters, a word people use as one, or few distinct characters.
+    /// (The handshake lets a stranger test one guess per connection, and
+    /// slows an address that keeps guessing; a guessable cookie still
+    /// falls to patience.)
+    pub fn weakness(&self) -> Option<String> {
+        const COMMON: [&str; 8] = [
+            "cookie", "secret", "password", "changeme", "erlang", "monster", "nocookie", "test",
+        ];
+        let text = self.0.as_str();
+        let lowered = text.to_lowercase();
+        let distinct = text.chars().collect::<std::collections::HashSet<_>>().len();
+        if COMMON.iter().any(|word| lowered.contains(word)) {
+            Some("it is, or contains, a word people use as a cookie".into())
+        } else if text.chars().count() < MIN_STRONG_LENGTH {
+            Some(format!(
+                "it is {} characters long; {MIN_STRONG_LENGTH} or more random ones make it \
+                 unguessable",
+                text.chars().count()
+            ))
+        } else if distinct < 6 {
+            Some(format!("it is made of {distinct} distinct characters"))
+        } else {
+            None
+        }
+    }
 }
+
+/// A cookie shorter than this is reported as weak at start.
+const MIN_STRONG_LENGTH: usize = 16;
 
 /// `~/.erlang.cookie`, where Erlang keeps its cookie.
 pub fn default_file() -> Result<PathBuf, String> {
@@ -135,6 +165,23 @@ mod tests {
             Cookie::read_file(&path).expect("private now"),
             Cookie::from_text("monster").expect("cookie")
         );
+    }
+
+    #[test]
+    fn weak_cookies_are_told_apart_from_strong_ones() {
+        for weak in [
+            "monster",
+            "short",
+            "MyErlangCookie2024!",
+            "aaaaabbbbbaaaaabbbbb",
+        ] {
+            let cookie = Cookie::from_text(weak).expect("cookie");
+            assert!(cookie.weakness().is_some(), "{weak}");
+        }
+        for strong in ["QWHTZKXPRVMBLJDGSNCA", "k3V9-x7Qm2Lp8Zr4Tn6Y"] {
+            let cookie = Cookie::from_text(strong).expect("cookie");
+            assert_eq!(cookie.weakness(), None, "{strong}");
+        }
     }
 
     #[test]

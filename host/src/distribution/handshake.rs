@@ -1,36 +1,54 @@
 //! The handshake that opens every distribution connection: protocol version
-//! negotiation, then a mutual challenge and response keyed by the cookie.
+//! negotiation, then a password-authenticated key exchange over the cookie
+//! (SPAKE2), then each side proves it holds the key.
 //!
 //! ```text
-//! client                                    server
-//!   Hello {versions, name, hidden, nonce_c} ──▶
-//!                                         ◀── Challenge {version, name, nonce_s}
-//!   Proof {HMAC(cookie, "client", …)}     ──▶   checks it: wrong cookie ─▶ Refused
-//!                                         ◀── Accepted {HMAC(cookie, "server", …)}
+//! client                                      server
+//!   Hello {versions, name, hidden, nonce_c, A} ──▶
+//!                                           ◀── Challenge {version, name, nonce_s, B}
+//!   K = SPAKE2(cookie, A, B)                      K = SPAKE2(cookie, A, B)
+//!   Proof {HMAC(K, "client", …)}            ──▶   checks it: wrong cookie ─▶ Refused
+//!                                           ◀── Accepted {HMAC(K, "server", …)}
 //!   checks it: an impostor is dropped
 //! ```
 //!
-//! Each MAC covers both nonces, both names, the version, the connection kind
-//! and which side made it, so the cookie never crosses the wire, a recorded
-//! handshake cannot be replayed (the other side's nonce is fresh), and one
-//! side's proof cannot be reflected back as the other's.
+//! Why a key exchange and not a MAC keyed by the cookie itself: whoever
+//! receives a proof made with the cookie can test guesses of the cookie
+//! against it offline, as fast as it can compute MACs, and a stranger gets
+//! one just by squatting a node's name on a port mapper or by connecting.
+//! SPAKE2 (`A`, `B`) gives both sides the same key `K` only when both used
+//! the same cookie; what crosses the wire, a proof made with `K` included,
+//! lets an attacker test one guess per connection it takes part in (the
+//! one it put in its own message), never a dictionary. Online guesses are
+//! the gate's business (`gate.rs`: one at a time, answered ever later).
+//!
+//! Each MAC also covers both nonces, both names, the version, the
+//! connection kind and which side made it, so the cookie never crosses the
+//! wire, a recorded handshake cannot be replayed, and one side's proof
+//! cannot be reflected back as the other's.
 //!
 //! Both sides are sans-IO state machines ([`ClientHandshake`],
-//! [`ServerHandshake`]) fed one frame at a time; [`run_client`] and
-//! [`run_server`] drive them over a connection.
+//! [`ServerHandshake`]) fed one frame at a time; [`drive`] runs either
+//! over a connection.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use spake2::{Ed25519Group, Identity, Password, Spake2};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::cookie::Cookie;
 use super::frame::{self, FrameReader};
 use super::name::NodeName;
 
-/// The versions of the distribution protocol this build speaks.
-pub const MIN_VERSION: u16 = 1;
-pub const MAX_VERSION: u16 = 1;
+/// The versions of the distribution protocol this build speaks: 2 is the
+/// key exchange (1, a MAC keyed by the cookie, is no longer spoken: a peer
+/// could choose it to harvest proofs).
+pub const MIN_VERSION: u16 = 2;
+pub const MAX_VERSION: u16 = 2;
+/// The SPAKE2 identities of the two roles; the names are bound by the MACs.
+const CLIENT_ROLE: &[u8] = b"otp-wasm handshake client";
+const SERVER_ROLE: &[u8] = b"otp-wasm handshake server";
 /// The first bytes of every `Hello`: "this is our protocol".
 const MAGIC: [u8; 4] = *b"OTPW";
 const NONCE_BYTES: usize = 32;
@@ -46,11 +64,15 @@ enum Message {
         name: String,
         hidden: bool,
         nonce: Nonce,
+        /// The client's SPAKE2 message.
+        exchange: Vec<u8>,
     },
     Challenge {
         version: u16,
         name: String,
         nonce: Nonce,
+        /// The server's SPAKE2 message.
+        exchange: Vec<u8>,
     },
     Proof {
         mac: Tag,
@@ -133,10 +155,32 @@ struct Transcript<'a> {
     hidden: bool,
 }
 
+/// The SPAKE2 state of one side, started with the cookie.
+fn exchange(cookie: &Cookie, client: bool) -> (Spake2<Ed25519Group>, Vec<u8>) {
+    let (password, a, b) = (
+        Password::new(cookie.secret()),
+        Identity::new(CLIENT_ROLE),
+        Identity::new(SERVER_ROLE),
+    );
+    if client {
+        Spake2::<Ed25519Group>::start_a(&password, &a, &b)
+    } else {
+        Spake2::<Ed25519Group>::start_b(&password, &a, &b)
+    }
+}
+
+/// The key both sides share once the peer's SPAKE2 message is in (the same
+/// only if both used the same cookie).
+fn shared_key(state: Spake2<Ed25519Group>, theirs: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+    state
+        .finish(theirs)
+        .map_err(|_| HandshakeError::Garbage("not a key exchange message".into()))
+}
+
 impl Transcript<'_> {
-    fn mac(&self, cookie: &Cookie, side: &[u8]) -> Hmac<Sha256> {
+    fn mac(&self, key: &[u8], side: &[u8]) -> Hmac<Sha256> {
         // HMAC takes keys of any length.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(cookie.secret())
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         mac.update(b"otp-wasm handshake/");
         mac.update(side);
@@ -151,13 +195,13 @@ impl Transcript<'_> {
         mac
     }
 
-    fn tag(&self, cookie: &Cookie, side: &[u8]) -> Tag {
-        self.mac(cookie, side).finalize().into_bytes().into()
+    fn tag(&self, key: &[u8], side: &[u8]) -> Tag {
+        self.mac(key, side).finalize().into_bytes().into()
     }
 
     /// Constant-time comparison of a received tag.
-    fn verify(&self, cookie: &Cookie, side: &[u8], tag: &Tag) -> bool {
-        self.mac(cookie, side).verify_slice(tag).is_ok()
+    fn verify(&self, key: &[u8], side: &[u8], tag: &Tag) -> bool {
+        self.mac(key, side).verify_slice(tag).is_ok()
     }
 }
 
@@ -167,7 +211,6 @@ const SERVER_SIDE: &[u8] = b"server";
 /// The side that dialled.
 pub struct ClientHandshake {
     me: String,
-    cookie: Cookie,
     hidden: bool,
     expected: Option<NodeName>,
     nonce: Nonce,
@@ -175,8 +218,14 @@ pub struct ClientHandshake {
 }
 
 enum ClientState {
-    AwaitChallenge,
-    AwaitAccepted { peer: Peer, server_nonce: Nonce },
+    AwaitChallenge {
+        exchange: Spake2<Ed25519Group>,
+    },
+    AwaitAccepted {
+        peer: Peer,
+        server_nonce: Nonce,
+        key: Vec<u8>,
+    },
     Finished,
 }
 
@@ -190,6 +239,7 @@ impl ClientHandshake {
         expected: Option<&NodeName>,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
         let nonce = fresh_nonce()?;
+        let (state, message) = exchange(cookie, true);
         let hello = Message::Hello {
             magic: MAGIC,
             min_version: MIN_VERSION,
@@ -197,15 +247,15 @@ impl ClientHandshake {
             name: me.to_string(),
             hidden,
             nonce,
+            exchange: message,
         };
         Ok((
             Self {
                 me: me.to_string(),
-                cookie: cookie.clone(),
                 hidden,
                 expected: expected.cloned(),
                 nonce,
-                state: ClientState::AwaitChallenge,
+                state: ClientState::AwaitChallenge { exchange: state },
             },
             hello.encode(),
         ))
@@ -230,13 +280,17 @@ impl ClientHandshake {
                 HandshakeError::RefusedByPeer(reason)
             });
         }
-        match (&self.state, message) {
+        match (
+            std::mem::replace(&mut self.state, ClientState::Finished),
+            message,
+        ) {
             (
-                ClientState::AwaitChallenge,
+                ClientState::AwaitChallenge { exchange },
                 Message::Challenge {
                     version,
                     name,
                     nonce,
+                    exchange: theirs,
                 },
             ) => {
                 if !(MIN_VERSION..=MAX_VERSION).contains(&version) {
@@ -252,6 +306,7 @@ impl ClientHandshake {
                         "expected {expected} at that address, but the node there is {name}"
                     )));
                 }
+                let key = shared_key(exchange, &theirs)?;
                 let transcript = Transcript {
                     version,
                     client: &self.me,
@@ -261,7 +316,7 @@ impl ClientHandshake {
                     hidden: self.hidden,
                 };
                 let proof = Message::Proof {
-                    mac: transcript.tag(&self.cookie, CLIENT_SIDE),
+                    mac: transcript.tag(&key, CLIENT_SIDE),
                 };
                 self.state = ClientState::AwaitAccepted {
                     peer: Peer {
@@ -270,23 +325,29 @@ impl ClientHandshake {
                         version,
                     },
                     server_nonce: nonce,
+                    key,
                 };
                 Ok(Step::Send(proof.encode()))
             }
-            (ClientState::AwaitAccepted { peer, server_nonce }, Message::Accepted { mac }) => {
+            (
+                ClientState::AwaitAccepted {
+                    peer,
+                    server_nonce,
+                    key,
+                },
+                Message::Accepted { mac },
+            ) => {
                 let transcript = Transcript {
                     version: peer.version,
                     client: &self.me,
                     server: &peer.name.to_string(),
                     client_nonce: &self.nonce,
-                    server_nonce,
+                    server_nonce: &server_nonce,
                     hidden: self.hidden,
                 };
-                if !transcript.verify(&self.cookie, SERVER_SIDE, &mac) {
+                if !transcript.verify(&key, SERVER_SIDE, &mac) {
                     return Err(HandshakeError::ImpostorPeer);
                 }
-                let peer = peer.clone();
-                self.state = ClientState::Finished;
                 Ok(Step::Done(Vec::new(), peer))
             }
             _ => Err(HandshakeError::Garbage(
@@ -308,7 +369,11 @@ pub struct ServerHandshake {
 
 enum ServerState {
     AwaitHello,
-    AwaitProof { peer: Peer, client_nonce: Nonce },
+    AwaitProof {
+        peer: Peer,
+        client_nonce: Nonce,
+        key: Vec<u8>,
+    },
     Finished,
 }
 
@@ -349,7 +414,10 @@ impl ServerHandshake {
 
     fn advance(&mut self, frame: &[u8]) -> Result<Step, HandshakeError> {
         let message = Message::decode(frame)?;
-        match (&self.state, message) {
+        match (
+            std::mem::replace(&mut self.state, ServerState::Finished),
+            message,
+        ) {
             (
                 ServerState::AwaitHello,
                 Message::Hello {
@@ -359,6 +427,7 @@ impl ServerHandshake {
                     name,
                     hidden,
                     nonce,
+                    exchange: theirs,
                 },
             ) => {
                 if magic != MAGIC {
@@ -374,10 +443,13 @@ impl ServerHandshake {
                 let name = NodeName::parse(&name)
                     .map_err(|e| HandshakeError::Refused(format!("bad node name: {e}")))?;
                 self.claimed = Some(name.clone());
+                let (exchange, ours) = exchange(&self.cookie, false);
+                let key = shared_key(exchange, &theirs)?;
                 let challenge = Message::Challenge {
                     version,
                     name: self.me.clone(),
                     nonce: self.nonce,
+                    exchange: ours,
                 };
                 self.state = ServerState::AwaitProof {
                     peer: Peer {
@@ -386,27 +458,33 @@ impl ServerHandshake {
                         version,
                     },
                     client_nonce: nonce,
+                    key,
                 };
                 Ok(Step::Send(challenge.encode()))
             }
-            (ServerState::AwaitProof { peer, client_nonce }, Message::Proof { mac }) => {
+            (
+                ServerState::AwaitProof {
+                    peer,
+                    client_nonce,
+                    key,
+                },
+                Message::Proof { mac },
+            ) => {
                 let client = peer.name.to_string();
                 let transcript = Transcript {
                     version: peer.version,
                     client: &client,
                     server: &self.me,
-                    client_nonce,
+                    client_nonce: &client_nonce,
                     server_nonce: &self.nonce,
                     hidden: peer.hidden,
                 };
-                if !transcript.verify(&self.cookie, CLIENT_SIDE, &mac) {
+                if !transcript.verify(&key, CLIENT_SIDE, &mac) {
                     return Err(HandshakeError::WrongCookie);
                 }
                 let accepted = Message::Accepted {
-                    mac: transcript.tag(&self.cookie, SERVER_SIDE),
+                    mac: transcript.tag(&key, SERVER_SIDE),
                 };
-                let peer = peer.clone();
-                self.state = ServerState::Finished;
                 Ok(Step::Done(accepted.encode(), peer))
             }
             _ => Err(HandshakeError::Garbage(
@@ -642,6 +720,59 @@ mod tests {
     }
 
     #[test]
+    fn a_squatter_can_test_one_guess_at_most_and_never_a_dictionary() {
+        let (a, b) = (name("a@127.0.0.1"), name("b@127.0.0.1"));
+        let real = cookie("monster");
+        // A squatter answers the dial with its own guess of the cookie,
+        // and the client, which cannot tell yet, sends its proof.
+        let (mut client, hello) =
+            ClientHandshake::start(&a, &real, false, Some(&b)).expect("start");
+        let Message::Hello {
+            exchange: client_message,
+            nonce: client_nonce,
+            ..
+        } = Message::decode(payload(&hello)).expect("hello")
+        else {
+            panic!("a hello")
+        };
+        let (squatter, squatter_message) = exchange(&cookie("gremlin"), false);
+        let server_nonce = [9u8; NONCE_BYTES];
+        let challenge = Message::Challenge {
+            version: MAX_VERSION,
+            name: b.to_string(),
+            nonce: server_nonce,
+            exchange: squatter_message,
+        };
+        let Step::Send(proof) = client.on_frame(payload(&challenge.encode())) else {
+            panic!("the client proves")
+        };
+        let Message::Proof { mac } = Message::decode(payload(&proof)).expect("proof") else {
+            panic!("a proof")
+        };
+        let (a_text, b_text) = (a.to_string(), b.to_string());
+        let transcript = Transcript {
+            version: MAX_VERSION,
+            client: &a_text,
+            server: &b_text,
+            client_nonce: &client_nonce,
+            server_nonce: &server_nonce,
+            hidden: false,
+        };
+        // Its own guess, the one it put in its message: wrong, and it learns
+        // only that.
+        let key = shared_key(squatter, &client_message).expect("a key");
+        assert!(!transcript.verify(&key, CLIENT_SIDE, &mac));
+        // Any other guess, the right one included: it has no key to test it
+        // with (a fresh exchange has another secret), nor the cookie itself.
+        for guess in ["monster", "gremlin", "cookie"] {
+            let (fresh, _) = exchange(&cookie(guess), false);
+            let key = shared_key(fresh, &client_message).expect("a key");
+            assert!(!transcript.verify(&key, CLIENT_SIDE, &mac), "{guess}");
+            assert!(!transcript.verify(cookie(guess).secret(), CLIENT_SIDE, &mac));
+        }
+    }
+
+    #[test]
     fn the_client_notices_it_reached_another_node() {
         let (a, b, c) = (name("a@h"), name("b@h"), name("c@h"));
         let secret = cookie("monster");
@@ -666,6 +797,7 @@ mod tests {
             name: "a@h".into(),
             hidden: false,
             nonce: [0; 32],
+            exchange: Vec::new(),
         };
         let mut server = ServerHandshake::new(&name("b@h"), &cookie("c")).expect("server");
         let Step::Fail(refusal, error) = server.on_frame(payload(&hello.encode())) else {
