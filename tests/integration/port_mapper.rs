@@ -179,3 +179,86 @@ fn a_flood_of_idle_connections_does_not_stop_lookups_or_registrations() {
     drop(flood);
     drop(node);
 }
+
+/// An `ALIVE2_REQ` registering `name` at distribution port 1.
+fn alive2_request(name: &str) -> Vec<u8> {
+    let mut body = vec![120u8];
+    body.extend_from_slice(&1u16.to_be_bytes());
+    body.extend_from_slice(&[77, 0]);
+    body.extend_from_slice(&6u16.to_be_bytes());
+    body.extend_from_slice(&5u16.to_be_bytes());
+    body.extend_from_slice(&u16::try_from(name.len()).expect("short").to_be_bytes());
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(&0u16.to_be_bytes());
+    let mut request = u16::try_from(body.len())
+        .expect("short")
+        .to_be_bytes()
+        .to_vec();
+    request.extend_from_slice(&body);
+    request
+}
+
+/// A process of user `nobody` (65534) that registers `name` with the port
+/// mapper on `port` and holds it until killed; returns its pid.
+fn squat_as_nobody(port: u16, name: &str) -> libc::pid_t {
+    let request = alive2_request(name);
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: after fork, the child calls only async-signal-safe functions
+    // (setgid, setuid, socket, connect, write, pause, _exit) on memory
+    // prepared before the fork.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                libc::_exit(2);
+            }
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            if libc::connect(fd, (&raw const addr).cast(), size) != 0 {
+                libc::_exit(3);
+            }
+            libc::write(fd, request.as_ptr().cast(), request.len());
+            loop {
+                libc::pause();
+            }
+        }
+        pid
+    }
+}
+
+#[test]
+fn a_name_squatted_by_another_user_goes_back_to_the_node_that_used_it() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: playing another user needs root (CI runs as root)");
+        return;
+    }
+    let epmd = Epmd::start();
+    // node_a runs here once: its user owns the name from now on.
+    todo_node(&epmd, "node_a").stop();
+    let squatter = squat_as_nobody(epmd.port, "node_a");
+    eventually(Duration::from_secs(10), "the squatter holds node_a", || {
+        epmd.names() == ["node_a"]
+    });
+    // The real node starts anyway, and peers find it, not the squatter.
+    let node = todo_node(&epmd, "node_a");
+    assert_eq!(epmd.names(), ["node_a"]);
+    let out = crate::support::cluster::tool(&epmd, COOKIE, &["nodes", &node.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // SAFETY: the pid is our own child's.
+    unsafe {
+        libc::kill(squatter, libc::SIGKILL);
+        libc::waitpid(squatter, std::ptr::null_mut(), 0);
+    }
+}

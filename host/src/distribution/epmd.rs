@@ -14,6 +14,7 @@
 //! Every request is `[length: u16][request byte][payload]`, one request per
 //! connection; see the Erlang distribution protocol documentation.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::socket_owner;
 use crate::budget::{AddressAdmitted, FailureSummary, PerAddressCap, and_more};
 
 /// The port mapper's port when `ERL_EPMD_PORT` does not say otherwise.
@@ -64,6 +66,8 @@ const MAX_CONNECTIONS: usize = 256;
 const MAX_CONNECTIONS_PER_ADDRESS: usize = 16;
 /// Names registered at once; a registration past it is refused.
 const MAX_REGISTRATIONS: usize = 256;
+/// Names whose first registrant the daemon remembers.
+const MAX_OWNERS_REMEMBERED: usize = 4096;
 /// How often the daemon logs refusals and failed accepts from one source.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a client waits for the port mapper.
@@ -349,11 +353,19 @@ struct Entry {
     extra: Vec<u8>,
     /// Which connection holds it.
     holder: u64,
+    /// The local user whose process holds it, when the kernel says.
+    uid: Option<u32>,
+    /// Ends the registration (its owner took the name back).
+    evict: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
 struct Table {
     nodes: Vec<(String, Entry)>,
+    /// Who registered each name first since the daemon started: a name
+    /// taken by another user meanwhile goes back to that one's next
+    /// registration.
+    owners: HashMap<String, u32>,
     next_holder: u64,
     creation: u32,
 }
@@ -535,6 +547,8 @@ fn parse_alive2(body: &[u8]) -> Option<(String, Entry)> {
             lowest,
             extra: extra.to_vec(),
             holder: 0,
+            uid: None,
+            evict: Arc::default(),
         },
     ))
 }
@@ -544,9 +558,15 @@ async fn alive2(mut stream: TcpStream, table: &Mutex<Table>, body: &[u8]) {
     let Some((name, mut entry)) = parse_alive2(body) else {
         return;
     };
+    entry.uid = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(peer), Ok(local)) => socket_owner::uid_of_peer(peer, local),
+        _ => None,
+    };
     let highest = entry.highest;
+    let evict = entry.evict.clone();
     let registered = {
         let mut table = lock(table);
+        take_back_from_squatter(&mut table, &name, entry.uid);
         if table
             .nodes
             .iter()
@@ -565,6 +585,11 @@ async fn alive2(mut stream: TcpStream, table: &Mutex<Table>, body: &[u8]) {
             table.creation = table.creation.wrapping_add(1).max(4);
             entry.holder = table.next_holder;
             let creation = table.creation;
+            if let Some(uid) = entry.uid
+                && table.owners.len() < MAX_OWNERS_REMEMBERED
+            {
+                table.owners.entry(name.clone()).or_insert(uid);
+            }
             table.nodes.push((name.clone(), entry.clone()));
             Ok((entry.holder, creation))
         }
@@ -586,12 +611,44 @@ async fn alive2(mut stream: TcpStream, table: &Mutex<Table>, body: &[u8]) {
     let Ok((holder, _)) = registered else {
         return;
     };
-    // Held until the node closes it; anything it sends ends it too.
+    // Held until the node closes it (anything it sends ends it too), or
+    // the name's owner takes it back.
     let mut byte = [0u8; 1];
-    let _ = stream.read(&mut byte).await;
+    tokio::select! {
+        _ = stream.read(&mut byte) => {}
+        () = evict.notified() => {}
+    }
     lock(table)
         .nodes
         .retain(|(_, entry)| entry.holder != holder);
+}
+
+/// When `name` is held by a process of another user than the one that
+/// registered it first, and `uid` is that first one: ends the holder's
+/// registration, so the name's owner gets it back. Any local user may
+/// register a name (as with Erlang's epmd); this keeps one from squatting
+/// the name of a node that ran here and stopping it from starting again.
+fn take_back_from_squatter(table: &mut Table, name: &str, uid: Option<u32>) {
+    let Some(uid) = uid else { return };
+    if table.owners.get(name) != Some(&uid) {
+        return;
+    }
+    let Some(at) = table
+        .nodes
+        .iter()
+        .position(|(registered, entry)| registered == name && entry.uid != Some(uid))
+    else {
+        return;
+    };
+    let (_, squatter) = table.nodes.remove(at);
+    squatter.evict.notify_one();
+    tracing::warn!(
+        "port mapper: `{}` was held by a process of uid {}; its owner, uid {uid}, takes it back",
+        name.escape_debug(),
+        squatter
+            .uid
+            .map_or_else(|| "unknown".to_string(), |u| u.to_string())
+    );
 }
 
 fn lock(table: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {

@@ -5,7 +5,7 @@
 //! - `cookie`: the shared secret, where it comes from, and the rules for its
 //!   file;
 //! - `epmd`: the EPMD-compatible port mapper (client, and the `host epmd`
-//!   daemon);
+//!   daemon); `socket_owner`: which local user a loopback peer is;
 //! - `frame`: length-prefixed frames with a cap;
 //! - `handshake`: version negotiation and the mutual cookie challenge;
 //! - `gate`: who may start a handshake, how many at once, and what a
@@ -31,6 +31,7 @@ pub mod handshake;
 pub mod link;
 pub mod mesh;
 pub mod name;
+pub mod socket_owner;
 pub mod tls;
 
 pub use cookie::Cookie;
