@@ -12,12 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-10}"
 bash scripts/build-guests.sh >&2
-binary="$(cargo test --release -p host --test integration --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "integration" and m.get("executable"):
-        print(m["executable"])')"
+source scripts/lib.sh
+binary="$(integration_binary)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd host

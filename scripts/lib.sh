@@ -10,6 +10,17 @@ target_dir() {
   esac
 }
 
+# integration_binary: builds the integration tests (release) and prints the
+# path of their binary, to run single tests of it directly.
+integration_binary() {
+  cargo test --release -p host --test integration --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "integration" and m.get("executable"):
+        print(m["executable"])'
+}
+
 # Background servers of a benchmark script. Every server is started with
 # `start_server`, which records its pid in "$work/pids" (a file, so that a
 # server started inside a command substitution is still recorded), and

@@ -91,6 +91,22 @@ fn an_idle_connection_flood_leaves_tools_members_and_storage_working() {
     assert_eq!(titles, expected);
 }
 
+/// Node `n1`, registered with `epmd`, its metrics on.
+fn watched_member(epmd: &Epmd) -> crate::support::Node {
+    NodeBuilder::todo()
+        .clustered("n1", epmd, COOKIE)
+        .metrics()
+        .start()
+}
+
+/// A runtime for the test's own async clients.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Loopback addresses the attackers below come from (Linux routes all of
 /// 127.0.0.0/8 to the loopback interface).
 fn strangers() -> Vec<Ipv4Addr> {
@@ -100,10 +116,7 @@ fn strangers() -> Vec<Ipv4Addr> {
 #[test]
 fn a_flood_of_half_open_handshakes_does_not_stop_tools_or_a_join() {
     let epmd = Epmd::start();
-    let n1 = NodeBuilder::todo()
-        .clustered("n1", &epmd, COOKIE)
-        .metrics()
-        .start();
+    let n1 = watched_member(&epmd);
     let dist_port = n1.dist_port.expect("distribution on");
     // 160 connections from 8 addresses that send one byte of a frame and
     // stall: each holds a handshake slot until the node gives up on it.
@@ -191,15 +204,9 @@ fn guess_once(
 #[test]
 fn wrong_cookies_from_one_address_are_answered_ever_later_and_forged_names_stay_on_their_line() {
     let epmd = Epmd::start();
-    let n1 = NodeBuilder::todo()
-        .clustered("n1", &epmd, COOKIE)
-        .metrics()
-        .start();
+    let n1 = watched_member(&epmd);
     let port = n1.dist_port.expect("distribution on");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let guesser = Ipv4Addr::new(127, 0, 0, 20);
     let mut answers = Vec::new();
     for _ in 0..8 {
@@ -287,10 +294,7 @@ fn clients_that_do_not_read_large_answers_are_cut_and_hold_bounded_memory() {
     let path = "/entries?list=big&date=2023-01-01";
     assert!(node.get(path).body.len() > 4 * 1024 * 1024);
     let before = resident_mib(node.pid());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let clients = 150;
     let streams = slow_readers(&runtime, node.port, path, clients);
     let mut highest = before;
