@@ -28,7 +28,12 @@ impl Flood {
     /// Holds `count` connections to `127.0.0.1:port`, spread over the
     /// loopback `sources`, each sending `first_bytes` once connected.
     pub fn start(port: u16, sources: &[Ipv4Addr], count: usize, first_bytes: &[u8]) -> Self {
-        raise_own_file_limit();
+        let limit = raise_own_file_limit();
+        assert!(
+            limit >= count as u64 + 1024,
+            "a flood of {count} connections needs more open files than this process may \
+             have ({limit}): raise the hard limit (`ulimit -Hn`)"
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Counts::default());
         let (sources, first_bytes) = (sources.to_vec(), first_bytes.to_vec());
@@ -133,7 +138,7 @@ async fn keep_one_open(
 }
 
 /// The test process holds the flood's sockets: its soft open-file limit
-/// goes up to its hard one.
-fn raise_own_file_limit() {
-    host::budget::raise_file_limit();
+/// goes up to its hard one. Returns the limit it has then.
+fn raise_own_file_limit() -> u64 {
+    host::budget::raise_file_limit().now
 }
