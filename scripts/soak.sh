@@ -7,7 +7,10 @@
 # data. Every 10 s, each node's resident memory and open descriptors are
 # sampled into $OUT (CSV); at the end, a Markdown table of them per
 # window of WINDOW seconds, and the load's totals.
+# LOAD=reads first fills the lists (the mix for PREFILL seconds), then
+# reads only, so the data stops growing and memory should hold a band.
 #   DURATION=1800 OUT=soak.csv bash scripts/soak.sh
+#   LOAD=reads DURATION=1800 OUT=soak-reads.csv bash scripts/soak.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-1800}"
@@ -16,6 +19,8 @@ FLOOD="${FLOOD:-800}"
 RESTART_EVERY="${RESTART_EVERY:-300}"
 WINDOW="${WINDOW:-300}"
 OUT="${OUT:-soak.csv}"
+LOAD="${LOAD:-mix}"
+PREFILL="${PREFILL:-60}"
 source scripts/lib.sh
 target="$(target_dir)"
 host="$target/release/host"
@@ -63,9 +68,20 @@ flood() {
   ) &
 }
 
+script=scripts/wrk/mix.lua
+if [ "$LOAD" = reads ]; then
+  fill=()
+  for name in n1 n2 n3; do
+    LISTS=1000 wrk -t1 -c8 -d"${PREFILL}s" -s scripts/wrk/mix.lua \
+      "http://127.0.0.1:${http[$name]}/" >/dev/null 2>&1 &
+    fill+=($!)
+  done
+  wait "${fill[@]}"   # the wrk processes only, never the nodes
+  script=scripts/wrk/get.lua
+fi
 clients=()
 for name in n1 n2 n3; do
-  LISTS=1000 wrk -t1 -c8 -d"${DURATION}s" --timeout 10s -s scripts/wrk/mix.lua \
+  LISTS=1000 wrk -t1 -c8 -d"${DURATION}s" --timeout 10s -s "$script" \
     "http://127.0.0.1:${http[$name]}/" >"$work/wrk.$name" 2>&1 &
   clients+=($!)
 done
