@@ -188,6 +188,21 @@ impl Drop for AddressAdmitted {
     }
 }
 
+/// Answers a connection turned away at a cap with `answer` and lets it go:
+/// one non-blocking write, no task, no buffer, so refusing costs less than
+/// the stranger spent connecting. What the peer already sent is read and
+/// dropped first (16 KiB at most): closing a socket with unread bytes
+/// resets it, and the reset could reach the peer before the answer.
+pub fn refuse_now(stream: &tokio::net::TcpStream, answer: &[u8]) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        if !matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    let _ = stream.try_write(answer);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

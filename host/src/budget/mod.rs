@@ -22,7 +22,9 @@ mod connections;
 mod memory;
 mod summary;
 
-pub use connections::{AddressAdmitted, Admitted, ConnectionCap, Listener, PerAddressCap};
+pub use connections::{
+    AddressAdmitted, Admitted, ConnectionCap, Listener, PerAddressCap, refuse_now,
+};
 pub use memory::MemoryBudget;
 pub use summary::{FailureSummary, and_more};
 

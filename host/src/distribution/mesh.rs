@@ -29,7 +29,7 @@ use super::handshake::{self, ClientHandshake, HandshakeError, Pacing, ServerHand
 use super::link::{Link, LinkHandler, Liveness};
 use super::name::NodeName;
 use super::tls::{BoxedStream, Tls};
-use crate::budget::{FailureSummary, and_more};
+use crate::budget::{FailureSummary, and_more, refuse_now};
 use crate::metrics::Series;
 
 /// How long a new connection may take to send its first handshake message
@@ -319,7 +319,7 @@ impl Mesh {
             let slot = match self.gate.admit(addr.ip()) {
                 Ok(slot) => slot,
                 Err(why) => {
-                    refuse_busy(&stream, &why);
+                    refuse_now(&stream, &handshake::refusal(&why));
                     self.log_failure(addr.ip(), "busy", || {
                         format!("refused a distribution connection from {addr}: {why}")
                     });
@@ -590,18 +590,4 @@ fn failure_of(error: &HandshakeError) -> Failure {
         | HandshakeError::ImpostorPeer
         | HandshakeError::Garbage(_) => Failure::Garbage,
     }
-}
-
-/// Tells a connection the gate turned away why, in a `Refused` frame, and
-/// closes it: one non-blocking write, no task. What the peer already sent
-/// is read and dropped first (a few KiB at most), so that closing does not
-/// reset the connection before the refusal reaches it.
-fn refuse_busy(stream: &TcpStream, why: &str) {
-    let mut sink = [0u8; 4096];
-    for _ in 0..4 {
-        if !matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {
-            break;
-        }
-    }
-    let _ = stream.try_write(&handshake::refusal(why));
 }

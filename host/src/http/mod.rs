@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use ingress::Ingress;
 pub use slow_readers::SlowReaders;
 
-use crate::budget::{ConnectionCap, FailureSummary, and_more};
+use crate::budget::{ConnectionCap, FailureSummary, and_more, refuse_now};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,19 +118,9 @@ pub async fn serve<S, F, B>(
     }
 }
 
-/// Answers a connection past its listener's cap with a 503 and closes it:
-/// one non-blocking write of a fixed answer, no task and no buffer, so
-/// refusing costs less than the stranger spent connecting. A client that
-/// reads it knows nothing was done. What the client already sent is read
-/// and dropped first (a few KiB at most): closing a socket with unread
-/// bytes resets it, and the reset could reach the client before the 503.
+/// Answers a connection past its listener's cap with a 503 and lets it go
+/// ([`refuse_now`]): a client that reads it knows nothing was done.
 fn refuse_at_cap(stream: &TcpStream, max: usize) {
-    let mut sink = [0u8; 4096];
-    for _ in 0..4 {
-        if !matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {
-            break;
-        }
-    }
     let body = format!(
         "not applied: this port is at its cap of {max} open connections; try again shortly\n"
     );
@@ -139,5 +129,5 @@ fn refuse_at_cap(stream: &TcpStream, max: usize) {
          retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    let _ = stream.try_write(answer.as_bytes());
+    refuse_now(stream, answer.as_bytes());
 }

@@ -8,7 +8,7 @@
 //! the reason, instead of reaching RocksDB.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::StorageError;
 use crate::metrics::Series;
@@ -16,6 +16,9 @@ use crate::metrics::Series;
 /// The database's write health, shared by every handle on it.
 #[derive(Debug, Default)]
 pub struct Health {
+    /// Whether writes stopped: read on every write, so the lock below is
+    /// taken only once the database has failed.
+    failed: AtomicBool,
     /// Why writes stopped, once they have.
     failure: Mutex<Option<String>>,
     errors: AtomicU64,
@@ -24,6 +27,9 @@ pub struct Health {
 impl Health {
     /// Refuses a write up front once the database has failed.
     pub fn check_writable(&self) -> Result<(), StorageError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
         match &*self.lock() {
             Some(reason) => Err(StorageError::Unavailable(format!(
                 "storage failed and takes no writes until the node restarts ({reason})"
@@ -45,6 +51,7 @@ impl Health {
                  work; restart the node once the cause is gone (out of files or disk?)"
             );
             *failure = Some(reason.clone());
+            self.failed.store(true, Ordering::Release);
         }
         StorageError::Indeterminate(format!("storage failed during the write: {reason}"))
     }
@@ -60,7 +67,7 @@ impl Health {
                 "host_storage_failed",
                 "1 once the database has failed a write and refuses every write until the \
                  node restarts; 0 while it takes writes.",
-                u64::from(self.lock().is_some()),
+                u64::from(self.failed.load(Ordering::Acquire)),
             ),
             Series::counter(
                 "host_storage_write_errors_total",
