@@ -22,6 +22,10 @@ pub mod server;
 pub mod store;
 pub mod web;
 
+// Entry points of the fuzz targets (`fuzz/`) and their corpora's replay.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+
 use std::cell::RefCell;
 
 use guest_sdk::http::{Request, Response};

@@ -155,7 +155,7 @@ impl Store for HostStore {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod memory {
     use std::cell::RefCell;
     use std::collections::BTreeMap;

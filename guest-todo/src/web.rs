@@ -458,19 +458,20 @@ impl Params {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Lists served in-process, for native tests and the fuzz targets.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod local {
     use std::cell::RefCell;
     use std::collections::HashMap;
 
-    use super::*;
+    use super::{CallError, ListRequest, Lists, Reply};
     use crate::server::TodoServer;
     use crate::store::memory::MemoryStore;
 
     /// Lists served in-process, over one in-memory store.
     #[derive(Default)]
-    struct LocalLists {
-        store: MemoryStore,
+    pub struct LocalLists {
+        pub store: MemoryStore,
         servers: RefCell<HashMap<String, TodoServer<MemoryStore>>>,
     }
 
@@ -486,6 +487,28 @@ mod tests {
             Ok(server.handle(request.clone()))
         }
     }
+
+    impl LocalLists {
+        /// Each list as it is served, beside the same list loaded again
+        /// from the store.
+        pub fn served_and_stored(&self) -> Vec<(String, String)> {
+            self.servers
+                .borrow()
+                .iter()
+                .map(|(name, server)| {
+                    let stored = TodoServer::load(name, self.store.clone())
+                        .map_or_else(|e| format!("not loaded: {e}"), |s| s.render_state());
+                    (server.render_state(), stored)
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use local::LocalLists;
 
     /// Lists that always fail with `error`.
     struct FailingLists(CallError);

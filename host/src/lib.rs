@@ -51,5 +51,9 @@ pub mod release;
 // Starting and stopping a node, as `host run` does.
 pub mod boot;
 
+// Entry points of the fuzz targets (`fuzz/`) and their corpora's replay.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+
 #[cfg(test)]
 mod layering;

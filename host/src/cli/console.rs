@@ -24,7 +24,7 @@ use super::distribution::LinkArgs;
 use host::cluster::tool;
 use host::cluster::wire::{ToolReply, ToolRequest};
 use host::console::protocol::{self, ConsoleReply, ConsoleRequest};
-use host::console::{Console, SessionId};
+use host::console::{Console, SessionId, quoted};
 use host::distribution::NodeName;
 use host::distribution::link::Link;
 
@@ -291,11 +291,6 @@ pub async fn swap(args: SwapArgs) -> anyhow::Result<()> {
             args.component
         ))
     }
-}
-
-/// A word of a console line, quoted (the console splits lines as a shell).
-fn quoted(word: &str) -> String {
-    format!("\"{}\"", word.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// `host pid`: the node's OS process id.

@@ -40,7 +40,7 @@ use protocol::{ConsoleReply, ConsoleRequest, NodeFigures, ProcessRow};
 pub use session::{Session, SessionId};
 use views::SortBy;
 pub use views::render_nodes;
-pub use words::words;
+pub use words::{quoted, words};
 
 /// How long a console waits for another member's answer.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -466,4 +466,44 @@ impl ConsoleService for Console {
             protocol::encode(&console.serve_in(&session, request).await)
         })
     }
+}
+/// The fuzz target `console_line` (`fuzz/`): a line typed at the console,
+/// read as the console reads it, up to the command it names and the
+/// options that command's usage lists. The words, quoted as the tools
+/// quote them, must read back as they were.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_line(line: &str) {
+    if wave::is_call(line) {
+        let _ = wasm_wave::untyped::UntypedFuncCall::parse(line.trim());
+        return;
+    }
+    let Ok(split) = words(line) else {
+        return;
+    };
+    let quoted_again: Vec<String> = split.iter().map(|word| quoted(word)).collect();
+    assert_eq!(words(&quoted_again.join(" ")).as_ref(), Ok(&split));
+    let Some((name, args)) = split.split_first() else {
+        return;
+    };
+    if let Some(command) = commands::find(name) {
+        let known: Vec<&str> = command
+            .usage
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter_map(|token| token.strip_prefix("--"))
+            .collect();
+        if let Ok(options) = words::Options::parse(args, &known) {
+            for name in &known {
+                let _ = options.number(name, 0);
+            }
+        }
+    }
+}
+
+/// The fuzz target `wave_call` (`fuzz/`): a console call of one of
+/// `functions`, its arguments read as WAVE against the function's types.
+/// Arguments that read must write back as WAVE that reads as the same
+/// values.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_call(functions: &[crate::wasm::ExportedFunction], line: &str) {
+    wave::fuzz_call(functions, line);
 }

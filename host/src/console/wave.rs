@@ -123,6 +123,33 @@ pub fn functions(node: &OperatorAccess) -> String {
     out
 }
 
+/// The fuzz target `wave_call`, as `super::fuzz_call` says: the call's
+/// arguments are read against every function's parameter types (the
+/// fuzzer need not guess a name), and what reads must survive being
+/// written back.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_call(functions: &[ExportedFunction], line: &str) {
+    let Ok(parsed) = UntypedFuncCall::parse(line.trim()) else {
+        return;
+    };
+    for function in functions {
+        let types: Vec<_> = function.params.iter().map(|(_, ty)| ty.clone()).collect();
+        let Ok(params) = parsed.to_wasm_params::<Val>(types.iter()) else {
+            continue;
+        };
+        let written: Vec<String> = params
+            .iter()
+            .map(|value| wasm_wave::to_string(value).expect("a value read from WAVE writes"))
+            .collect();
+        let line = format!("f({})", written.join(", "));
+        let again = UntypedFuncCall::parse(&line).expect("written WAVE reads");
+        let params_again: Vec<Val> = again
+            .to_wasm_params(types.iter())
+            .expect("written WAVE reads as the same types");
+        assert_eq!(params, params_again, "{}", written.join(", "));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,12 @@ pub fn words(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
+/// `word` quoted so that [`words`] reads it back as it is: how the tools
+/// write a path or a name into a console line.
+pub fn quoted(word: &str) -> String {
+    format!("\"{}\"", word.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// Options of the form `--name VALUE`, and the plain words left.
 pub struct Options {
     pub plain: Vec<String>,

@@ -136,27 +136,36 @@ async fn ask(addr: SocketAddr, kind: u8, payload: &[u8]) -> Result<Vec<u8>, Epmd
 /// when no node of that name is registered there.
 pub async fn port_please(addr: SocketAddr, alive: &str) -> Result<Option<u16>, EpmdError> {
     let answer = ask(addr, PORT_PLEASE2_REQ, alive.as_bytes()).await?;
-    match answer.as_slice() {
+    read_port2(&answer).map_err(|reason| EpmdError::Protocol {
+        addr,
+        reason: reason.into(),
+    })
+}
+
+/// A lookup's answer: the port, or `None` when the name is not registered.
+fn read_port2(answer: &[u8]) -> Result<Option<u16>, &'static str> {
+    match answer {
         [PORT2_RESP, 0, high, low, ..] => Ok(Some(u16::from_be_bytes([*high, *low]))),
         [PORT2_RESP, _, ..] => Ok(None),
-        _ => Err(EpmdError::Protocol {
-            addr,
-            reason: "unexpected answer to a lookup".into(),
-        }),
+        _ => Err("unexpected answer to a lookup"),
     }
 }
 
 /// The names registered on the port mapper at `addr`, with their ports.
 pub async fn names(addr: SocketAddr) -> Result<Vec<(String, u16)>, EpmdError> {
     let answer = ask(addr, NAMES_REQ, &[]).await?;
-    if answer.len() < 4 {
-        return Err(EpmdError::Protocol {
-            addr,
-            reason: "short answer to a names request".into(),
-        });
-    }
-    let text = String::from_utf8_lossy(&answer[4..]);
-    Ok(text
+    read_names(&answer).map_err(|reason| EpmdError::Protocol {
+        addr,
+        reason: reason.into(),
+    })
+}
+
+/// A names request's answer: the daemon's port, then a line per name.
+fn read_names(answer: &[u8]) -> Result<Vec<(String, u16)>, &'static str> {
+    let Some(text) = answer.get(4..) else {
+        return Err("short answer to a names request");
+    };
+    Ok(String::from_utf8_lossy(text)
         .lines()
         .filter_map(|line| {
             let rest = line.strip_prefix("name ")?;
@@ -444,6 +453,41 @@ fn is_local_peer(peer: IpAddr, local: Option<IpAddr>) -> bool {
         || matches!(peer, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
 }
 
+/// What a request asks of the daemon.
+enum Asked {
+    Register {
+        name: String,
+        entry: Entry,
+    },
+    Lookup(String),
+    Names,
+    Kill,
+    /// Malformed, unknown, or not allowed from where it came: the
+    /// connection is closed without an answer.
+    Nothing,
+}
+
+impl Asked {
+    /// Reads a request's packet (its kind, then its body). Registering and
+    /// stopping the daemon are for the local host only, as in epmd.
+    fn parse(packet: &[u8], is_local: bool) -> Self {
+        let Some((&kind, body)) = packet.split_first() else {
+            return Self::Nothing;
+        };
+        match kind {
+            ALIVE2_REQ if is_local => parse_alive2(body).map_or(Self::Nothing, |(name, entry)| {
+                Self::Register { name, entry }
+            }),
+            PORT_PLEASE2_REQ => Self::Lookup(
+                String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into_owned(),
+            ),
+            NAMES_REQ => Self::Names,
+            KILL_REQ if is_local => Self::Kill,
+            _ => Self::Nothing,
+        }
+    }
+}
+
 /// Serves one connection, `admitted` under the connection cap. Returns
 /// `Some(true)` when it asked the daemon to stop.
 async fn answer(
@@ -457,41 +501,30 @@ async fn answer(
     let packet = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream))
         .await
         .ok()??;
-    let (&kind, body) = packet.split_first()?;
-    match kind {
-        ALIVE2_REQ if is_local => {
+    match Asked::parse(&packet, is_local) {
+        Asked::Register { name, entry } => {
             // A registration lasts as long as its node: it counts against
             // the registrations' bound, not the connections'.
             drop(admitted);
-            alive2(stream, table, body).await;
+            alive2(stream, table, name, entry).await;
             None
         }
-        PORT_PLEASE2_REQ => {
-            let name =
-                String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into_owned();
-            let reply = lock(table)
-                .nodes
-                .iter()
-                .find(|(registered, _)| *registered == name)
-                .map(|(name, entry)| port2_reply(name, entry))
-                .unwrap_or_else(|| vec![PORT2_RESP, 1]);
+        Asked::Lookup(name) => {
+            let reply = lock(table).lookup_reply(&name);
             let _ = stream.write_all(&reply).await;
             None
         }
-        NAMES_REQ => {
-            let mut reply = u32::from(own_port).to_be_bytes().to_vec();
-            for (name, entry) in lock(table).nodes.iter().rev() {
-                reply.extend_from_slice(format!("name {name} at port {}\n", entry.port).as_bytes());
-            }
+        Asked::Names => {
+            let reply = lock(table).names_reply(own_port);
             let _ = stream.write_all(&reply).await;
             None
         }
-        KILL_REQ if is_local => {
+        Asked::Kill => {
             let allowed = relaxed || lock(table).nodes.is_empty();
             let _ = stream.write_all(if allowed { b"OK" } else { b"NO" }).await;
             Some(allowed)
         }
-        _ => None,
+        Asked::Nothing => None,
     }
 }
 
@@ -521,6 +554,16 @@ fn port2_reply(name: &str, entry: &Entry) -> Vec<u8> {
     reply
 }
 
+/// Whether the daemon registers `name`: at most 255 bytes, and nothing that
+/// could break a line of the names listing (a newline in a name would
+/// forge another node's line) or hide in one (control characters,
+/// whitespace). Erlang's own names are letters, digits, `_` and `-`.
+fn is_registrable(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
 /// An `ALIVE2_REQ` body, parsed.
 fn parse_alive2(body: &[u8]) -> Option<(String, Entry)> {
     let u16_at = |at: usize| Some(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]));
@@ -534,7 +577,7 @@ fn parse_alive2(body: &[u8]) -> Option<(String, Entry)> {
     let extra_len = usize::from(u16_at(10 + name_len)?);
     let extra = body.get(12 + name_len..12 + name_len + extra_len)?;
     let name = std::str::from_utf8(name).ok()?;
-    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.contains('\0') {
+    if !is_registrable(name) {
         return None;
     }
     Some((
@@ -553,52 +596,65 @@ fn parse_alive2(body: &[u8]) -> Option<(String, Entry)> {
     ))
 }
 
-/// Registers a node for as long as its connection stays open.
-async fn alive2(mut stream: TcpStream, table: &Mutex<Table>, body: &[u8]) {
-    let Some((name, mut entry)) = parse_alive2(body) else {
-        return;
-    };
-    entry.uid = match (stream.peer_addr(), stream.local_addr()) {
-        (Ok(peer), Ok(local)) => socket_owner::uid_of_peer(peer, local),
-        _ => None,
-    };
-    let highest = entry.highest;
-    let evict = entry.evict.clone();
-    let registered = {
-        let mut table = lock(table);
-        take_back_from_squatter(&mut table, &name, entry.uid);
-        if table
-            .nodes
-            .iter()
-            .any(|(registered, _)| *registered == name)
-        {
-            Err(REFUSED_NAME_TAKEN)
-        } else if table.nodes.len() >= MAX_REGISTRATIONS {
+impl Table {
+    /// Registers `name` (taking it back from a squatter when `entry`'s user
+    /// registered it first), and returns the registration's holder and
+    /// creation; or the refusal's result code.
+    fn register(&mut self, name: &str, mut entry: Entry) -> Result<(u64, u32), u8> {
+        take_back_from_squatter(self, name, entry.uid);
+        if self.nodes.iter().any(|(registered, _)| registered == name) {
+            return Err(REFUSED_NAME_TAKEN);
+        }
+        if self.nodes.len() >= MAX_REGISTRATIONS {
             tracing::warn!(
                 "port mapper: refused to register `{}`: {MAX_REGISTRATIONS} names are registered, \
                  the bound",
                 name.escape_debug()
             );
-            Err(REFUSED_FULL)
-        } else {
-            table.next_holder += 1;
-            table.creation = table.creation.wrapping_add(1).max(4);
-            entry.holder = table.next_holder;
-            let creation = table.creation;
-            if let Some(uid) = entry.uid
-                && table.owners.len() < MAX_OWNERS_REMEMBERED
-            {
-                table.owners.entry(name.clone()).or_insert(uid);
-            }
-            table.nodes.push((name.clone(), entry.clone()));
-            Ok((entry.holder, creation))
+            return Err(REFUSED_FULL);
         }
-    };
+        self.next_holder += 1;
+        self.creation = self.creation.wrapping_add(1).max(4);
+        entry.holder = self.next_holder;
+        if let Some(uid) = entry.uid
+            && self.owners.len() < MAX_OWNERS_REMEMBERED
+        {
+            self.owners.entry(name.to_string()).or_insert(uid);
+        }
+        self.nodes.push((name.to_string(), entry));
+        Ok((self.next_holder, self.creation))
+    }
+
+    /// Ends the registration held by `holder`, if it still stands.
+    fn release(&mut self, holder: u64) {
+        self.nodes.retain(|(_, entry)| entry.holder != holder);
+    }
+
+    fn lookup_reply(&self, name: &str) -> Vec<u8> {
+        self.nodes
+            .iter()
+            .find(|(registered, _)| registered == name)
+            .map(|(name, entry)| port2_reply(name, entry))
+            .unwrap_or_else(|| vec![PORT2_RESP, 1])
+    }
+
+    fn names_reply(&self, own_port: u16) -> Vec<u8> {
+        let mut reply = u32::from(own_port).to_be_bytes().to_vec();
+        for (name, entry) in self.nodes.iter().rev() {
+            reply.extend_from_slice(format!("name {name} at port {}\n", entry.port).as_bytes());
+        }
+        reply
+    }
+}
+
+/// The answer to a registration: its result, and the creation in the form
+/// the registrant's highest version reads.
+fn registration_reply(highest: u16, registered: Result<(u64, u32), u8>) -> Vec<u8> {
     let (result, creation) = match registered {
         Ok((_, creation)) => (0u8, creation),
         Err(refusal) => (refusal, 99),
     };
-    let reply = if highest >= 6 {
+    if highest >= 6 {
         let mut reply = vec![ALIVE2_X_RESP, result];
         reply.extend_from_slice(&creation.to_be_bytes());
         reply
@@ -606,8 +662,21 @@ async fn alive2(mut stream: TcpStream, table: &Mutex<Table>, body: &[u8]) {
         let mut reply = vec![ALIVE2_RESP, result];
         reply.extend_from_slice(&((creation % 3 + 1) as u16).to_be_bytes());
         reply
+    }
+}
+
+/// Registers a node for as long as its connection stays open.
+async fn alive2(mut stream: TcpStream, table: &Mutex<Table>, name: String, mut entry: Entry) {
+    entry.uid = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(peer), Ok(local)) => socket_owner::uid_of_peer(peer, local),
+        _ => None,
     };
-    let _ = stream.write_all(&reply).await;
+    let highest = entry.highest;
+    let evict = entry.evict.clone();
+    let registered = lock(table).register(&name, entry);
+    let _ = stream
+        .write_all(&registration_reply(highest, registered))
+        .await;
     let Ok((holder, _)) = registered else {
         return;
     };
@@ -618,9 +687,7 @@ async fn alive2(mut stream: TcpStream, table: &Mutex<Table>, body: &[u8]) {
         _ = stream.read(&mut byte) => {}
         () = evict.notified() => {}
     }
-    lock(table)
-        .nodes
-        .retain(|(_, entry)| entry.holder != holder);
+    lock(table).release(holder);
 }
 
 /// When `name` is held by a process of another user than the one that
@@ -653,6 +720,60 @@ fn take_back_from_squatter(table: &mut Table, name: &str, uid: Option<u32>) {
 
 fn lock(table: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
     table.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The fuzz target `port_mapper` (`fuzz/`): `data` is a stream of requests
+/// as clients send them (a 2-byte length, then the packet), answered by a
+/// daemon's table. Every answer must read back with our own client as what
+/// the table holds: a registered name is found at its port, and listed
+/// once, on a line of its own.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_requests(data: &[u8]) {
+    let mut table = Table {
+        creation: 4,
+        ..Table::default()
+    };
+    let mut holders = Vec::new();
+    let mut rest = data;
+    while let [high, low, tail @ ..] = rest {
+        let length = usize::from(u16::from_be_bytes([*high, *low])).min(tail.len());
+        let (packet, next) = tail.split_at(length);
+        rest = next;
+        match Asked::parse(packet, true) {
+            Asked::Register { name, mut entry } => {
+                // Two local users, so that names are also taken back.
+                entry.uid = Some(u32::from(*high & 1));
+                let (port, highest) = (entry.port, entry.highest);
+                let registered = table.register(&name, entry);
+                let reply = registration_reply(highest, registered);
+                assert_eq!(reply.get(1) == Some(&0), registered.is_ok());
+                let Ok((holder, _)) = registered else {
+                    continue;
+                };
+                holders.push(holder);
+                assert_eq!(read_port2(&table.lookup_reply(&name)), Ok(Some(port)));
+                let listed = read_names(&table.names_reply(DEFAULT_PORT)).expect("names");
+                assert_eq!(listed.len(), table.nodes.len(), "a line per name");
+                assert!(listed.contains(&(name, port)));
+            }
+            Asked::Lookup(name) => {
+                let found = read_port2(&table.lookup_reply(&name)).expect("a lookup's answer");
+                assert_eq!(found.is_some(), table.nodes.iter().any(|(n, _)| *n == name));
+            }
+            Asked::Names => {
+                let listed = read_names(&table.names_reply(DEFAULT_PORT)).expect("names");
+                assert_eq!(listed.len(), table.nodes.len(), "a line per name");
+            }
+            // Stands for a registered node going away.
+            Asked::Kill => {
+                if let Some(holder) = holders.pop() {
+                    table.release(holder);
+                }
+            }
+            Asked::Nothing => {}
+        }
+        assert!(table.nodes.len() <= MAX_REGISTRATIONS);
+    }
 }
 
 #[cfg(test)]

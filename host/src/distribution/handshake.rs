@@ -615,6 +615,86 @@ where
     }
 }
 
+/// The fuzz target `handshake` (`fuzz/`). The first byte chooses who the
+/// fuzzer is:
+/// - a stranger, without the cookie, sending frames to a server (0) or
+///   answering a client (1): neither may ever be authenticated;
+/// - a machine in the middle of an honest handshake (2), flipping bits of
+///   the frames in flight (each 4 bytes: which frame, where, what XOR):
+///   the handshake may fail, but when it succeeds, each side must know the
+///   other as it is (its name, whether it is a tool, the version).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_frames(data: &[u8]) {
+    let Some((&who, rest)) = data.split_first() else {
+        return;
+    };
+    let name = |text: &str| NodeName::parse(text).expect("a valid name");
+    let (client_name, server_name) = (name("client@host"), name("server@host"));
+    let cookie = Cookie::from_text("fuzzing-cookie-0123456789").expect("a valid cookie");
+    let stranger_fails = |mut side: Side| {
+        let mut decoder = frame::FrameDecoder::new(frame::HANDSHAKE_MAX_FRAME);
+        decoder.extend(rest);
+        while let Ok(Some(frame)) = decoder.next_frame() {
+            match side.on_frame(&frame) {
+                Step::Send(_) => {}
+                Step::Fail(..) => return,
+                Step::Done(..) => panic!("a stranger without the cookie was authenticated"),
+            }
+        }
+    };
+    match who % 3 {
+        0 => stranger_fails(Side::Server(
+            ServerHandshake::new(&server_name, &cookie).expect("server"),
+        )),
+        1 => {
+            let (client, _hello) =
+                ClientHandshake::start(&client_name, &cookie, false, None).expect("client");
+            stranger_fails(Side::Client(client));
+        }
+        _ => {
+            let hidden = rest.first().is_some_and(|b| b & 1 == 1);
+            let (mut client, hello) =
+                ClientHandshake::start(&client_name, &cookie, hidden, Some(&server_name))
+                    .expect("client");
+            let mut server = ServerHandshake::new(&server_name, &cookie).expect("server");
+            // Frames in flight, in order: Hello, Challenge, Proof, Accepted.
+            let tamper = |index: u8, mut bytes: Vec<u8>| {
+                for flip in rest.chunks_exact(4).filter(|flip| flip[0] % 4 == index) {
+                    if bytes.len() > 4 {
+                        let at = 4 + usize::from(u16::from_be_bytes([flip[1], flip[2]]))
+                            % (bytes.len() - 4);
+                        bytes[at] ^= flip[3];
+                    }
+                }
+                frame_body(bytes)
+            };
+            let Step::Send(challenge) = server.on_frame(&tamper(0, hello)) else {
+                return;
+            };
+            let Step::Send(proof) = client.on_frame(&tamper(1, challenge)) else {
+                return;
+            };
+            let Step::Done(accepted, client_seen) = server.on_frame(&tamper(2, proof)) else {
+                return;
+            };
+            let Step::Done(_, server_seen) = client.on_frame(&tamper(3, accepted)) else {
+                return;
+            };
+            assert_eq!(client_seen.name, client_name, "the server was misled");
+            assert_eq!(client_seen.hidden, hidden, "the server was misled");
+            assert_eq!(server_seen.name, server_name, "the client was misled");
+            assert_eq!(client_seen.version, server_seen.version, "versions differ");
+        }
+    }
+}
+
+/// A frame's body (its length prefix taken off).
+#[cfg(any(test, feature = "fuzzing"))]
+fn frame_body(mut frame: Vec<u8>) -> Vec<u8> {
+    frame.drain(..frame.len().min(4));
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

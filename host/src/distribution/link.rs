@@ -319,42 +319,72 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// A frame received on a link, read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    Ping,
+    Pong,
+    Request { id: u64, body: Bytes },
+    Response { id: u64, body: Bytes },
+    OneWay(Bytes),
+}
+
+impl Incoming {
+    /// Reads a frame; a frame that is none of the above is an error.
+    pub fn parse(frame: Bytes) -> Result<Self, &'static str> {
+        let Some(&tag) = frame.first() else {
+            return Err("empty frame");
+        };
+        Ok(match tag {
+            TAG_PING | TAG_PONG if frame.len() > 1 => {
+                return Err("a ping or pong that carries bytes");
+            }
+            TAG_PING => Self::Ping,
+            TAG_PONG => Self::Pong,
+            TAG_REQUEST | TAG_RESPONSE => {
+                let Some(id) = frame.get(1..1 + ID_BYTES) else {
+                    return Err("no request id");
+                };
+                let mut bytes = [0u8; ID_BYTES];
+                bytes.copy_from_slice(id);
+                let id = u64::from_be_bytes(bytes);
+                let body = frame.slice(1 + ID_BYTES..);
+                if tag == TAG_REQUEST {
+                    Self::Request { id, body }
+                } else {
+                    Self::Response { id, body }
+                }
+            }
+            TAG_ONE_WAY => Self::OneWay(frame.slice(1..)),
+            _ => return Err("unknown frame tag"),
+        })
+    }
+}
+
 fn dispatch(
     link: &Arc<Link>,
     frame: Bytes,
     handler: &Arc<dyn LinkHandler>,
 ) -> Result<(), &'static str> {
-    let Some(&tag) = frame.first() else {
-        return Err("empty frame");
-    };
-    match tag {
-        TAG_PING => {
+    match Incoming::parse(frame)? {
+        Incoming::Ping => {
             link.queue(TAG_PONG, None, &[]);
         }
-        TAG_PONG => {}
-        TAG_REQUEST | TAG_RESPONSE => {
-            if frame.len() < 1 + ID_BYTES {
-                return Err("no request id");
-            }
-            let mut id = [0u8; ID_BYTES];
-            id.copy_from_slice(&frame[1..1 + ID_BYTES]);
-            let id = u64::from_be_bytes(id);
-            let body = frame.slice(1 + ID_BYTES..);
-            if tag == TAG_RESPONSE {
-                if let Some(answer) = link.lock_pending().remove(&id) {
-                    let _ = answer.send(body);
-                }
-            } else {
-                let answering = link.clone();
-                let reply = handler.request(link.clone(), body);
-                tokio::spawn(async move {
-                    let reply = reply.await;
-                    answering.queue(TAG_RESPONSE, Some(id), &reply);
-                });
+        Incoming::Pong => {}
+        Incoming::Response { id, body } => {
+            if let Some(answer) = link.lock_pending().remove(&id) {
+                let _ = answer.send(body);
             }
         }
-        TAG_ONE_WAY => handler.message(link, frame.slice(1..)),
-        _ => return Err("unknown frame tag"),
+        Incoming::Request { id, body } => {
+            let answering = link.clone();
+            let reply = handler.request(link.clone(), body);
+            tokio::spawn(async move {
+                let reply = reply.await;
+                answering.queue(TAG_RESPONSE, Some(id), &reply);
+            });
+        }
+        Incoming::OneWay(body) => handler.message(link, body),
     }
     Ok(())
 }
@@ -400,6 +430,34 @@ mod tests {
             name: NodeName::parse(name).expect("name"),
             hidden: false,
             version: 1,
+        }
+    }
+
+    #[test]
+    fn frames_are_read_as_exactly_one_kind_or_refused() {
+        let parse = |bytes: &[u8]| Incoming::parse(Bytes::copy_from_slice(bytes));
+        assert_eq!(parse(&[TAG_PING]), Ok(Incoming::Ping));
+        assert_eq!(parse(&[TAG_PONG]), Ok(Incoming::Pong));
+        let mut request = vec![TAG_REQUEST];
+        request.extend_from_slice(&7u64.to_be_bytes());
+        request.extend_from_slice(b"body");
+        assert_eq!(
+            parse(&request),
+            Ok(Incoming::Request {
+                id: 7,
+                body: Bytes::from_static(b"body")
+            })
+        );
+        // The fuzz target `link_message` found a ping that carried bytes
+        // taken as a ping (fuzz/corpus/link_message/crash-ping-carrying-bytes).
+        for bad in [
+            &[][..],
+            &[TAG_PING, 4],
+            &[TAG_PONG, 0],
+            &[TAG_RESPONSE, 1, 2],
+            &[9],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
         }
     }
 

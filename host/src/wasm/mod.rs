@@ -36,3 +36,13 @@ pub use pool::{DEFAULT_PROCESS_INSTANCES, MachineLimits, PoolPlan};
 pub use process_code::ProcessInstance;
 pub use store::StoreData;
 pub use version::VersionId;
+
+/// What the console may call of the component in `bytes`, read without a
+/// node: for the fuzz target `wave_call`.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn exported_functions(bytes: &[u8]) -> anyhow::Result<Vec<ExportedFunction>> {
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::new(&engine, bytes)
+        .map_err(|e| anyhow::anyhow!("not a component: {e}"))?;
+    Ok(exports::find_functions(&engine, &component))
+}
