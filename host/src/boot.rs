@@ -14,6 +14,17 @@
 //! requests finish, every process finishes its mailbox, Raft and the links
 //! shut down, and storage is flushed.
 //!
+//! Restart to reopen storage: a database that failed a write takes no
+//! more until it is reopened (`storage::health`). Once the cause looks gone
+//! (a file can be written where it lives, and the disk has room), the node
+//! stops as above but stays a member and skips the flush (what was
+//! acknowledged is in the write-ahead log), and the command line starts it
+//! again in the same process (`exec`, the same pid and arguments). Reopening
+//! storage inside a running node is deliberately not done: Raft's core
+//! stops for good on a storage error, hibernated states past their budget
+//! are written without the log, and reads hold the database by reference;
+//! a restart reopens all of it the way every restart is tested to.
+//!
 //! This is the top of the library: it may use every module, and nothing
 //! uses it but the command line, benches and tests.
 
@@ -40,6 +51,34 @@ use crate::observer::Observer;
 /// How long `--join` waits for its peer to come up (nodes started together
 /// by a supervisor come up in any order).
 const JOIN_WAIT: Duration = Duration::from_secs(60);
+
+/// How often a node whose storage failed checks whether the cause is gone;
+/// doubled for each restart it already made for it (a cause that comes
+/// back at once does not make it restart in a loop), up to 5 minutes.
+const REOPEN_CHECK_EVERY: Duration = Duration::from_secs(5);
+const REOPEN_CHECK_AT_MOST: Duration = Duration::from_secs(300);
+
+/// Counts a node's restarts to reopen storage, across them (the command
+/// line sets it when it restarts the node).
+pub const STORAGE_RESTARTS_ENV: &str = "HOST_RESTARTS_TO_REOPEN_STORAGE";
+
+/// The restarts this node made to reopen its storage, since it was started.
+pub fn storage_restarts() -> u32 {
+    std::env::var(STORAGE_RESTARTS_ENV)
+        .ok()
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Why a running node ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Asked to: by a signal, a tool's `leave`, or the console; says which.
+    Stop(&'static str),
+    /// Storage failed (why), and the cause looks gone: the node restarts
+    /// to reopen it.
+    RestartToReopenStorage(String),
+}
 
 /// What a node with distribution on is told.
 pub struct Distribution {
@@ -235,8 +274,9 @@ impl RunningNode {
 
     /// Waits until something asks the node to stop: `signal` (the
     /// operator's SIGINT or SIGTERM), a tool's `leave`, or the console's
-    /// `stop`. Says why.
-    pub async fn until_stopped(&self, signal: impl Future<Output = &'static str>) -> &'static str {
+    /// `stop`; or until its storage has failed and can be reopened. Says
+    /// why.
+    pub async fn until_stopped(&self, signal: impl Future<Output = &'static str>) -> Ending {
         let left_cluster = async {
             match &self.cluster {
                 Some(cluster) => cluster.stop_requested().await,
@@ -244,15 +284,37 @@ impl RunningNode {
             }
         };
         tokio::select! {
-            signal = signal => signal,
-            () = left_cluster => "left its cluster",
-            () = self.console_stop.cancelled() => "stop asked from the console",
+            signal = signal => Ending::Stop(signal),
+            () = left_cluster => Ending::Stop("left its cluster"),
+            () = self.console_stop.cancelled() => Ending::Stop("stop asked from the console"),
+            failure = storage_reopenable(&self.node) => Ending::RestartToReopenStorage(failure),
         }
     }
 
     /// Stops the node in order (see the module's doc); `why` goes to the
     /// log.
     pub async fn stop(self, why: &str) -> anyhow::Result<()> {
+        let node = self.node.clone();
+        self.shut_down(why, true).await;
+        node.flush()?;
+        tracing::info!(node = %node.name(), "stopped");
+        Ok(())
+    }
+
+    /// Stops the node so that it can be started again at once to reopen
+    /// its failed storage: as [`RunningNode::stop`], but a member stays in
+    /// its cluster, and storage, which takes no writes, is not flushed.
+    pub async fn stop_to_restart(self, failure: &str) {
+        let node = self.node.clone();
+        tracing::error!(
+            node = %node.name(),
+            "storage failed ({failure}) and the cause is gone: restarting to reopen it"
+        );
+        self.shut_down("restarting to reopen storage", false).await;
+    }
+
+    /// Everything but the flush: leaves the cluster first when `leave`.
+    async fn shut_down(self, why: &str, leave: bool) {
         let Self {
             node,
             cluster,
@@ -262,6 +324,7 @@ impl RunningNode {
         } = self;
         tracing::info!(node = %node.name(), "{why}: stopping; in-flight requests finish first");
         if let Some(cluster) = &cluster
+            && leave
             && cluster.is_member()
         {
             match cluster.leave().await {
@@ -280,9 +343,31 @@ impl RunningNode {
         if let Some(cluster) = &cluster {
             cluster.shut_down().await;
         }
-        node.flush()?;
-        tracing::info!(node = %node.name(), "stopped");
-        Ok(())
+    }
+}
+
+/// Resolves once storage has failed and what failed it looks gone; says
+/// how it failed. Checks every few seconds, less often after each restart
+/// already made for it, and logs what is still wrong once a minute.
+async fn storage_reopenable(node: &NodeCore) -> String {
+    let every = REOPEN_CHECK_EVERY
+        .saturating_mul(1 << storage_restarts().min(6))
+        .min(REOPEN_CHECK_AT_MOST);
+    let mut last_said: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(failure) = node.storage_failure() else {
+            continue;
+        };
+        match node.storage_can_reopen() {
+            Ok(()) => return failure,
+            Err(still) => {
+                if last_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    tracing::error!("storage failed ({failure}); not reopened yet: {still}");
+                    last_said = Some(tokio::time::Instant::now());
+                }
+            }
+        }
     }
 }
 
@@ -349,6 +434,12 @@ fn metrics_source(
     let caps = caps.clone();
     Arc::new(move || {
         let mut series = node.series();
+        series.push(metrics::Series::counter(
+            "host_storage_restarts_total",
+            "Times this node restarted itself to reopen its storage after a failure, since \
+             it was started.",
+            u64::from(storage_restarts()),
+        ));
         series.extend(ingress.series());
         series.extend(caps.series());
         if let Some(cluster) = &cluster {

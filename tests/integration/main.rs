@@ -32,3 +32,4 @@ mod release_ops;
 mod release_seed;
 mod release_upgrade;
 mod shutdown;
+mod storage_failure;

@@ -9,7 +9,9 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::distribution::LinkArgs;
-use host::boot::{self, Distribution, Listeners, RunningNode};
+use host::boot::{
+    self, Distribution, Ending, Listeners, RunningNode, STORAGE_RESTARTS_ENV, storage_restarts,
+};
 use host::cluster::Settings;
 use host::config::{
     Durability, DurationArg, HibernateAfterArg, HttpConfig, InstanceLayout, NodeConfig,
@@ -414,6 +416,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let distribution = distribution.map(|(distribution, _)| distribution);
     let running = RunningNode::start(config, sources, distribution, listeners).await?;
+    if storage_restarts() > 0 {
+        tracing::warn!(
+            "started again to reopen storage after it failed ({} such restarts since the node \
+             was started)",
+            storage_restarts()
+        );
+    }
     println!("{}", running.ready_line());
     super::daemon::ready();
     if args.console {
@@ -429,8 +438,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             stop.cancel();
         });
     }
-    let why = running.until_stopped(stop_signals.recv()).await;
-    running.stop(why).await
+    match running.until_stopped(stop_signals.recv()).await {
+        Ending::Stop(why) => running.stop(why).await,
+        Ending::RestartToReopenStorage(failure) => {
+            running.stop_to_restart(&failure).await;
+            Err(restart_in_place())
+        }
+    }
+}
+
+/// Starts this node again in this very process: `exec` of the same binary
+/// with the same arguments and environment, so the pid stays (a release's
+/// pid file and whoever supervises the node still see it), plus the count
+/// of such restarts. Returns only if it could not.
+fn restart_in_place() -> anyhow::Error {
+    use std::os::unix::process::CommandExt as _;
+    let mut args = std::env::args_os();
+    let name = args.next().unwrap_or_else(|| "host".into());
+    // /proc/self/exe runs this binary even when its file was replaced.
+    let error = std::process::Command::new("/proc/self/exe")
+        .arg0(name)
+        .args(args)
+        .env(STORAGE_RESTARTS_ENV, (storage_restarts() + 1).to_string())
+        .exec();
+    anyhow::anyhow!("cannot restart to reopen storage ({error}): start the node again")
 }
 
 #[cfg(test)]

@@ -283,6 +283,12 @@ impl NodeCore {
         self.storage.failure()
     }
 
+    /// Whether failed storage could be reopened now, or what is still
+    /// wrong.
+    pub fn storage_can_reopen(&self) -> Result<(), String> {
+        self.storage.can_reopen()
+    }
+
     fn component(&self, name: &str) -> Option<&Arc<Component>> {
         self.components
             .iter()

@@ -5,7 +5,9 @@
 //! until the database is reopened. A node must not look healthy then: the
 //! first failed write is logged at ERROR, the failure shows on the metrics
 //! page, and every later write is refused up front, as "not applied", with
-//! the reason, instead of reaching RocksDB.
+//! the reason, instead of reaching RocksDB. Once the cause is gone
+//! ([`super::Storage::can_reopen`]), the node restarts itself, which
+//! reopens the database (`crate::boot`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,7 +34,8 @@ impl Health {
         }
         match &*self.lock() {
             Some(reason) => Err(StorageError::Unavailable(format!(
-                "storage failed and takes no writes until the node restarts ({reason})"
+                "storage failed and takes no writes until the node has restarted to reopen it, \
+                 which it does by itself once the cause is gone ({reason})"
             ))),
             None => Ok(()),
         }
@@ -48,7 +51,8 @@ impl Health {
         if failure.is_none() {
             tracing::error!(
                 "storage failed: {reason}; every write is refused from now on, reads still \
-                 work; restart the node once the cause is gone (out of files or disk?)"
+                 work; the node restarts itself to reopen it once the cause is gone (it \
+                 checks every few seconds: out of files or disk?)"
             );
             *failure = Some(reason.clone());
             self.failed.store(true, Ordering::Release);
@@ -66,7 +70,7 @@ impl Health {
             Series::gauge(
                 "host_storage_failed",
                 "1 once the database has failed a write and refuses every write until the \
-                 node restarts; 0 while it takes writes.",
+                 node has restarted itself to reopen it; 0 while it takes writes.",
                 u64::from(self.failed.load(Ordering::Acquire)),
             ),
             Series::counter(

@@ -10,7 +10,9 @@
 //! - `spill`: hibernated processes' states past their memory budget
 //!   ([`crate::process::StateSpill`]), in a local column family;
 //! - `health`: whether the database still takes writes, after an I/O
-//!   error it cannot retry.
+//!   error it cannot retry;
+//! - `disk`: the floor of free space under which guests' writes are
+//!   refused, short of a full disk.
 //!
 //! It may use `crate::config` and `crate::process`'s ids (a write carries
 //! the [`Fence`](crate::process::Fence) of the process making it); it knows
@@ -18,6 +20,7 @@
 //! column families is the cluster's business.
 
 mod cluster_store;
+mod disk;
 mod health;
 mod namespace;
 mod spill;
@@ -54,6 +57,7 @@ const HIBERNATED_CF: &str = "hibernated";
 #[derive(Clone)]
 pub struct Storage {
     db: Arc<DB>,
+    dir: Arc<Path>,
     durability: Durability,
     /// Set once, when the node joins or founds a cluster.
     replicator: Arc<OnceLock<Arc<dyn Replicator>>>,
@@ -61,6 +65,7 @@ pub struct Storage {
     /// said (open, clear a mark, or refuse).
     local_writes: Arc<ArcSwap<LocalWrites>>,
     health: Arc<health::Health>,
+    disk: Arc<disk::DiskRoom>,
 }
 
 impl Storage {
@@ -89,8 +94,11 @@ impl Storage {
                 anyhow::anyhow!("cannot open storage in {}: {message}", dir.display())
             }
         })?;
+        let dir: Arc<Path> = Arc::from(dir);
         let storage = Self {
             db: Arc::new(db),
+            disk: Arc::new(disk::DiskRoom::new(dir.clone())),
+            dir,
             durability,
             replicator: Arc::default(),
             local_writes: Arc::new(ArcSwap::from_pointee(LocalWrites::Open)),
@@ -132,9 +140,38 @@ impl Storage {
         self.health.failure()
     }
 
+    /// Whether the cause of a failure looks gone, so that reopening the
+    /// database would work: a file can be created in its folder, written,
+    /// synced and removed, and the disk has room for a flush. Says what is
+    /// still wrong otherwise.
+    pub fn can_reopen(&self) -> Result<(), String> {
+        let probe = self.dir.join("reopen-probe");
+        let written = std::fs::File::create(&probe).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, &[0; 4096])?;
+            file.sync_all()
+        });
+        let removed = std::fs::remove_file(&probe);
+        written
+            .and(removed)
+            .map_err(|e| format!("cannot write a file in {}: {e}", self.dir.display()))?;
+        let free = disk::free_bytes(&self.dir)
+            .map_err(|e| format!("cannot read the free space of {}: {e}", self.dir.display()))?;
+        if free < disk::FLOOR {
+            return Err(format!(
+                "{} has {} MiB free; reopening wants {} MiB",
+                self.dir.display(),
+                free >> 20,
+                disk::FLOOR >> 20
+            ));
+        }
+        Ok(())
+    }
+
     /// Its metrics: whether it has failed, and its failed writes.
     pub fn series(&self) -> Vec<crate::metrics::Series> {
-        self.health.series()
+        let mut series = self.health.series();
+        series.extend(self.disk.series());
+        series
     }
 
     /// From now on, local writes follow `policy` (the cluster decides:

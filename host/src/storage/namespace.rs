@@ -131,6 +131,7 @@ impl Namespace {
         if let Some(why) = self.read_only {
             return Err(StorageError::Unavailable(why.into()));
         }
+        self.storage.disk.check()?;
         let operations = self.prefixed(operations)?;
         if let Some(replicator) = self.storage.replicator.get() {
             return replicator.clone().write(operations, self.fence).await;

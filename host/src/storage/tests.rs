@@ -89,6 +89,7 @@ async fn a_database_that_fails_a_write_says_so_and_refuses_the_next_ones_up_fron
     let ns = storage.namespace("c");
     ns.put(b"before", b"1").await.expect("put");
     assert_eq!(storage.failure(), None);
+    assert_eq!(storage.can_reopen(), Ok(()), "a folder it can write in");
     // Its files gone, a flush cannot create its table file: RocksDB sets
     // its background error and refuses every write from then on.
     std::fs::remove_dir_all(dir.path()).expect("remove the database's files");
@@ -103,7 +104,8 @@ async fn a_database_that_fails_a_write_says_so_and_refuses_the_next_ones_up_fron
     assert_eq!(
         second,
         Err(StorageError::Unavailable(format!(
-            "storage failed and takes no writes until the node restarts ({failure})"
+            "storage failed and takes no writes until the node has restarted to reopen it, \
+             which it does by itself once the cause is gone ({failure})"
         )))
     );
     let series = storage.series();
@@ -112,4 +114,7 @@ async fn a_database_that_fails_a_write_says_so_and_refuses_the_next_ones_up_fron
     assert_eq!(value("host_storage_write_errors_total"), Some(1));
     // Reads still work.
     assert_eq!(ns.get(b"before"), Ok(Some(b"1".to_vec())));
+    // Its folder gone, it cannot be reopened, and says why.
+    let still = storage.can_reopen().expect_err("nowhere to reopen it");
+    assert!(still.contains("cannot write a file in"), "{still}");
 }

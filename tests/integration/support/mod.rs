@@ -59,6 +59,17 @@ pub struct NodeBuilder {
     node_name: Option<String>,
     /// The node's open-file limit, soft and hard, when the test sets one.
     file_limit: Option<u64>,
+    /// A fixed HTTP port (the node keeps it across a restart in place).
+    http_port: Option<u16>,
+    /// Its data folder on a disk of its own: see [`NodeBuilder::small_disk`].
+    small_disk: Option<SmallDisk>,
+}
+
+/// A tmpfs of `size` bytes, `filled` of them taken by the file `filler`.
+#[derive(Clone, Copy)]
+struct SmallDisk {
+    size: u64,
+    filled: u64,
 }
 
 impl NodeBuilder {
@@ -87,6 +98,8 @@ impl NodeBuilder {
             log_filter: "info,openraft=warn".to_string(),
             node_name: None,
             file_limit: None,
+            http_port: None,
+            small_disk: None,
         }
     }
 
@@ -139,6 +152,24 @@ impl NodeBuilder {
         self
     }
 
+    pub fn http_port(mut self, port: u16) -> Self {
+        self.http_port = Some(port);
+        self
+    }
+
+    /// The node's data folder on a disk of its own: a tmpfs of `size`
+    /// bytes, in a mount namespace of the node's own, with all but `free`
+    /// of it taken by a file named `filler` (the test frees the disk by
+    /// removing it through [`Node::own_path`]). Needs root; see
+    /// [`small_disks_allowed`].
+    pub fn small_disk(mut self, size: u64, free: u64) -> Self {
+        self.small_disk = Some(SmallDisk {
+            size,
+            filled: size - free,
+        });
+        self
+    }
+
     pub fn start(self) -> Node {
         let temp = TempDir::new().expect("temp dir");
         let data_dir = self
@@ -148,10 +179,11 @@ impl NodeBuilder {
         let stderr_path = temp.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr log");
         let mut command = Command::new(host_binary());
+        let http_port = self.http_port.unwrap_or(0).to_string();
         command
             .arg("run")
             .args(&self.components)
-            .args(["--http-host", "127.0.0.1", "--http-port", "0"])
+            .args(["--http-host", "127.0.0.1", "--http-port", &http_port])
             .arg("--data-dir")
             .arg(&data_dir)
             .env_remove("TODO_PORT")
@@ -190,6 +222,10 @@ impl NodeBuilder {
                 });
             }
         }
+        if let Some(disk) = self.small_disk {
+            std::fs::create_dir_all(&data_dir).expect("data dir");
+            on_small_disk(&mut command, &data_dir, disk);
+        }
         let mut child = command.spawn().expect("start host");
         let stdout = child.stdout.take().expect("stdout");
         let (lines, ready) = mpsc::channel();
@@ -226,8 +262,74 @@ impl NodeBuilder {
             stderr_path,
             data_dir,
             temp: Some(temp),
+            stdout: std::sync::Mutex::new(ready),
         }
     }
+}
+
+/// Makes `command` run in a mount namespace of its own with `dir` a small
+/// tmpfs, mostly filled.
+fn on_small_disk(command: &mut Command, dir: &Path, disk: SmallDisk) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let target = CString::new(dir.as_os_str().as_bytes()).expect("a path");
+    let filler = CString::new(dir.join("filler").as_os_str().as_bytes()).expect("a path");
+    let options = CString::new(format!("size={},mode=0700", disk.size)).expect("options");
+    let check = |result: libc::c_int| {
+        if result < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(result)
+        }
+    };
+    // SAFETY: between fork and exec, only system calls on the prepared
+    // strings, which live in the closure: unshare, mount, open, fallocate
+    // and close are async-signal-safe and touch the child alone.
+    unsafe {
+        command.pre_exec(move || {
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            // Mounts made from here on stay in this namespace.
+            check(libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            ))?;
+            let fd = check(libc::open(
+                filler.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o600,
+            ))?;
+            let filled = check(libc::fallocate(fd, 0, 0, disk.filled as libc::off_t));
+            libc::close(fd);
+            filled.map(|_| ())
+        });
+    }
+}
+
+/// Whether this test process may give a node a disk of its own (it needs
+/// root, to make a mount namespace).
+pub fn small_disks_allowed() -> bool {
+    let dir = TempDir::new().expect("temp dir");
+    let mut command = Command::new("true");
+    on_small_disk(
+        &mut command,
+        dir.path(),
+        SmallDisk {
+            size: 1 << 20,
+            filled: 4096,
+        },
+    );
+    command.status().is_ok_and(|status| status.success())
 }
 
 /// The port right after `marker` in the ready line.
@@ -252,6 +354,9 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// The node's temp dir (logs, and its data unless given one).
     temp: Option<TempDir>,
+    /// The lines it prints after its ready line (a node restarted in place
+    /// prints a new one).
+    stdout: std::sync::Mutex<mpsc::Receiver<String>>,
 }
 
 impl Node {
@@ -296,6 +401,19 @@ impl Node {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The next line the node prints, waiting up to `limit` for it.
+    pub fn next_line(&self, limit: Duration) -> Option<String> {
+        let lines = self.stdout.lock().unwrap_or_else(|p| p.into_inner());
+        lines.recv_timeout(limit).ok()
+    }
+
+    /// `path` as the node sees it (in its own mount namespace, when it has
+    /// one).
+    pub fn own_path(&self, path: &Path) -> PathBuf {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(relative)
     }
 
     /// SIGTERM, then waits for the exit.
