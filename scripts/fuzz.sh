@@ -57,6 +57,6 @@ print(f"{target:<13} {stat('number_of_executed_units'):>10} "
 PY
   if [ "${KEEP:-0}" = 1 ]; then
     cargo fuzz run --fuzz-dir fuzz -O "$target" "fuzz/corpus/$target" "$work/$target" -- \
-      -merge=1 >"$work/$target.merge.log" 2>&1
+      -set_cover_merge=1 -use_counters=0 >"$work/$target.merge.log" 2>&1
   fi
 done
