@@ -57,6 +57,12 @@ const JOIN_WAIT: Duration = Duration::from_secs(60);
 /// back at once does not make it restart in a loop), up to 5 minutes.
 const REOPEN_CHECK_EVERY: Duration = Duration::from_secs(5);
 const REOPEN_CHECK_AT_MOST: Duration = Duration::from_secs(300);
+/// How long one check may take (a hung disk does not hang the node).
+const REOPEN_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Restarts to reopen storage a node makes before it stops trying: a cause
+/// the check cannot see (corruption, say) would otherwise restart it for
+/// ever. It then serves reads and refuses writes until an operator acts.
+const MAX_STORAGE_RESTARTS: u32 = 5;
 
 /// Counts a node's restarts to reopen storage, across them (the command
 /// line sets it when it restarts the node).
@@ -287,7 +293,9 @@ impl RunningNode {
             signal = signal => Ending::Stop(signal),
             () = left_cluster => Ending::Stop("left its cluster"),
             () = self.console_stop.cancelled() => Ending::Stop("stop asked from the console"),
-            failure = storage_reopenable(&self.node) => Ending::RestartToReopenStorage(failure),
+            failure = storage_reopenable(self.node.clone()) => {
+                Ending::RestartToReopenStorage(failure)
+            }
         }
     }
 
@@ -348,10 +356,12 @@ impl RunningNode {
 
 /// Resolves once storage has failed and what failed it looks gone; says
 /// how it failed. Checks every few seconds, less often after each restart
-/// already made for it, and logs what is still wrong once a minute.
-async fn storage_reopenable(node: &NodeCore) -> String {
+/// already made for it, and logs what is still wrong once a minute; after
+/// [`MAX_STORAGE_RESTARTS`], never resolves.
+async fn storage_reopenable(node: Arc<NodeCore>) -> String {
+    let restarts = storage_restarts();
     let every = REOPEN_CHECK_EVERY
-        .saturating_mul(1 << storage_restarts().min(6))
+        .saturating_mul(1 << restarts.min(6))
         .min(REOPEN_CHECK_AT_MOST);
     let mut last_said: Option<tokio::time::Instant> = None;
     loop {
@@ -359,14 +369,25 @@ async fn storage_reopenable(node: &NodeCore) -> String {
         let Some(failure) = node.storage_failure() else {
             continue;
         };
-        match node.storage_can_reopen() {
-            Ok(()) => return failure,
-            Err(still) => {
-                if last_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
-                    tracing::error!("storage failed ({failure}); not reopened yet: {still}");
-                    last_said = Some(tokio::time::Instant::now());
-                }
-            }
+        if restarts >= MAX_STORAGE_RESTARTS {
+            tracing::error!(
+                "storage failed ({failure}) after {restarts} restarts to reopen it: not trying \
+                 again; reads go on, writes are refused; restart the node once the cause is \
+                 fixed"
+            );
+            return std::future::pending().await;
+        }
+        let checking = node.clone();
+        let check = tokio::task::spawn_blocking(move || checking.storage_can_reopen());
+        let still = match tokio::time::timeout(REOPEN_CHECK_TIMEOUT, check).await {
+            Ok(Ok(Ok(()))) => return failure,
+            Ok(Ok(Err(still))) => still,
+            Ok(Err(e)) => format!("the check failed: {e}"),
+            Err(_) => format!("the check took over {REOPEN_CHECK_TIMEOUT:?} (a hung disk?)"),
+        };
+        if last_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            tracing::error!("storage failed ({failure}); not reopened yet: {still}");
+            last_said = Some(tokio::time::Instant::now());
         }
     }
 }

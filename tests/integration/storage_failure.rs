@@ -55,7 +55,6 @@ fn a_storage_failure_refuses_writes_with_the_reason_and_the_node_restarts_itself
         return;
     }
     let guard = Immutable(db.clone());
-    let pid = node.pid();
     // Writes go on until RocksDB needs a new log file, which it cannot
     // create: that write fails, and storage with it.
     let mut acknowledged = [0usize; 20];
@@ -87,7 +86,14 @@ fn a_storage_failure_refuses_writes_with_the_reason_and_the_node_restarts_itself
         .next_line(Duration::from_secs(120))
         .expect("the node started again and printed its ready line");
     assert!(ready.contains(&format!(":{port}")), "{ready}");
-    assert_eq!(node.pid(), pid, "restarted in place");
+    // The same process, executed again, counting the restart.
+    let environment = std::fs::read(format!("/proc/{}/environ", node.pid())).expect("environ");
+    assert!(
+        environment
+            .split(|b| *b == 0)
+            .any(|var| var == b"HOST_RESTARTS_TO_REOPEN_STORAGE=1"),
+        "restarted in place"
+    );
     assert!(
         node.logs().contains("restarting to reopen it"),
         "{}",

@@ -438,10 +438,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             stop.cancel();
         });
     }
-    match running.until_stopped(stop_signals.recv()).await {
+    let signal = stop_signals.recv();
+    tokio::pin!(signal);
+    match running.until_stopped(&mut signal).await {
         Ending::Stop(why) => running.stop(why).await,
         Ending::RestartToReopenStorage(failure) => {
             running.stop_to_restart(&failure).await;
+            // A signal that came while the node was stopping asked for a
+            // stop, not a restart.
+            if let Some(why) = futures_util::FutureExt::now_or_never(&mut signal) {
+                tracing::info!("{why} while restarting to reopen storage: stopped instead");
+                return Ok(());
+            }
             Err(restart_in_place())
         }
     }
