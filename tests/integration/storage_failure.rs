@@ -70,7 +70,6 @@ fn a_storage_failure_refuses_writes_with_the_reason_and_the_node_restarts_itself
         }
     }
     let refused = refused.expect("a write failed once the log could not be switched");
-    drop(guard);
     assert_eq!(refused.status, 500, "outcome unknown: {}", refused.text());
     assert!(
         refused.text().contains("outcome unknown"),
@@ -78,6 +77,13 @@ fn a_storage_failure_refuses_writes_with_the_reason_and_the_node_restarts_itself
         refused.text()
     );
     assert!(node.logs().contains("storage failed:"), "{}", node.logs());
+    // While the cause stays (the node cannot restart meanwhile), later
+    // writes are refused up front with the reason, and reads go on.
+    let later = add(&node, 99, 0);
+    assert_eq!(later.status, 503, "not applied: {}", later.text());
+    assert!(later.text().contains("storage failed"), "{}", later.text());
+    assert_eq!(node.get("/lists/l0/entries").status, 200, "reads go on");
+    drop(guard);
     let written: usize = acknowledged.iter().sum();
     assert!(written > 10_000, "{written} writes before the switch");
     // The node is back within a few seconds of the cause going, in the
@@ -126,16 +132,13 @@ fn a_disk_under_its_floor_refuses_writes_until_it_has_room_again() {
         eprintln!("skipped: giving a node a disk of its own needs root");
         return;
     }
-    // 256 MiB free at start; RocksDB reserves about 70 for its log, which
-    // leaves the node over its floor (128 MiB).
-    let node = NodeBuilder::todo()
-        .metrics()
-        .small_disk(320 * MIB, 256 * MIB)
-        .start();
+    // 256 MiB; RocksDB reserves about 70 for its log, which leaves the
+    // node over its floor (128 MiB).
+    let node = NodeBuilder::todo().metrics().small_disk(256 * MIB).start();
     assert_eq!(add(&node, 0, 0).status, 201);
 
     // Filled, then 100 MiB given back: under the floor.
-    let filler = node.own_path(&node.data_dir.join("more-filler"));
+    let filler = node.own_path(&node.data_dir.join("filler"));
     let mut file = std::fs::File::create(&filler).expect("a file on the node's disk");
     let chunk = vec![0u8; MIB as usize];
     let mut size = 0;

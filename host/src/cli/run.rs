@@ -416,11 +416,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let distribution = distribution.map(|(distribution, _)| distribution);
     let running = RunningNode::start(config, sources, distribution, listeners).await?;
-    if storage_restarts() > 0 {
+    let restarts = storage_restarts();
+    if restarts > 0 {
         tracing::warn!(
-            "started again to reopen storage after it failed ({} such restarts since the node \
-             was started)",
-            storage_restarts()
+            "started again to reopen storage after it failed ({restarts} such restarts since \
+             the node was started)"
         );
     }
     println!("{}", running.ready_line());

@@ -40,6 +40,8 @@ use protocol::{ConsoleReply, ConsoleRequest, NodeFigures, ProcessRow};
 pub use session::{Session, SessionId};
 use views::SortBy;
 pub use views::render_nodes;
+#[cfg(any(test, feature = "fuzzing"))]
+pub use wave::fuzz_call;
 pub use words::{quoted, words};
 
 /// How long a console waits for another member's answer.
@@ -467,6 +469,7 @@ impl ConsoleService for Console {
         })
     }
 }
+
 /// The fuzz target `console_line` (`fuzz/`): a line typed at the console,
 /// read as the console reads it, up to the command it names and the
 /// options that command's usage lists. The words, quoted as the tools
@@ -497,13 +500,4 @@ pub fn fuzz_line(line: &str) {
             }
         }
     }
-}
-
-/// The fuzz target `wave_call` (`fuzz/`): a console call of one of
-/// `functions`, its arguments read as WAVE against the function's types.
-/// Arguments that read must write back as WAVE that reads as the same
-/// values.
-#[cfg(any(test, feature = "fuzzing"))]
-pub fn fuzz_call(functions: &[crate::wasm::ExportedFunction], line: &str) {
-    wave::fuzz_call(functions, line);
 }

@@ -123,10 +123,10 @@ pub fn functions(node: &OperatorAccess) -> String {
     out
 }
 
-/// The fuzz target `wave_call`, as `super::fuzz_call` says: the call's
-/// arguments are read against every function's parameter types (the
-/// fuzzer need not guess a name), and what reads must survive being
-/// written back.
+/// The fuzz target `wave_call` (`fuzz/`): a console call's arguments,
+/// read as WAVE against every one of `functions`' parameter types (the
+/// fuzzer need not guess a name). Arguments that read must write back as
+/// WAVE that reads as the same values.
 #[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_call(functions: &[ExportedFunction], line: &str) {
     let Ok(parsed) = UntypedFuncCall::parse(line.trim()) else {

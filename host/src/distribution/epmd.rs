@@ -874,5 +874,12 @@ mod tests {
         assert_eq!(entry.port, 5555);
         assert_eq!(entry.highest, 6);
         assert!(parse_alive2(&body[..12]).is_none(), "truncated");
+        // A name that would forge a line of the names listing, or hide in
+        // one, is not registered.
+        for name in [&b"fo\n"[..], b"f o", b"fo\0", b"f\to"] {
+            let mut forged = body;
+            forged[10..13].copy_from_slice(name);
+            assert!(parse_alive2(&forged).is_none(), "{name:?}");
+        }
     }
 }

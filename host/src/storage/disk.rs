@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::StorageError;
 use crate::metrics::Series;
@@ -23,9 +23,9 @@ use crate::metrics::Series;
 /// Free space under which guests' writes are refused, and the room failed
 /// storage wants before it is reopened: two memtables' worth (RocksDB's
 /// write buffer is 64 MiB), for a flush to write out.
-pub const FLOOR: u64 = 128 * 1024 * 1024;
-/// How often a write reads the free space again.
-const READ_EVERY: Duration = Duration::from_millis(250);
+const FLOOR: u64 = 128 * 1024 * 1024;
+/// How often a write reads the free space again, in milliseconds.
+const READ_EVERY_MS: u64 = 250;
 
 /// The disk under the database, as writes see it.
 pub struct DiskRoom {
@@ -54,12 +54,16 @@ impl DiskRoom {
     pub fn check(&self) -> Result<(), StorageError> {
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let next = self.next_read_ms.load(Ordering::Relaxed);
-        let read_every = u64::try_from(READ_EVERY.as_millis()).unwrap_or(u64::MAX);
         // One writer reads it; the others use what it read last.
         if now >= next
             && self
                 .next_read_ms
-                .compare_exchange(next, now + read_every, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    next,
+                    now + READ_EVERY_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             let free = free_bytes(&self.dir).unwrap_or(u64::MAX);
@@ -76,6 +80,33 @@ impl DiskRoom {
             free >> 20,
             FLOOR >> 20
         )))
+    }
+
+    /// Whether the cause of a storage failure looks gone, so that reopening
+    /// the database would work: a file can be created in its folder,
+    /// written, synced and removed, and the disk is over its floor. Says
+    /// what is still wrong otherwise.
+    pub fn can_reopen(&self) -> Result<(), String> {
+        let dir = self.dir.display();
+        let probe = self.dir.join("reopen-probe");
+        let written = std::fs::File::create(&probe).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, &[0; 4096])?;
+            file.sync_all()
+        });
+        let removed = std::fs::remove_file(&probe);
+        written
+            .and(removed)
+            .map_err(|e| format!("cannot write a file in {dir}: {e}"))?;
+        let free = free_bytes(&self.dir)
+            .map_err(|e| format!("cannot read the free space of {dir}: {e}"))?;
+        if free < FLOOR {
+            return Err(format!(
+                "{dir} has {} MiB free; reopening wants {} MiB",
+                free >> 20,
+                FLOOR >> 20
+            ));
+        }
+        Ok(())
     }
 
     pub fn series(&self) -> Vec<Series> {
@@ -96,7 +127,7 @@ impl DiskRoom {
 }
 
 /// Bytes an unprivileged process may still write on `dir`'s file system.
-pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt as _;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
     let mut stats = std::mem::MaybeUninit::<libc::statvfs>::zeroed();

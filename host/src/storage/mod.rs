@@ -57,7 +57,6 @@ const HIBERNATED_CF: &str = "hibernated";
 #[derive(Clone)]
 pub struct Storage {
     db: Arc<DB>,
-    dir: Arc<Path>,
     durability: Durability,
     /// Set once, when the node joins or founds a cluster.
     replicator: Arc<OnceLock<Arc<dyn Replicator>>>,
@@ -94,11 +93,9 @@ impl Storage {
                 anyhow::anyhow!("cannot open storage in {}: {message}", dir.display())
             }
         })?;
-        let dir: Arc<Path> = Arc::from(dir);
         let storage = Self {
             db: Arc::new(db),
-            disk: Arc::new(disk::DiskRoom::new(dir.clone())),
-            dir,
+            disk: Arc::new(disk::DiskRoom::new(Arc::from(dir))),
             durability,
             replicator: Arc::default(),
             local_writes: Arc::new(ArcSwap::from_pointee(LocalWrites::Open)),
@@ -141,30 +138,9 @@ impl Storage {
     }
 
     /// Whether the cause of a failure looks gone, so that reopening the
-    /// database would work: a file can be created in its folder, written,
-    /// synced and removed, and the disk has room for a flush. Says what is
-    /// still wrong otherwise.
+    /// database would work ([`disk::DiskRoom::can_reopen`]).
     pub fn can_reopen(&self) -> Result<(), String> {
-        let probe = self.dir.join("reopen-probe");
-        let written = std::fs::File::create(&probe).and_then(|mut file| {
-            std::io::Write::write_all(&mut file, &[0; 4096])?;
-            file.sync_all()
-        });
-        let removed = std::fs::remove_file(&probe);
-        written
-            .and(removed)
-            .map_err(|e| format!("cannot write a file in {}: {e}", self.dir.display()))?;
-        let free = disk::free_bytes(&self.dir)
-            .map_err(|e| format!("cannot read the free space of {}: {e}", self.dir.display()))?;
-        if free < disk::FLOOR {
-            return Err(format!(
-                "{} has {} MiB free; reopening wants {} MiB",
-                self.dir.display(),
-                free >> 20,
-                disk::FLOOR >> 20
-            ));
-        }
-        Ok(())
+        self.disk.can_reopen()
     }
 
     /// Its metrics: whether it has failed, and its failed writes.

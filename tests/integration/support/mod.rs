@@ -61,15 +61,9 @@ pub struct NodeBuilder {
     file_limit: Option<u64>,
     /// A fixed HTTP port (the node keeps it across a restart in place).
     http_port: Option<u16>,
-    /// Its data folder on a disk of its own: see [`NodeBuilder::small_disk`].
-    small_disk: Option<SmallDisk>,
-}
-
-/// A tmpfs of `size` bytes, `filled` of them taken by the file `filler`.
-#[derive(Clone, Copy)]
-struct SmallDisk {
-    size: u64,
-    filled: u64,
+    /// The size of its data folder's disk of its own: see
+    /// [`NodeBuilder::small_disk`].
+    small_disk: Option<u64>,
 }
 
 impl NodeBuilder {
@@ -158,15 +152,10 @@ impl NodeBuilder {
     }
 
     /// The node's data folder on a disk of its own: a tmpfs of `size`
-    /// bytes, in a mount namespace of the node's own, with all but `free`
-    /// of it taken by a file named `filler` (the test frees the disk by
-    /// removing it through [`Node::own_path`]). Needs root; see
-    /// [`small_disks_allowed`].
-    pub fn small_disk(mut self, size: u64, free: u64) -> Self {
-        self.small_disk = Some(SmallDisk {
-            size,
-            filled: size - free,
-        });
+    /// bytes, in a mount namespace of the node's own (the test reaches it
+    /// through [`Node::own_path`]). Needs root; see [`small_disks_allowed`].
+    pub fn small_disk(mut self, size: u64) -> Self {
+        self.small_disk = Some(size);
         self
     }
 
@@ -222,9 +211,9 @@ impl NodeBuilder {
                 });
             }
         }
-        if let Some(disk) = self.small_disk {
+        if let Some(size) = self.small_disk {
             std::fs::create_dir_all(&data_dir).expect("data dir");
-            on_small_disk(&mut command, &data_dir, disk);
+            on_small_disk(&mut command, &data_dir, size);
         }
         let mut child = command.spawn().expect("start host");
         let stdout = child.stdout.take().expect("stdout");
@@ -267,25 +256,24 @@ impl NodeBuilder {
     }
 }
 
-/// Makes `command` run in a mount namespace of its own with `dir` a small
-/// tmpfs, mostly filled.
-fn on_small_disk(command: &mut Command, dir: &Path, disk: SmallDisk) {
+/// Makes `command` run in a mount namespace of its own with `dir` a tmpfs
+/// of `size` bytes.
+fn on_small_disk(command: &mut Command, dir: &Path, size: u64) {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::process::CommandExt;
     let target = CString::new(dir.as_os_str().as_bytes()).expect("a path");
-    let filler = CString::new(dir.join("filler").as_os_str().as_bytes()).expect("a path");
-    let options = CString::new(format!("size={},mode=0700", disk.size)).expect("options");
+    let options = CString::new(format!("size={size},mode=0700")).expect("options");
     let check = |result: libc::c_int| {
         if result < 0 {
             Err(std::io::Error::last_os_error())
         } else {
-            Ok(result)
+            Ok(())
         }
     };
     // SAFETY: between fork and exec, only system calls on the prepared
-    // strings, which live in the closure: unshare, mount, open, fallocate
-    // and close are async-signal-safe and touch the child alone.
+    // strings, which live in the closure: unshare and mount are
+    // async-signal-safe and touch the child alone.
     unsafe {
         command.pre_exec(move || {
             check(libc::unshare(libc::CLONE_NEWNS))?;
@@ -303,15 +291,7 @@ fn on_small_disk(command: &mut Command, dir: &Path, disk: SmallDisk) {
                 c"tmpfs".as_ptr(),
                 0,
                 options.as_ptr().cast(),
-            ))?;
-            let fd = check(libc::open(
-                filler.as_ptr(),
-                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o600,
-            ))?;
-            let filled = check(libc::fallocate(fd, 0, 0, disk.filled as libc::off_t));
-            libc::close(fd);
-            filled.map(|_| ())
+            ))
         });
     }
 }
@@ -321,14 +301,7 @@ fn on_small_disk(command: &mut Command, dir: &Path, disk: SmallDisk) {
 pub fn small_disks_allowed() -> bool {
     let dir = TempDir::new().expect("temp dir");
     let mut command = Command::new("true");
-    on_small_disk(
-        &mut command,
-        dir.path(),
-        SmallDisk {
-            size: 1 << 20,
-            filled: 4096,
-        },
-    );
+    on_small_disk(&mut command, dir.path(), 1 << 20);
     command.status().is_ok_and(|status| status.success())
 }
 
